@@ -1,0 +1,54 @@
+# sharpzo_ext: set-up, build, tests. On a fresh machine: `make demo` or `make test`.
+# Both create .venv, install the pinned stack (requirements.txt) and build the extension when
+# needed. Build switches (SHARPZO_EXT_CUDA, CUDA_HOME, TORCH_CUDA_ARCH_LIST): see setup.py.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEPS := $(VENV)/.requirements-installed
+EXT := sharpzo_ext/_C.abi3.so
+SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h') setup.py pyproject.toml
+TORCH_PREFIX = $$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null)
+
+.PHONY: demo test build ctest pytest test-cpu-only-library bench clean
+
+demo: $(EXT)
+	$(PY) -m sharpzo_ext demo
+
+test: ctest pytest test-cpu-only-library
+
+build: $(EXT)
+
+$(DEPS): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(EXT): $(DEPS) $(SOURCES)
+	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
+	touch $@
+
+# C++ tests of the header-only stream code: no Python, no libtorch.
+ctest:
+	cmake -S . -B build/ctest -DSHARPZO_BUILD_TESTS=ON > /dev/null
+	cmake --build build/ctest -j 2 > /dev/null
+	ctest --test-dir build/ctest --output-on-failure
+
+pytest: $(EXT)
+	$(PY) -m pytest -q
+
+# The op library built by CMake against libtorch with CUDA off: the CPU-only build, run through
+# the op tests (the package loads it in place of _C when SHARPZO_EXT_LIBRARY is set).
+test-cpu-only-library: $(DEPS)
+	mkdir -p build
+	cmake -S . -B build/cpu-only -DSHARPZO_BUILD_TESTS=OFF -DSHARPZO_BUILD_EXTENSION=ON \
+		-DSHARPZO_EXT_CUDA=0 -DCMAKE_PREFIX_PATH="$(TORCH_PREFIX)" > build/cpu-only.log 2>&1 \
+		|| (cat build/cpu-only.log; exit 1)
+	cmake --build build/cpu-only -j 2 >> build/cpu-only.log 2>&1 || (cat build/cpu-only.log; exit 1)
+	SHARPZO_EXT_LIBRARY=build/cpu-only/libsharpzo_ops.so $(PY) -m pytest -q -m ops
+
+bench: $(EXT)
+	$(PY) -m sharpzo_ext bench
+
+clean:
+	rm -rf build sharpzo_ext/*.so *.egg-info

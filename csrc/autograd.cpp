@@ -1,0 +1,72 @@
+// Autograd behaviour of the mutating ops (perturb_, sample_): one pair of boxed kernels for all.
+//
+// Note [Mutating ops and autograd]
+// A perturbation is not part of any computation graph: optimizers apply it to parameters under
+// torch.no_grad(). Two things still matter to autograd, and torch's generic fallbacks handle
+// neither for ops that return nothing (they bump the version of mutable *returns* only):
+//   Autograd: with grad mode on, mutating a tensor that requires grad is refused with a clear
+//     error, as torch's own in-place ops refuse a leaf;
+//   ADInplaceOrView: the version counter of every mutated tensor is bumped, so a backward pass
+//     through a tensor that was saved and then perturbed fails loudly instead of being wrong.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/core/grad_mode.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+#include <torch/library.h>
+
+namespace sharpzo {
+namespace {
+
+// Calls fn(argument, tensor) for every tensor argument the schema marks as mutable (a!).
+template <typename Fn>
+void for_each_mutated_tensor(const c10::OperatorHandle& op, const torch::jit::Stack& stack,
+                             Fn&& fn) {
+  const auto& schema = op.schema();
+  const size_t n = schema.arguments().size();
+  const size_t start = stack.size() - n;
+  for (size_t i = 0; i < n; ++i) {
+    const c10::IValue& value = stack[start + i];
+    if (value.isTensor() && schema.is_mutable({c10::SchemaArgType::input, i})) {
+      fn(schema.arguments()[i], value.toTensor());
+    }
+  }
+}
+
+void mutating_op_autograd(const c10::OperatorHandle& op, c10::DispatchKeySet keys,
+                          torch::jit::Stack* stack) {
+  if (at::GradMode::is_enabled()) {
+    for_each_mutated_tensor(op, *stack, [&](const c10::Argument& arg, const at::Tensor& t) {
+      TORCH_CHECK(!t.requires_grad(), op.schema().name(), ": ", arg.name(),
+                  " requires grad; perturbations are not differentiable, call it under "
+                  "torch.no_grad()");
+    });
+  }
+  at::AutoDispatchBelowAutograd guard;
+  op.redispatchBoxed(keys & c10::after_autograd_keyset, stack);
+}
+
+void mutating_op_inplace_or_view(const c10::OperatorHandle& op, c10::DispatchKeySet keys,
+                                 torch::jit::Stack* stack) {
+  std::vector<at::Tensor> mutated;
+  for_each_mutated_tensor(op, *stack,
+                          [&](const c10::Argument&, const at::Tensor& t) { mutated.push_back(t); });
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    op.redispatchBoxed(keys & c10::after_ADInplaceOrView_keyset, stack);
+  }
+  for (const at::Tensor& t : mutated) t.unsafeGetTensorImpl()->bump_version();
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(sharpzo, Autograd, m) {
+  m.impl("perturb_", torch::CppFunction::makeFromBoxedFunction<&mutating_op_autograd>());
+  m.impl("sample_", torch::CppFunction::makeFromBoxedFunction<&mutating_op_autograd>());
+}
+
+TORCH_LIBRARY_IMPL(sharpzo, ADInplaceOrView, m) {
+  m.impl("perturb_", torch::CppFunction::makeFromBoxedFunction<&mutating_op_inplace_or_view>());
+  m.impl("sample_", torch::CppFunction::makeFromBoxedFunction<&mutating_op_inplace_or_view>());
+}
+
+}  // namespace sharpzo

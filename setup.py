@@ -1,0 +1,105 @@
+"""Builds sharpzo_ext._C: CPU kernels always, CUDA kernels when a CUDA toolkit and a CUDA build of
+torch are present.
+
+Environment switches:
+  SHARPZO_EXT_CUDA=auto|0|1   auto (default): build CUDA kernels when nvcc is found and torch was
+                              built with CUDA; 0: CPU only; 1: require CUDA (error otherwise).
+                              Never decided by torch.cuda.is_available(): a CUDA build is useful
+                              on a machine whose GPU is elsewhere (CI, containers).
+  CUDA_HOME                   the toolkit; otherwise found from nvcc on PATH.
+  TORCH_CUDA_ARCH_LIST        GPU architectures; defaults to the visible GPUs, or to
+                              "7.5+PTX" (runs on every GPU CUDA 13 supports) when none is visible.
+  SHARPZO_EXT_DEBUG=1         -O0 -g.
+"""
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+from setuptools import setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def find_cuda_home():
+    """The CUDA toolkit directory, or None.
+
+    torch guesses CUDA_HOME from nvcc's location on PATH; where nvcc is a wrapper script (as on
+    our CI machines) that guess is wrong. nvcc itself knows its toolkit: `nvcc -v --dryrun`
+    prints it as TOP.
+    """
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            return os.environ[var]
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        return None
+    try:
+        out = subprocess.run([nvcc, "-v", "--dryrun", "-x", "cu", os.devnull], capture_output=True,
+                             text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"^#\$ TOP=(.+)$", out.stdout + out.stderr, re.MULTILINE)
+    if match is None:
+        return None
+    return os.path.realpath(match.group(1).strip())
+
+
+def cuda_wanted():
+    mode = os.environ.get("SHARPZO_EXT_CUDA", "auto").strip().lower()
+    if mode not in ("auto", "0", "1"):
+        sys.exit(f"SHARPZO_EXT_CUDA must be auto, 0 or 1, got {mode!r}")
+    if mode == "0":
+        return False
+    cuda_home = find_cuda_home()
+    import torch  # noqa: PLC0415 (after CUDA_HOME is known, see below)
+
+    reasons = []
+    if cuda_home is None or not os.path.exists(os.path.join(cuda_home, "bin", "nvcc")):
+        reasons.append("no CUDA toolkit (nvcc) found; set CUDA_HOME")
+    if torch.version.cuda is None:
+        reasons.append(f"torch {torch.__version__} is not a CUDA build")
+    if reasons:
+        if mode == "1":
+            sys.exit("SHARPZO_EXT_CUDA=1 but " + " and ".join(reasons))
+        print("sharpzo_ext: building CPU kernels only: " + "; ".join(reasons))
+        return False
+    # torch.utils.cpp_extension reads CUDA_HOME when it is imported.
+    os.environ["CUDA_HOME"] = cuda_home
+    return True
+
+
+def build_extension():
+    with_cuda = cuda_wanted()
+    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: PLC0415
+
+    debug = os.environ.get("SHARPZO_EXT_DEBUG", "0") == "1"
+    opt = ["-O0", "-g"] if debug else ["-O3"]
+    # -fno-math-errno lets sqrtf vectorize (Note [Polynomial log and sincos]); no -ffast-math:
+    # the stream's arithmetic must stay IEEE. -fopenmp: at::parallel_for is inline and runs
+    # serially in code compiled without it (the soname resolves to torch's own libgomp).
+    cxx_flags = opt + ["-fno-math-errno", "-fopenmp", "-DPy_LIMITED_API=0x03090000"]
+    include_dirs = [os.path.join(ROOT, "csrc"), os.path.join(ROOT, "csrc", "include")]
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+    extension = CppExtension
+    extra = {"cxx": cxx_flags}
+    if with_cuda:
+        import torch  # noqa: PLC0415
+
+        if not os.environ.get("TORCH_CUDA_ARCH_LIST") and torch.cuda.device_count() == 0:
+            os.environ["TORCH_CUDA_ARCH_LIST"] = "7.5+PTX"
+        sources += sorted(glob.glob("csrc/cuda/*.cu"))
+        extension = CUDAExtension
+        extra["nvcc"] = opt + ["-DPy_LIMITED_API=0x03090000"]
+    print(f"sharpzo_ext: building {'CPU + CUDA' if with_cuda else 'CPU'} kernels from "
+          f"{len(sources)} sources")
+    ext = extension("sharpzo_ext._C", sources, include_dirs=include_dirs, extra_compile_args=extra,
+                    extra_link_args=["-fopenmp"], py_limited_api=True)
+    return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
+
+
+ext_modules, cmdclass = build_extension()
+setup(ext_modules=ext_modules, cmdclass=cmdclass, options={"bdist_wheel": {"py_limited_api": "cp39"}})

@@ -1,0 +1,35 @@
+"""sharpzo_ext: forward-only fine-tuning for PyTorch.
+
+SharpZO (sharpness-aware CMA-ES warm-up, then sparse zeroth-order search) and the optimizers it is
+built from, on fused C++/CUDA kernels registered as torch.ops.sharpzo.*.
+"""
+
+import os
+
+import torch  # loads libtorch before the extension that links against it
+
+
+def _load_ops() -> None:
+    """Registers torch.ops.sharpzo from the package's _C, or from the library that
+    SHARPZO_EXT_LIBRARY names (e.g. libsharpzo_ops.so built with CMake)."""
+    library = os.environ.get("SHARPZO_EXT_LIBRARY")
+    if library:
+        if not os.path.isfile(library):
+            raise ImportError(f"SHARPZO_EXT_LIBRARY={library!r} is not a file")
+        torch.ops.load_library(library)
+        return
+    try:
+        from sharpzo_ext import _C  # noqa: F401, PLC0415
+    except ImportError as error:
+        raise ImportError(
+            "sharpzo_ext's compiled extension (sharpzo_ext._C) is missing or does not load: "
+            f"{error}. Build it with `pip install --no-build-isolation -e .` (or `make test`)."
+        ) from error
+
+
+_load_ops()
+
+from sharpzo_ext import ops, reference  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["ops", "reference", "__version__"]
