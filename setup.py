@@ -81,7 +81,7 @@ def build_extension():
     # -fno-math-errno lets sqrtf vectorize (Note [Polynomial log and sincos]); no -ffast-math:
     # the stream's arithmetic must stay IEEE. -fopenmp: at::parallel_for is inline and runs
     # serially in code compiled without it (the soname resolves to torch's own libgomp).
-    cxx_flags = opt + ["-fno-math-errno", "-fopenmp", "-DPy_LIMITED_API=0x03090000"]
+    cxx_flags = opt + ["-fno-math-errno", "-fopenmp"]
     include_dirs = [os.path.join(ROOT, "csrc"), os.path.join(ROOT, "csrc", "include")]
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     extension = CppExtension
@@ -93,7 +93,7 @@ def build_extension():
             os.environ["TORCH_CUDA_ARCH_LIST"] = "7.5+PTX"
         sources += sorted(glob.glob("csrc/cuda/*.cu"))
         extension = CUDAExtension
-        extra["nvcc"] = opt + ["-DPy_LIMITED_API=0x03090000"]
+        extra["nvcc"] = opt
     print(f"sharpzo_ext: building {'CPU + CUDA' if with_cuda else 'CPU'} kernels from "
           f"{len(sources)} sources")
     ext = extension("sharpzo_ext._C", sources, include_dirs=include_dirs, extra_compile_args=extra,
@@ -102,4 +102,4 @@ def build_extension():
 
 
 ext_modules, cmdclass = build_extension()
-setup(ext_modules=ext_modules, cmdclass=cmdclass, options={"bdist_wheel": {"py_limited_api": "cp39"}})
+setup(ext_modules=ext_modules, cmdclass=cmdclass, options={"bdist_wheel": {"py_limited_api": "cp310"}})

@@ -27,23 +27,33 @@ constexpr uint32_t kGaussianBlocksPerTile = kTileElements / kGaussianPerBlock;  
 constexpr uint32_t kRademacherBlocksPerTile = kTileElements / kRademacherPerBlock;  // 2
 constexpr int64_t kTilesPerTask = 64;  // 16K elements per parallel task at least
 
+// The two blocks of a packed pair (Note [Two Philox blocks per 64-bit word]).
+inline uint32_t first_of(uint64_t packed) { return static_cast<uint32_t>(packed); }
+inline uint32_t second_of(uint64_t packed) { return static_cast<uint32_t>(packed >> 32); }
+
 SHARPZO_CPU_CLONES void gaussian_tile(StreamKey key, uint64_t tile, float* __restrict out) {
-  const uint64_t first_block = tile * kGaussianBlocksPerTile;
+  constexpr uint32_t kBlocks = kGaussianBlocksPerTile;
+  const uint64_t first_block = tile * kBlocks;
   const uint32_t block_lo = static_cast<uint32_t>(first_block);
   const uint32_t block_hi = static_cast<uint32_t>(first_block >> 32);
-  // Structure of arrays first (vectorizes across blocks), then interleave into stream order.
-  float lane0[kGaussianBlocksPerTile], lane1[kGaussianBlocksPerTile];
-  float lane2[kGaussianBlocksPerTile], lane3[kGaussianBlocksPerTile];
-  for (uint32_t b = 0; b < kGaussianBlocksPerTile; ++b) {
-    const Words4 w = stream_block(key, block_lo + b, block_hi);
-    const GaussianPair first = box_muller(w.w0, w.w1);
-    const GaussianPair second = box_muller(w.w2, w.w3);
-    lane0[b] = first.z_cos;
-    lane1[b] = first.z_sin;
-    lane2[b] = second.z_cos;
-    lane3[b] = second.z_sin;
+  // Three loops, each vectorized across blocks: Philox two blocks at a time into structure-of-
+  // arrays words, Box-Muller into structure-of-arrays lanes, then interleave into stream order.
+  uint32_t w0[kBlocks], w1[kBlocks], w2[kBlocks], w3[kBlocks];
+  for (uint32_t p = 0; p < kBlocks / 2; ++p) {
+    const Words4x2 w = stream_block_pair(key, block_lo + 2 * p, block_hi);
+    w0[2 * p] = first_of(w.w0), w0[2 * p + 1] = second_of(w.w0);
+    w1[2 * p] = first_of(w.w1), w1[2 * p + 1] = second_of(w.w1);
+    w2[2 * p] = first_of(w.w2), w2[2 * p + 1] = second_of(w.w2);
+    w3[2 * p] = first_of(w.w3), w3[2 * p + 1] = second_of(w.w3);
   }
-  for (uint32_t b = 0; b < kGaussianBlocksPerTile; ++b) {
+  float lane0[kBlocks], lane1[kBlocks], lane2[kBlocks], lane3[kBlocks];
+  for (uint32_t b = 0; b < kBlocks; ++b) {
+    const GaussianPair first = box_muller(w0[b], w1[b]);
+    const GaussianPair second = box_muller(w2[b], w3[b]);
+    lane0[b] = first.z_cos, lane1[b] = first.z_sin;
+    lane2[b] = second.z_cos, lane3[b] = second.z_sin;
+  }
+  for (uint32_t b = 0; b < kBlocks; ++b) {
     out[4 * b + 0] = lane0[b];
     out[4 * b + 1] = lane1[b];
     out[4 * b + 2] = lane2[b];
@@ -52,15 +62,14 @@ SHARPZO_CPU_CLONES void gaussian_tile(StreamKey key, uint64_t tile, float* __res
 }
 
 SHARPZO_CPU_CLONES void rademacher_tile(StreamKey key, uint64_t tile, float* __restrict out) {
+  static_assert(kRademacherBlocksPerTile == 2, "one packed pair of blocks per tile");
   const uint64_t first_block = tile * kRademacherBlocksPerTile;
-  for (uint32_t b = 0; b < kRademacherBlocksPerTile; ++b) {
-    const Words4 w = stream_block(key, first_block + b);
-    const uint32_t words[4] = {w.w0, w.w1, w.w2, w.w3};
-    for (uint32_t k = 0; k < 4; ++k) {
-      for (uint32_t bit = 0; bit < 32; ++bit) {
-        out[kRademacherPerBlock * b + 32 * k + bit] = rademacher_from_bit(words[k], bit);
-      }
-    }
+  const Words4x2 w = stream_block_pair(key, static_cast<uint32_t>(first_block),
+                                       static_cast<uint32_t>(first_block >> 32));
+  const uint32_t words[8] = {first_of(w.w0),  first_of(w.w1),  first_of(w.w2),  first_of(w.w3),
+                             second_of(w.w0), second_of(w.w1), second_of(w.w2), second_of(w.w3)};
+  for (uint32_t k = 0; k < 8; ++k) {
+    for (uint32_t bit = 0; bit < 32; ++bit) out[32 * k + bit] = rademacher_from_bit(words[k], bit);
   }
 }
 

@@ -44,6 +44,16 @@ SHARPZO_HOST_DEVICE Words4 stream_block(StreamKey key, uint64_t block) {
   return stream_block(key, static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32));
 }
 
+// Blocks `block_lo` (even) and `block_lo + 1` of the counter's high word `block_hi`, packed as in
+// Note [Two Philox blocks per 64-bit word].
+SHARPZO_HOST_DEVICE Words4x2 stream_block_pair(StreamKey key, uint32_t block_lo, uint32_t block_hi) {
+  const Words4x2 counter{block_lo | (static_cast<uint64_t>(block_lo + 1) << 32),
+                         philox_detail::both_halves(block_hi),
+                         philox_detail::both_halves(key.stream_lo),
+                         philox_detail::both_halves(key.stream_hi)};
+  return philox4x32_x2<10>(counter, key.seed_lo, key.seed_hi);
+}
+
 // ---- Rademacher -------------------------------------------------------------------------
 
 // +1 if bit `bit` (0..31) of `word` is set, else -1.

@@ -1,0 +1,11 @@
+"""Microbenchmarks on torch.utils.benchmark, run by `python -m sharpzo_ext bench`.
+
+Each suite module defines `run(config) -> Suite`; ratios are measured in one run, because this
+kind of machine is shared and noisy and only ratios are comparable between runs.
+"""
+
+from sharpzo_ext.bench.common import BenchConfig, Suite, run_suites
+
+SUITES = ("perturb",)
+
+__all__ = ["BenchConfig", "Suite", "run_suites", "SUITES"]
