@@ -78,10 +78,11 @@ def build_extension():
 
     debug = os.environ.get("SHARPZO_EXT_DEBUG", "0") == "1"
     opt = ["-O0", "-g"] if debug else ["-O3"]
-    # -fno-math-errno lets sqrtf vectorize (Note [Polynomial log and sincos]); no -ffast-math:
-    # the stream's arithmetic must stay IEEE. -fopenmp: at::parallel_for is inline and runs
-    # serially in code compiled without it (the soname resolves to torch's own libgomp).
-    cxx_flags = opt + ["-fno-math-errno", "-fopenmp"]
+    # -fno-math-errno lets sqrtf vectorize (Note [Polynomial log and sincos]). No -ffast-math
+    # and no FMA contraction (-ffp-contract=off, nvcc -fmad=false): Note [Same bits everywhere].
+    # -fopenmp: at::parallel_for is inline and runs serially in code compiled without it (the
+    # soname resolves to torch's own libgomp).
+    cxx_flags = opt + ["-fno-math-errno", "-ffp-contract=off", "-fopenmp"]
     include_dirs = [os.path.join(ROOT, "csrc"), os.path.join(ROOT, "csrc", "include")]
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     extension = CppExtension
@@ -93,7 +94,7 @@ def build_extension():
             os.environ["TORCH_CUDA_ARCH_LIST"] = "7.5+PTX"
         sources += sorted(glob.glob("csrc/cuda/*.cu"))
         extension = CUDAExtension
-        extra["nvcc"] = opt
+        extra["nvcc"] = opt + ["-fmad=false"]
     print(f"sharpzo_ext: building {'CPU + CUDA' if with_cuda else 'CPU'} kernels from "
           f"{len(sources)} sources")
     ext = extension("sharpzo_ext._C", sources, include_dirs=include_dirs, extra_compile_args=extra,

@@ -11,9 +11,17 @@
 // The CPU kernels are plain loops written so that the compiler vectorizes them (no branches,
 // no libm calls, fixed trip counts). SHARPZO_CPU_CLONES compiles such a loop for AVX-512,
 // AVX2+FMA and the baseline ISA, and the dynamic loader picks the best one for the machine
-// (GCC target_clones, an ifunc). Every call on one machine runs the same clone, so results do
-// not depend on thread count or chunking; across ISAs float results may differ by FMA
-// contraction (within the stream contract's tolerance), integer-derived ones (Rademacher) never.
+// (GCC target_clones, an ifunc). Every clone computes the same bits: see Note [Same bits
+// everywhere].
+//
+// Note [Same bits everywhere]
+// All floating-point code of the kernels is compiled without FMA contraction (-ffp-contract=off
+// for C++, -fmad=false for nvcc) and uses only correctly rounded IEEE operations (+, -, *, /,
+// sqrt; no libm). An element's value is therefore the same on every ISA clone, thread count,
+// launch geometry, and on CPU and CUDA: not only Rademacher values but Gaussians and reductions
+// too. Workers of a distributed run on different machines regenerate identical directions from a
+// shared seed, and a mask chosen on one device equals the mask chosen on another. The price is
+// about 20% of the CPU Gaussian's speed (the polynomials lose their fused multiply-adds).
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
 #define SHARPZO_CPU_CLONES \
   __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
