@@ -34,4 +34,17 @@ void perturb_with(at::Tensor& x, int64_t seed, int64_t stream, double scale, c10
 void sample_with(at::Tensor& out, int64_t seed, int64_t stream, c10::string_view dist,
                  int64_t offset, PerturbLauncher launch);
 
+// The kernels a device registers: m.impl("perturb_", &perturb_kernel<launch_on_my_device>).
+template <PerturbLauncher launch>
+void perturb_kernel(at::Tensor& x, int64_t seed, int64_t stream, double scale,
+                    c10::string_view dist, int64_t offset, const std::optional<at::Tensor>& mask) {
+  perturb_with(x, seed, stream, scale, dist, offset, mask, launch);
+}
+
+template <PerturbLauncher launch>
+void sample_kernel(at::Tensor& out, int64_t seed, int64_t stream, c10::string_view dist,
+                   int64_t offset) {
+  sample_with(out, seed, stream, dist, offset, launch);
+}
+
 }  // namespace sharpzo

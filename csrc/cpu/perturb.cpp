@@ -135,21 +135,11 @@ void launch_cpu(const PerturbJob& job) {
   });
 }
 
-void perturb_cpu(at::Tensor& x, int64_t seed, int64_t stream, double scale, c10::string_view dist,
-                 int64_t offset, const std::optional<at::Tensor>& mask) {
-  perturb_with(x, seed, stream, scale, dist, offset, mask, launch_cpu);
-}
-
-void sample_cpu(at::Tensor& out, int64_t seed, int64_t stream, c10::string_view dist,
-                int64_t offset) {
-  sample_with(out, seed, stream, dist, offset, launch_cpu);
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(sharpzo, CPU, m) {
-  m.impl("perturb_", &perturb_cpu);
-  m.impl("sample_", &sample_cpu);
+  m.impl("perturb_", &perturb_kernel<launch_cpu>);
+  m.impl("sample_", &sample_kernel<launch_cpu>);
 }
 
 }  // namespace sharpzo

@@ -25,7 +25,7 @@ using acc_type = std::conditional_t<std::is_same_v<scalar_t, double>, double, fl
 // their values (Note [Philox per quad on CUDA]). Values depend on the element's stream index only,
 // never on the thread or the launch geometry.
 template <typename scalar_t, bool kAdd>
-__global__ void perturb_kernel(scalar_t* __restrict__ x, const uint8_t* __restrict__ mask, int64_t n,
+__global__ void stream_kernel(scalar_t* __restrict__ x, const uint8_t* __restrict__ mask, int64_t n,
                                uint64_t offset, StreamKey key, Distribution dist,
                                acc_type<scalar_t> scale) {
   using acc_t = acc_type<scalar_t>;
@@ -64,31 +64,21 @@ void launch_cuda(const PerturbJob& job) {
     scalar_t* x = job.x.mutable_data_ptr<scalar_t>();
     const auto scale = static_cast<acc_type<scalar_t>>(job.scale);
     if (job.add) {
-      perturb_kernel<scalar_t, true><<<blocks, kThreads, 0, stream>>>(x, job.mask, n, job.offset,
+      stream_kernel<scalar_t, true><<<blocks, kThreads, 0, stream>>>(x, job.mask, n, job.offset,
                                                                       job.key, job.dist, scale);
     } else {
-      perturb_kernel<scalar_t, false><<<blocks, kThreads, 0, stream>>>(x, job.mask, n, job.offset,
+      stream_kernel<scalar_t, false><<<blocks, kThreads, 0, stream>>>(x, job.mask, n, job.offset,
                                                                        job.key, job.dist, scale);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
 
-void perturb_cuda(at::Tensor& x, int64_t seed, int64_t stream, double scale, c10::string_view dist,
-                  int64_t offset, const std::optional<at::Tensor>& mask) {
-  perturb_with(x, seed, stream, scale, dist, offset, mask, launch_cuda);
-}
-
-void sample_cuda(at::Tensor& out, int64_t seed, int64_t stream, c10::string_view dist,
-                 int64_t offset) {
-  sample_with(out, seed, stream, dist, offset, launch_cuda);
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(sharpzo, CUDA, m) {
-  m.impl("perturb_", &perturb_cuda);
-  m.impl("sample_", &sample_cuda);
+  m.impl("perturb_", &perturb_kernel<launch_cuda>);
+  m.impl("sample_", &sample_kernel<launch_cuda>);
 }
 
 }  // namespace sharpzo
