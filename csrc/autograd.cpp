@@ -1,4 +1,5 @@
-// Autograd behaviour of the mutating ops (perturb_, sample_): one pair of boxed kernels for all.
+// Autograd behaviour of the mutating ops (perturb_, sample_, sparse_zscore_): one pair of boxed
+// kernels for all.
 //
 // Note [Mutating ops and autograd]
 // A perturbation is not part of any computation graph: optimizers apply it to parameters under
@@ -62,11 +63,14 @@ void mutating_op_inplace_or_view(const c10::OperatorHandle& op, c10::DispatchKey
 TORCH_LIBRARY_IMPL(sharpzo, Autograd, m) {
   m.impl("perturb_", torch::CppFunction::makeFromBoxedFunction<&mutating_op_autograd>());
   m.impl("sample_", torch::CppFunction::makeFromBoxedFunction<&mutating_op_autograd>());
+  m.impl("sparse_zscore_", torch::CppFunction::makeFromBoxedFunction<&mutating_op_autograd>());
 }
 
 TORCH_LIBRARY_IMPL(sharpzo, ADInplaceOrView, m) {
   m.impl("perturb_", torch::CppFunction::makeFromBoxedFunction<&mutating_op_inplace_or_view>());
   m.impl("sample_", torch::CppFunction::makeFromBoxedFunction<&mutating_op_inplace_or_view>());
+  m.impl("sparse_zscore_",
+         torch::CppFunction::makeFromBoxedFunction<&mutating_op_inplace_or_view>());
 }
 
 }  // namespace sharpzo

@@ -11,4 +11,18 @@ TORCH_LIBRARY(sharpzo, m) {
       "Tensor? mask) -> ()");
   // out = z(seed, stream, offset + i).
   m.def("sample_(Tensor(a!) out, int seed, int stream, str dist, int offset) -> ()");
+
+  // Mean and population std over all of g (Note [Deterministic reductions]); values = (g - mean)
+  // / (std + eps) on the k entries of largest score (default |values|), 0 elsewhere, and the bool
+  // mask of those entries; ties go to the lower index (Note [Score order]). Non-finite g or score:
+  // an error if check_finite, else values all NaN and mask all False (NaN scores rank lowest).
+  m.def(
+      "sparse_zscore(Tensor g, int k, Tensor? score, float eps, bool check_finite) -> "
+      "(Tensor values, Tensor mask)");
+  // The same, writing values into g (untouched on error); returns the mask.
+  m.def(
+      "sparse_zscore_(Tensor(a!) g, int k, Tensor? score, float eps, bool check_finite) -> "
+      "Tensor mask");
+  // w^2 * (|grad| - mean|grad|) / (std|grad| + eps): the score SparseZO picks coordinates by.
+  m.def("mask_score(Tensor w, Tensor grad, float eps, bool check_finite) -> Tensor");
 }

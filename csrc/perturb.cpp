@@ -1,5 +1,7 @@
 #include "perturb.h"
 
+#include "checks.h"
+
 #include <c10/util/Exception.h>
 
 #include <cmath>
@@ -18,21 +20,10 @@ Distribution parse_dist(const char* op, c10::string_view dist) {
   TORCH_CHECK_VALUE(false, op, ": dist must be \"gaussian\" or \"rademacher\", got \"", dist, "\"");
 }
 
-void check_floating(const char* op, const at::Tensor& x, const char* name) {
-  const auto dtype = x.scalar_type();
-  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf ||
-                       dtype == at::kBFloat16,
-                   op, ": ", name, " must be a float16, bfloat16, float32 or float64 tensor, got ",
-                   dtype);
-}
-
 void check_mask(const char* op, const at::Tensor& x, const at::Tensor& mask) {
   TORCH_CHECK_TYPE(mask.scalar_type() == at::kBool, op, ": mask must be a bool tensor, got ",
                    mask.scalar_type());
-  TORCH_CHECK_VALUE(mask.sizes() == x.sizes(), op, ": mask must have the shape of x ", x.sizes(),
-                    ", got ", mask.sizes());
-  TORCH_CHECK_VALUE(mask.device() == x.device(), op, ": mask must be on x's device ", x.device(),
-                    ", got ", mask.device());
+  check_like(op, x, "x", mask, "mask");
 }
 
 PerturbJob make_job(const char* op, int64_t seed, int64_t stream, c10::string_view dist,

@@ -10,20 +10,25 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["perturb_", "sample", "DISTRIBUTIONS"]
+__all__ = ["perturb_", "sample", "sparse_zscore", "sparse_zscore_", "mask_score", "DISTRIBUTIONS"]
 
 DISTRIBUTIONS = ("gaussian", "rademacher")
 _STREAM_INT_LIMIT = 1 << 63
 
 
+def _int(value, name: str, what: str = "an int") -> int:
+    """An integer argument (Python int, numpy or 0-dim tensor integer; not bool)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be {what}, got a bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}") from None
+
+
 def _stream_int(value, name: str) -> int:
     """seed, stream and offset: Python ints in [0, 2^63) (the C++ side sees them as int64)."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int in [0, 2^63), got a bool")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int in [0, 2^63), got {type(value).__name__}") from None
+    value = _int(value, name, "an int in [0, 2^63)")
     if not 0 <= value < _STREAM_INT_LIMIT:
         raise ValueError(f"{name} must be in [0, 2^63), got {value}")
     return value
@@ -84,6 +89,61 @@ def sample(
     return out
 
 
+def sparse_zscore(
+    g: torch.Tensor,
+    k: int,
+    score: torch.Tensor | None = None,
+    eps: float = 1e-8,
+    *,
+    check_finite: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Z-scores of g kept on its k most important entries: ``(values, mask)``.
+
+    ``mean`` and the population ``std`` are taken over all of g (in float64, in a fixed order
+    that makes them identical on every device and thread count). ``values = (g - mean) / (std +
+    eps)`` on the k entries with the largest ``score`` (default: ``|values|``) and 0 elsewhere;
+    ``mask`` marks those entries. Ties in the score go to the lower index (row-major), so the mask
+    is deterministic and the same on CPU and CUDA. A constant g gives zeros, never NaN.
+
+    Non-finite input: with ``check_finite`` (default) a ValueError naming g or score (free on
+    the CPU, where the statistics' pass detects it; one synchronization on CUDA); without it
+    values are all NaN and the mask all False when g holds a NaN or an infinity, and NaN scores
+    rank below every number.
+    """
+    return torch.ops.sharpzo.sparse_zscore.default(g, _int(k, "k"), score, float(eps),
+                                                   bool(check_finite))
+
+
+def sparse_zscore_(
+    g: torch.Tensor,
+    k: int,
+    score: torch.Tensor | None = None,
+    eps: float = 1e-8,
+    *,
+    check_finite: bool = True,
+) -> torch.Tensor:
+    """``sparse_zscore`` writing the values into g; returns the mask. g is untouched when the
+    finiteness check fails."""
+    return torch.ops.sharpzo.sparse_zscore_.default(g, _int(k, "k"), score, float(eps),
+                                                    bool(check_finite))
+
+
+def mask_score(
+    w: torch.Tensor,
+    grad: torch.Tensor,
+    eps: float = 1e-8,
+    *,
+    check_finite: bool = True,
+) -> torch.Tensor:
+    """``w**2 * (|grad| - mean|grad|) / (std|grad| + eps)``, fused: the score by which SparseZO
+    picks the coordinates it perturbs (large weights with an informative gradient estimate).
+
+    Statistics over all of ``|grad|`` as in ``sparse_zscore``. float32 result (float64 if w or
+    grad is float64). Non-finite input: ValueError with ``check_finite``, else NaN everywhere.
+    """
+    return torch.ops.sharpzo.mask_score.default(w, grad, float(eps), bool(check_finite))
+
+
 @torch.library.register_fake("sharpzo::perturb_")
 def _perturb_fake(x, seed, stream, scale, dist, offset, mask):
     torch._check(mask is None or mask.shape == x.shape, lambda: "perturb_: mask must have x's shape")
@@ -92,3 +152,26 @@ def _perturb_fake(x, seed, stream, scale, dist, offset, mask):
 @torch.library.register_fake("sharpzo::sample_")
 def _sample_fake(out, seed, stream, dist, offset):
     return None
+
+
+def _check_k(g: torch.Tensor, k: int) -> None:
+    torch._check(1 <= k <= g.numel(), lambda: f"sparse_zscore: k must be in [1, {g.numel()}]")
+
+
+@torch.library.register_fake("sharpzo::sparse_zscore")
+def _sparse_zscore_fake(g, k, score, eps, check_finite):
+    _check_k(g, k)
+    return torch.empty_like(g, memory_format=torch.contiguous_format), torch.empty(
+        g.shape, dtype=torch.bool, device=g.device)
+
+
+@torch.library.register_fake("sharpzo::sparse_zscore_")
+def _sparse_zscore_inplace_fake(g, k, score, eps, check_finite):
+    _check_k(g, k)
+    return torch.empty(g.shape, dtype=torch.bool, device=g.device)
+
+
+@torch.library.register_fake("sharpzo::mask_score")
+def _mask_score_fake(w, grad, eps, check_finite):
+    wide = torch.float64 in (w.dtype, grad.dtype)
+    return torch.empty(w.shape, dtype=torch.float64 if wide else torch.float32, device=w.device)

@@ -10,7 +10,8 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["philox4x32", "stream_values", "sample", "perturb"]
+__all__ = ["philox4x32", "stream_values", "sample", "perturb", "ordered_sum", "order_keys",
+           "sparse_zscore", "mask_score"]
 
 _MASK32 = np.uint64(0xFFFFFFFF)
 _MUL0 = np.uint64(0xD2511F53)  # multiplies counter word 0
@@ -82,3 +83,81 @@ def perturb(x: torch.Tensor, seed: int, stream: int = 0, scale: float = 1.0,
     if mask is not None:
         y = torch.where(mask, y, xa)
     return y.to(x.dtype)
+
+
+# ---- sparse_zscore, mask_score -----------------------------------------------------------------
+
+CHUNK_ELEMENTS = 4096
+LANES = 8
+
+
+def ordered_sum(x: np.ndarray) -> float:
+    """The sum of float64 x in the order of Note [Deterministic reductions]: chunks of 4096,
+    element p of a chunk into accumulator p % 8 (adding in index order), the accumulators combined
+    as ((a0+a1)+(a2+a3))+((a4+a5)+(a6+a7)), the chunk sums added in chunk order."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    chunks = -(-x.size // CHUNK_ELEMENTS)
+    padded = np.zeros(chunks * CHUNK_ELEMENTS)  # adding +0.0 changes no accumulator
+    padded[:x.size] = x
+    acc = np.add.accumulate(padded.reshape(chunks, CHUNK_ELEMENTS // LANES, LANES), axis=1)[:, -1]
+    chunk_sums = ((acc[:, 0] + acc[:, 1]) + (acc[:, 2] + acc[:, 3])) + (
+        (acc[:, 4] + acc[:, 5]) + (acc[:, 6] + acc[:, 7]))
+    return float(np.add.accumulate(chunk_sums)[-1])
+
+
+def _moments(x: np.ndarray, eps: float) -> tuple[float, float, bool]:
+    """(mean, std + eps, finite) of float64 x, two passes of ordered_sum."""
+    n = x.size
+    mean = ordered_sum(x) / n
+    d = x - mean
+    std = math.sqrt(ordered_sum(d * d) / n) if math.isfinite(mean) else math.nan
+    return mean, std + eps, math.isfinite(mean) and math.isfinite(std)
+
+
+def order_keys(score: np.ndarray) -> np.ndarray:
+    """Note [Score order]: unsigned keys, larger score larger key, -0 == +0, NaN lowest (0)."""
+    score = np.where(score == 0, np.zeros_like(score), score)  # -0.0 -> +0.0 (NaN kept)
+    utype = {np.dtype(np.float32): np.uint32, np.dtype(np.float64): np.uint64}[score.dtype]
+    bits = score.view(utype)
+    sign = utype(1) << utype(8 * score.itemsize - 1)
+    keys = np.where(bits & sign, ~bits, bits | sign)
+    return np.where(np.isnan(score), utype(0), keys)
+
+
+def _top_k_mask(keys: np.ndarray, k: int) -> np.ndarray:
+    """The k largest keys, ties to the lower index: a stable sort on descending keys."""
+    mask = np.zeros(keys.size, dtype=bool)
+    mask[np.argsort(~keys, kind="stable")[:k]] = True
+    return mask
+
+
+def _score_array(t: torch.Tensor) -> np.ndarray:
+    """Scores as the kernels read them: float32 (exact for fp16/bf16), float64 stays float64."""
+    wide = t.dtype == torch.float64
+    return t.detach().cpu().to(torch.float64 if wide else torch.float32).numpy().ravel()
+
+
+def sparse_zscore(g: torch.Tensor, k: int, score: torch.Tensor | None = None,
+                  eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
+    x = g.detach().cpu().double().numpy().ravel()
+    mean, denom, finite = _moments(x, eps)
+    if not finite:
+        return (torch.full_like(g, math.nan), torch.zeros(g.shape, dtype=torch.bool, device=g.device))
+    z = (x - mean) / denom if denom > 0 else np.zeros_like(x)
+    values = torch.from_numpy(z).to(g.dtype)  # one rounding, double -> dtype
+    keys = order_keys(np.abs(_score_array(values)) if score is None else _score_array(score))
+    mask = torch.from_numpy(_top_k_mask(keys, k))
+    values = torch.where(mask, values, torch.zeros((), dtype=g.dtype))
+    return values.reshape(g.shape).to(g.device), mask.reshape(g.shape).to(g.device)
+
+
+def mask_score(w: torch.Tensor, grad: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    out_dtype = torch.float64 if torch.float64 in (w.dtype, grad.dtype) else torch.float32
+    a = np.abs(grad.detach().cpu().double().numpy().ravel())
+    mean, denom, finite = _moments(a, eps)
+    if not finite:
+        return torch.full(w.shape, math.nan, dtype=out_dtype, device=w.device)
+    wd = w.detach().cpu().double().numpy().ravel()
+    z = (a - mean) / denom if denom > 0 else np.zeros_like(a)
+    out = torch.from_numpy(wd * wd * z).to(out_dtype)
+    return out.reshape(w.shape).to(w.device)

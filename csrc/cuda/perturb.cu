@@ -9,14 +9,12 @@
 #include <algorithm>
 #include <type_traits>
 
+#include "cuda/launch.cuh"
 #include "perturb.h"
 #include "sharpzo/stream.h"
 
 namespace sharpzo {
 namespace {
-
-constexpr int kThreads = 256;
-constexpr int64_t kMaxBlocks = 4096;  // grid-stride beyond this
 
 template <typename scalar_t>
 using acc_type = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
@@ -32,9 +30,7 @@ __global__ void stream_kernel(scalar_t* __restrict__ x, const uint8_t* __restric
   const uint64_t end = offset + static_cast<uint64_t>(n);
   const uint64_t first_quad = offset / 4;
   const uint64_t quads = (end - 1) / 4 - first_quad + 1;
-  const uint64_t stride = static_cast<uint64_t>(gridDim.x) * blockDim.x;
-  for (uint64_t q = static_cast<uint64_t>(blockIdx.x) * blockDim.x + threadIdx.x; q < quads;
-       q += stride) {
+  for (uint64_t q = first_index(); q < quads; q += grid_stride()) {
     const uint64_t quad = first_quad + q;
     const Values4 z = stream_quad(key, dist, quad);
 #pragma unroll
@@ -58,8 +54,7 @@ void launch_cuda(const PerturbJob& job) {
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int64_t n = job.x.numel();
   const uint64_t quads = (job.offset + n - 1) / 4 - job.offset / 4 + 1;
-  const auto blocks = static_cast<unsigned>(
-      std::min<uint64_t>((quads + kThreads - 1) / kThreads, kMaxBlocks));
+  const unsigned blocks = blocks_for(quads);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, job.x.scalar_type(), "perturb_cuda", [&] {
     scalar_t* x = job.x.mutable_data_ptr<scalar_t>();
     const auto scale = static_cast<acc_type<scalar_t>>(job.scale);
