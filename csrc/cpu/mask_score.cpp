@@ -4,6 +4,7 @@
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -12,6 +13,15 @@
 
 namespace sharpzo {
 namespace {
+
+template <typename w_t, typename grad_t, typename out_t>
+SHARPZO_CPU_CLONES void score_range(const w_t* __restrict w, const grad_t* __restrict grad,
+                                    out_t* __restrict out, Moments m, int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; ++i) {
+    const double wi = static_cast<double>(w[i]);
+    out[i] = static_cast<out_t>(wi * wi * zscore(std::abs(static_cast<double>(grad[i])), m));
+  }
+}
 
 template <typename w_t, typename grad_t, typename out_t>
 void mask_score_typed(const MaskScoreJob& job) {
@@ -26,12 +36,12 @@ void mask_score_typed(const MaskScoreJob& job) {
     const auto value = [w](int64_t i) { return static_cast<double>(w[i]); };
     check_finite_data("mask_score", true, all_finite_cpu(value, n), "w");
   }
+  if (!m.finite) {
+    std::fill(out, out + n, std::numeric_limits<out_t>::quiet_NaN());
+    return;
+  }
   at::parallel_for(0, n, 1 << 15, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const double wi = static_cast<double>(w[i]);
-      out[i] = m.finite ? static_cast<out_t>(wi * wi * zscore(magnitude(i), m))
-                        : std::numeric_limits<out_t>::quiet_NaN();
-    }
+    score_range(w, grad, out, m, begin, end);
   });
 }
 

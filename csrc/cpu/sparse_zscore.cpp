@@ -160,6 +160,14 @@ template <typename T>
 using key_type = std::conditional_t<std::is_same_v<T, double>, uint64_t, uint32_t>;
 
 template <typename value_t>
+SHARPZO_CPU_CLONES void zscore_range(const value_t* __restrict g, value_t* __restrict values,
+                                     Moments m, int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; ++i) {
+    values[i] = static_cast<value_t>(zscore(static_cast<double>(g[i]), m));
+  }
+}
+
+template <typename value_t>
 void sparse_zscore_typed(const SparseZScoreJob& job) {
   using acc_t = std::conditional_t<std::is_same_v<value_t, double>, double, float>;
   const int64_t n = job.g.numel();
@@ -181,9 +189,7 @@ void sparse_zscore_typed(const SparseZScoreJob& job) {
     return;
   }
   at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      values[i] = static_cast<value_t>(zscore(static_cast<double>(g[i]), m));
-    }
+    zscore_range(g, values, m, begin, end);
   });
   if (!job.score.defined()) {  // score = |values| as stored
     const auto key_of = [values](int64_t i) { return magnitude_key(static_cast<acc_t>(values[i])); };
