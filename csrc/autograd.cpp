@@ -1,5 +1,5 @@
-// Autograd behaviour of the mutating ops (perturb_, sample_, sparse_zscore_): one pair of boxed
-// kernels for all.
+// Autograd behaviour of the mutating ops (perturb_, sample_, sparse_zscore_, cma_cov_update_):
+// one pair of boxed kernels for all.
 //
 // Note [Mutating ops and autograd]
 // A perturbation is not part of any computation graph: optimizers apply it to parameters under
@@ -58,19 +58,21 @@ void mutating_op_inplace_or_view(const c10::OperatorHandle& op, c10::DispatchKey
   for (const at::Tensor& t : mutated) t.unsafeGetTensorImpl()->bump_version();
 }
 
+constexpr const char* kMutatingOps[] = {"perturb_", "sample_", "sparse_zscore_",
+                                        "cma_cov_update_"};
+
 }  // namespace
+}  // namespace sharpzo
 
 TORCH_LIBRARY_IMPL(sharpzo, Autograd, m) {
-  m.impl("perturb_", torch::CppFunction::makeFromBoxedFunction<&mutating_op_autograd>());
-  m.impl("sample_", torch::CppFunction::makeFromBoxedFunction<&mutating_op_autograd>());
-  m.impl("sparse_zscore_", torch::CppFunction::makeFromBoxedFunction<&mutating_op_autograd>());
+  for (const char* op : sharpzo::kMutatingOps) {
+    m.impl(op, torch::CppFunction::makeFromBoxedFunction<&sharpzo::mutating_op_autograd>());
+  }
 }
 
 TORCH_LIBRARY_IMPL(sharpzo, ADInplaceOrView, m) {
-  m.impl("perturb_", torch::CppFunction::makeFromBoxedFunction<&mutating_op_inplace_or_view>());
-  m.impl("sample_", torch::CppFunction::makeFromBoxedFunction<&mutating_op_inplace_or_view>());
-  m.impl("sparse_zscore_",
-         torch::CppFunction::makeFromBoxedFunction<&mutating_op_inplace_or_view>());
+  for (const char* op : sharpzo::kMutatingOps) {
+    m.impl(op,
+           torch::CppFunction::makeFromBoxedFunction<&sharpzo::mutating_op_inplace_or_view>());
+  }
 }
-
-}  // namespace sharpzo

@@ -25,4 +25,10 @@ TORCH_LIBRARY(sharpzo, m) {
       "Tensor mask");
   // w^2 * (|grad| - mean|grad|) / (std|grad| + eps): the score SparseZO picks coordinates by.
   m.def("mask_score(Tensor w, Tensor grad, float eps, bool check_finite) -> Tensor");
+
+  // In place: C = decay * C + c1 * pc pc^T + cmu * sum_i weights[i] * Y[i] Y[i]^T, reading C's
+  // upper triangle and writing an exactly symmetric result (Note [Symmetric covariance update]).
+  m.def(
+      "cma_cov_update_(Tensor(a!) C, Tensor pc, Tensor Y, Tensor weights, float c1, float cmu, "
+      "float decay) -> ()");
 }

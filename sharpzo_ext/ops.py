@@ -10,7 +10,8 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["perturb_", "sample", "sparse_zscore", "sparse_zscore_", "mask_score", "DISTRIBUTIONS"]
+__all__ = ["perturb_", "sample", "sparse_zscore", "sparse_zscore_", "mask_score",
+           "cma_cov_update_", "DISTRIBUTIONS"]
 
 DISTRIBUTIONS = ("gaussian", "rademacher")
 _STREAM_INT_LIMIT = 1 << 63
@@ -144,6 +145,27 @@ def mask_score(
     return torch.ops.sharpzo.mask_score.default(w, grad, float(eps), bool(check_finite))
 
 
+def cma_cov_update_(
+    C: torch.Tensor,
+    pc: torch.Tensor,
+    Y: torch.Tensor,
+    weights: torch.Tensor,
+    c1: float,
+    cmu: float,
+    decay: float,
+) -> torch.Tensor:
+    """In place, the CMA-ES covariance update
+    ``C = decay * C + c1 * pc pc^T + cmu * sum_i weights[i] * Y[i] Y[i]^T``; returns C.
+
+    One pass over C: reads its upper triangle and writes an exactly symmetric result (C is
+    assumed symmetric). C (d, d), pc (d,), Y (lambda, d) and weights (lambda,) share a dtype
+    (float32 or float64) and a device; weights may be negative (active CMA-ES).
+    """
+    torch.ops.sharpzo.cma_cov_update_.default(C, pc, Y, weights, float(c1), float(cmu),
+                                              float(decay))
+    return C
+
+
 @torch.library.register_fake("sharpzo::perturb_")
 def _perturb_fake(x, seed, stream, scale, dist, offset, mask):
     torch._check(mask is None or mask.shape == x.shape, lambda: "perturb_: mask must have x's shape")
@@ -175,3 +197,8 @@ def _sparse_zscore_inplace_fake(g, k, score, eps, check_finite):
 def _mask_score_fake(w, grad, eps, check_finite):
     wide = torch.float64 in (w.dtype, grad.dtype)
     return torch.empty(w.shape, dtype=torch.float64 if wide else torch.float32, device=w.device)
+
+
+@torch.library.register_fake("sharpzo::cma_cov_update_")
+def _cma_cov_update_fake(C, pc, Y, weights, c1, cmu, decay):
+    return None

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 __all__ = ["philox4x32", "stream_values", "sample", "perturb", "ordered_sum", "order_keys",
-           "sparse_zscore", "mask_score"]
+           "sparse_zscore", "mask_score", "cma_cov_update"]
 
 _MASK32 = np.uint64(0xFFFFFFFF)
 _MUL0 = np.uint64(0xD2511F53)  # multiplies counter word 0
@@ -161,3 +161,15 @@ def mask_score(w: torch.Tensor, grad: torch.Tensor, eps: float = 1e-8) -> torch.
     z = (a - mean) / denom if denom > 0 else np.zeros_like(a)
     out = torch.from_numpy(wd * wd * z).to(out_dtype)
     return out.reshape(w.shape).to(w.device)
+
+
+# ---- cma_cov_update_ ---------------------------------------------------------------------------
+
+def cma_cov_update(C: torch.Tensor, pc: torch.Tensor, Y: torch.Tensor, weights: torch.Tensor,
+                   c1: float, cmu: float, decay: float) -> torch.Tensor:
+    """decay * C + c1 * pc pc^T + cmu * Y^T diag(weights) Y from C's upper triangle, in float64."""
+    upper = torch.triu(C.double())
+    Cs = upper + upper.triu(1).T  # the symmetric matrix the op reads
+    Yd, pd = Y.double(), pc.double()
+    out = decay * Cs + c1 * torch.outer(pd, pd) + cmu * (Yd.T * weights.double()) @ Yd
+    return out.to(C.dtype)
