@@ -36,15 +36,19 @@ def _pycma_options(cma, seed, popsize=None):
 
 
 def _ms_per_generation(generation, n, popsize, config: BenchConfig) -> float:
-    gap = CMAConstants.pycma(n, popsize).lazy_gap
-    min_time = config.effective_min_run_time * (4 if n > 1000 else 1)
-    generation()  # warm-up
-    timer = Timer(stmt="generation()", globals={"generation": generation},
+    """Mean milliseconds per generation over runs of ceil(3 lazy gaps) generations each, so that
+    every measured run pays for its decompositions (a median over single generations would
+    leave them out)."""
+    per_run = max(1, math.ceil(3 * CMAConstants.pycma(n, popsize).lazy_gap))
+
+    def generations():
+        for _ in range(per_run):
+            generation()
+
+    generations()  # warm-up
+    timer = Timer(stmt="generations()", globals={"generations": generations},
                   num_threads=torch.get_num_threads())
-    m = timer.blocked_autorange(min_run_time=max(min_time, 0.01))
-    while m.number_per_run * len(m.times) < 3 * gap:  # cover several decompositions
-        m = timer.blocked_autorange(min_run_time=2 * m.number_per_run * len(m.times) * m.median)
-    return m.median * 1e3
+    return timer.blocked_autorange(min_run_time=config.effective_min_run_time).median / per_run * 1e3
 
 
 def generation_times(config: BenchConfig):

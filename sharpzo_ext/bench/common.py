@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 import platform
 from typing import Callable, Sequence
 
 import torch
-from torch.utils.benchmark import Timer
+
+# torch.utils.benchmark imports torch.utils.cpp_extension, which logs a CUDA_HOME guess at import
+# on machines without a CUDA runtime: noise in a benchmark table.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+from torch.utils.benchmark import Timer  # noqa: E402
 
 from sharpzo_ext.bench.allocations import bytes_allocated
 

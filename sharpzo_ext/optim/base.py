@@ -123,15 +123,51 @@ class ForwardOnlyOptimizer(torch.optim.Optimizer):
             p.copy_(flat[offset:offset + p.numel()].view_as(p))
             offset += p.numel()
 
+    def _snapshot(self, masks: list[torch.Tensor] | None = None) -> Callable[[], None]:
+        """Copies the parameters (only the elements under `masks`, one bool mask per parameter,
+        if given) and returns a function that writes them back bitwise."""
+        params = self._params()
+        if masks is None:
+            saved = [p.detach().clone() for p in params]
+
+            @torch.no_grad()
+            def restore() -> None:
+                for p, b in zip(params, saved):
+                    p.copy_(b)
+        else:
+            saved = [p.detach()[m].clone() for p, m in zip(params, masks)]
+
+            @torch.no_grad()
+            def restore() -> None:
+                for p, m, b in zip(params, masks, saved):
+                    p.masked_scatter_(m, b)
+        return restore
+
+    def _evaluate(self, closure: Callable, X: torch.Tensor) -> torch.Tensor:
+        """Losses (float64, CPU) at the flat points X (rows): one call of a population closure,
+        or each row written into the parameters in turn for a standard closure (the caller
+        restores the parameters)."""
+        if takes_population(closure):
+            losses = torch.as_tensor(closure(X)).detach().to("cpu", torch.float64).flatten()
+            if losses.numel() != X.shape[0]:
+                raise ValueError(f"the population closure must return {X.shape[0]} losses, "
+                                 f"got {losses.numel()}")
+            self._count(X.shape[0])
+            return losses
+        losses = []
+        for x in X:
+            self._assign(x)
+            losses.append(loss_value(closure()))
+            self._count(1)
+        return torch.tensor(losses, dtype=torch.float64)
+
     @contextlib.contextmanager
-    def _restored_on_error(self, params: list[torch.Tensor] | None = None) -> Iterator[None]:
-        """Parameters (all, or `params`) bitwise as they were if the block raises."""
-        params = self._params() if params is None else params
-        backup = [p.detach().clone() for p in params]
+    def _restored_on_error(self, restore: Callable[[], None] | None = None) -> Iterator[None]:
+        """Parameters bitwise as they were if the block raises (from `restore`, or a snapshot
+        of all parameters taken here)."""
+        restore = self._snapshot() if restore is None else restore
         try:
             yield
         except BaseException:
-            with torch.no_grad():
-                for p, b in zip(params, backup):
-                    p.copy_(b)
+            restore()
             raise

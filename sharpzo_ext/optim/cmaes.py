@@ -9,8 +9,7 @@ import torch
 
 import sharpzo_ext.ops as ops
 from sharpzo_ext.optim import cma_factors, streams
-from sharpzo_ext.optim.base import (ForwardOnlyOptimizer, check_positive, loss_value,
-                                    takes_population)
+from sharpzo_ext.optim.base import ForwardOnlyOptimizer, check_positive
 from sharpzo_ext.optim.cma_constants import CMAConstants
 
 __all__ = ["CMAES"]
@@ -217,23 +216,6 @@ class CMAES(ForwardOnlyOptimizer):
         if repaired is not None:
             s["C"] = repaired
         s["decomposed_at"] = s["generation"]
-
-    def _evaluate(self, closure: Callable, X: torch.Tensor) -> torch.Tensor:
-        """Losses of the rows of X (in the box) as a float64 tensor on the CPU."""
-        if takes_population(closure):
-            losses = closure(X)
-            losses = torch.as_tensor(losses).detach().to("cpu", torch.float64).flatten()
-            if losses.numel() != X.shape[0]:
-                raise ValueError(f"the population closure must return {X.shape[0]} losses, "
-                                 f"got {losses.numel()}")
-            self._count(X.shape[0])
-            return losses
-        losses = []
-        for x in X:
-            self._assign(x)
-            losses.append(loss_value(closure()))
-            self._count(1)
-        return torch.tensor(losses, dtype=torch.float64)
 
     def _standard_normal(self, extra: int = 0) -> torch.Tensor:
         """The generation's standard normal samples Z, (popsize, d), and `extra` more values."""

@@ -1,0 +1,384 @@
+"""ZOSGD, SparseZO and SharpZO on analytic objectives, and the guarantees every optimizer gives:
+reproducibility, bit-for-bit resumption, exception safety, documented memory."""
+
+import copy
+import math
+
+import pytest
+import torch
+
+import sharpzo_ext as sz
+from sharpzo_ext.bench.allocations import bytes_allocated
+
+from conftest import CUDA
+
+
+def quadratic(x, scales=None):
+    scales = torch.ones_like(x) if scales is None else scales
+    return 0.5 * (scales * x * x).sum(-1)
+
+
+def make(cls, d=50, seed=0, dtype=torch.float64, device="cpu", **kwargs):
+    x0 = torch.randn(d, generator=torch.Generator().manual_seed(100 + seed), dtype=torch.float64)
+    p = torch.nn.Parameter(x0.to(dtype=dtype, device=device))
+    return p, cls([p], seed=seed, **kwargs)
+
+
+def train(opt, loss_fn, steps):
+    for _ in range(steps):
+        opt.step(loss_fn)
+
+
+# ---- rates on analytic objectives --------------------------------------------------------------
+
+def test_zosgd_matches_the_spsa_rate_on_a_quadratic():
+    # For f = |x|^2 / 2 with Gaussian directions, E f(x - eta g) = f (1 - 2 eta + eta^2 (d + 2) / q),
+    # minimized at eta = q / (d + 2): f shrinks by (1 - q / (d + 2)) per step in expectation.
+    d, q, steps = 50, 2, 150
+    finals = []
+    for seed in range(6):
+        p, opt = make(sz.optim.ZOSGD, d, seed, lr=q / (d + 2), q=q)
+        f0 = float(quadratic(p.detach()))
+        train(opt, lambda: quadratic(p), steps)
+        finals.append(float(quadratic(p.detach())) / f0)
+    expected = (1 - q / (d + 2)) ** steps  # 0.003
+    assert expected / 5 < math.exp(sum(map(math.log, finals)) / len(finals)) < expected * 5
+
+
+def test_rademacher_and_one_sided_variants_descend():
+    for kwargs in [{"dist": "rademacher"}, {"one_sided": True}, {"momentum": 0.5}]:
+        p, opt = make(sz.optim.ZOSGD, 20, 1, lr=0.02, q=2, **kwargs)
+        f0 = float(quadratic(p.detach()))
+        train(opt, lambda: quadratic(p), 200)
+        assert float(quadratic(p.detach())) < 0.05 * f0, kwargs
+
+
+def test_one_sided_costs_q_plus_one_forward_passes():
+    p, opt = make(sz.optim.ZOSGD, 10, 0, lr=0.01, q=3, one_sided=True)
+    train(opt, lambda: quadratic(p), 4)
+    assert opt.forward_passes == 4 * (3 + 1)
+    p, opt = make(sz.optim.ZOSGD, 10, 0, lr=0.01, q=3)
+    train(opt, lambda: quadratic(p), 4)
+    assert opt.forward_passes == 4 * 2 * 3
+
+
+def logistic_problem(n=200, d=10, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    A = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    w_true = torch.randn(d, generator=gen, dtype=torch.float64)
+    y = (A @ w_true > 0).double()
+    return lambda w: torch.nn.functional.binary_cross_entropy_with_logits(A @ w, y)
+
+
+@pytest.mark.parametrize("cls, kwargs, fraction", [
+    (sz.optim.ZOSGD, dict(lr=0.05, q=4), 0.45),
+    # normalized steps keep a per-coordinate size of about lr: it stops short of ZOSGD's optimum
+    (sz.optim.SparseZO, dict(lr=0.02, density=0.5, q=2, refresh=20), 0.5),
+])
+def test_logistic_regression(cls, kwargs, fraction):
+    loss = logistic_problem()
+    p = torch.nn.Parameter(torch.zeros(10, dtype=torch.float64))
+    opt = cls([p], seed=0, **kwargs)
+    train(opt, lambda: loss(p), 300)
+    assert float(loss(p.detach())) < fraction * math.log(2)  # from ln 2 at w = 0
+
+
+def rosenbrock(x):
+    return (100 * (x[..., 1:] - x[..., :-1] ** 2) ** 2 + (1 - x[..., :-1]) ** 2).sum(-1)
+
+
+def test_zosgd_on_rosenbrock():
+    p = torch.nn.Parameter(torch.tensor([-1.0, 1.0], dtype=torch.float64))
+    opt = sz.optim.ZOSGD([p], lr=1e-3, q=2, seed=0)
+    train(opt, lambda: rosenbrock(p), 3000)
+    assert float(rosenbrock(p.detach())) < 0.5  # from 4, along the curved valley
+
+
+# ---- SparseZO ----------------------------------------------------------------------------------
+
+def test_sparse_zo_touches_only_the_mask():
+    p, opt = make(sz.optim.SparseZO, 100, 0, lr=0.01, density=0.1, refresh=1000)
+    before = p.detach().clone()
+    opt.step(lambda: quadratic(p))
+    mask = opt.masks[0]
+    assert int(mask.sum()) == 10
+    assert torch.equal(p.detach()[~mask], before[~mask]) and (p.detach()[mask] != before[mask]).all()
+
+
+def test_score_mask_prefers_large_weights_with_informative_gradients():
+    # f depends only on the first 10 coordinates; the weights are large everywhere
+    d = 100
+    p = torch.nn.Parameter(torch.full((d,), 2.0, dtype=torch.float64))
+    scales = torch.zeros(d, dtype=torch.float64)
+    scales[:10] = 1
+    opt = sz.optim.SparseZO([p], lr=0.01, density=0.1, seed=0, mask_queries=400)
+    opt.step(lambda: quadratic(p, scales))
+    assert int(opt.masks[0][:10].sum()) >= 9
+
+
+@pytest.mark.parametrize("mask", ["magnitude", "random"])
+def test_other_masks(mask):
+    p, opt = make(sz.optim.SparseZO, 100, 0, lr=0.01, density=0.2, mask=mask)
+    before = p.detach().abs()
+    opt.step(lambda: quadratic(p))
+    chosen = opt.masks[0]
+    assert int(chosen.sum()) == 20
+    if mask == "magnitude":
+        assert before[chosen].min() >= before[~chosen].max()
+
+
+def test_sparse_zo_refreshes_on_schedule_and_counts_its_forward_passes():
+    p, opt = make(sz.optim.SparseZO, 30, 0, lr=0.01, density=0.2, refresh=5, q=2, mask_queries=3)
+    train(opt, lambda: quadratic(p), 11)  # refreshes at steps 0, 5, 10
+    assert opt.shared["refreshes"] == 3
+    assert opt.forward_passes == 11 * 2 * 2 + 3 * 2 * 3
+
+
+def test_normalized_update_has_unit_scale():
+    p, opt = make(sz.optim.SparseZO, 1000, 0, lr=1.0, density=0.5, refresh=100)
+    before = p.detach().clone()
+    opt.step(lambda: quadratic(p))
+    change = (before - p.detach())[opt.masks[0]]
+    assert abs(float(change.mean())) < 1e-9 and float(change.std(unbiased=False)) == pytest.approx(1, abs=1e-6)
+
+
+# ---- SharpZO -----------------------------------------------------------------------------------
+
+def test_rge_sharpness_direction_correlates_with_the_gradient():
+    d = 100
+    scales = torch.linspace(0.1, 10, d, dtype=torch.float64)
+    cosines = {}
+    for q in (1, 4, 16):
+        values = []
+        for seed in range(10):
+            p, opt = make(sz.optim.SharpZO, d, seed, sharpness_queries=q, popsize=10)
+            shift = opt._sharpness_step(lambda: quadratic(p, scales))
+            grad = scales * p.detach()
+            values.append(float(shift @ grad / (shift.norm() * grad.norm())))
+            assert float(shift.norm()) == pytest.approx(0.1)  # rho, not rho / sqrt(popsize)
+        cosines[q] = sum(values) / len(values)
+    assert cosines[1] > 0.05 and cosines[4] > 0.2 and cosines[16] > 0.35
+    assert cosines[1] < cosines[4] < cosines[16]
+
+
+def test_cge_sharpness_is_the_exact_gradient_direction_on_a_quadratic():
+    d = 20
+    scales = torch.linspace(1, 3, d, dtype=torch.float64)
+    p, opt = make(sz.optim.SharpZO, d, 0, sharpness="cge", popsize=6)
+    before = opt.forward_passes
+    shift = opt._sharpness_step(lambda: quadratic(p, scales))
+    grad = scales * p.detach()
+    assert torch.allclose(shift, 0.1 * grad / grad.norm(), atol=1e-9)
+    assert opt.forward_passes - before == 2 * d
+
+
+def test_stage1_generation_costs_popsize_plus_2q_forward_passes_in_one_batched_call():
+    calls = []
+    p, opt = make(sz.optim.SharpZO, 30, 0, popsize=12, sharpness_queries=3, switch_step=5)
+
+    def population(X):
+        calls.append(X.shape[0])
+        return quadratic(X)
+
+    opt.step(population)
+    assert opt.forward_passes == 12 + 2 * 3 and calls == [6, 12]
+
+
+def rugged(x):
+    # a quadratic bowl with high-frequency ripples: gradients are dominated by the ripples
+    return 0.5 * (x * x).sum(-1) + 0.3 * (1 - torch.cos(12 * x)).sum(-1)
+
+
+def test_sharpzo_beats_zosgd_on_a_rugged_objective_at_equal_budget():
+    d, budget = 20, 6000
+    wins = 0
+    for seed in range(4):
+        x0 = torch.full((d,), 2.5, dtype=torch.float64) + 0.1 * seed
+        a = torch.nn.Parameter(x0.clone())
+        sharp = sz.optim.SharpZO([a], lr=0.01, eps=1e-2, sigma=1.0, popsize=20, seed=seed,
+                                 switch_step=200, sparse_options={"density": 0.5})
+        while sharp.forward_passes < budget:
+            sharp.step(lambda X: rugged(X))
+        b = torch.nn.Parameter(x0.clone())
+        zosgd = sz.optim.ZOSGD([b], lr=0.01, eps=1e-2, q=1, seed=seed)
+        while zosgd.forward_passes < budget:
+            zosgd.step(lambda: rugged(b))
+        wins += float(rugged(a.detach())) < float(rugged(b.detach()))
+    assert wins == 4
+
+
+def test_auto_switch_when_cma_stalls():
+    p, opt = make(sz.optim.SharpZO, 5, 0, popsize=8, switch_step=10**6, auto_switch=True,
+                  stall_generations=10, stall_tolerance=1e-3, sharpness="none")
+    for _ in range(400):
+        opt.step(lambda X: quadratic(X) + 1.0)  # a floor at 1: progress stalls
+        if opt.stage == 2:
+            break
+    assert opt.stage == 2 and opt.shared["generation"] < 400
+
+
+def test_switch_starts_stage2_from_the_cma_mean():
+    p, opt = make(sz.optim.SharpZO, 8, 0, popsize=8, switch_step=3)
+    for _ in range(3):
+        opt.step(lambda X: quadratic(X))
+    assert opt.stage == 2 and torch.equal(p.detach(), opt.stage1.mean)
+    opt.step(lambda X: quadratic(X))
+    assert opt.stage2.shared["steps"] == 1
+
+
+# ---- guarantees common to all ------------------------------------------------------------------
+
+OPTIMIZERS = [
+    (sz.optim.ZOSGD, dict(lr=0.01, q=2)),
+    (sz.optim.ZOSGD, dict(lr=0.01, q=2, momentum=0.9, one_sided=True)),
+    (sz.optim.SparseZO, dict(lr=0.01, density=0.3, refresh=3)),
+    (sz.optim.SharpZO, dict(popsize=8, switch_step=3, sparse_options={"refresh": 2})),
+    (sz.optim.CMAES, dict(sigma=0.5)),
+]
+
+
+@pytest.mark.parametrize("cls, kwargs", OPTIMIZERS)
+def test_reproducible_from_the_seed(cls, kwargs):
+    runs = []
+    for seed in (0, 0, 1):
+        p, opt = make(cls, 16, 0, **kwargs)
+        opt.shared["seed"] = seed
+        train(opt, lambda X=None: quadratic(X if X is not None else p), 7)
+        runs.append(p.detach().clone())
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+
+
+@pytest.mark.parametrize("cls, kwargs", OPTIMIZERS)
+def test_resume_from_state_dict_bit_for_bit(cls, kwargs):
+    p, opt = make(cls, 16, 3, **kwargs)
+    f = lambda: quadratic(p)  # noqa: E731
+    train(opt, f, 4)
+    state = copy.deepcopy(opt.state_dict())  # as torch.save would: torch's holds live buffers
+    saved = p.detach().clone()
+    train(opt, f, 5)
+    q = torch.nn.Parameter(saved.clone())
+    resumed = cls([q], seed=12345, **kwargs)
+    resumed.load_state_dict(state)
+    train(resumed, lambda: quadratic(q), 5)
+    assert torch.equal(q.detach(), p.detach())
+    assert resumed.forward_passes == opt.forward_passes
+
+
+@pytest.mark.parametrize("cls, kwargs", OPTIMIZERS)
+@pytest.mark.parametrize("fail_at", [1, 2])
+def test_a_raising_closure_leaves_the_parameters_bitwise(cls, kwargs, fail_at):
+    p, opt = make(cls, 16, 0, dtype=torch.float32, **kwargs)
+    train(opt, lambda: quadratic(p), 4)
+    before, steps, state = p.detach().clone(), opt.shared["steps"], opt.state_dict()
+    calls = []
+
+    def failing():
+        calls.append(1)
+        if len(calls) == fail_at:
+            raise RuntimeError("boom")
+        return quadratic(p)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        opt.step(failing)
+    assert torch.equal(p.detach(), before) and opt.shared["steps"] == steps
+    opt.load_state_dict(state)  # and the optimizer can go on
+
+
+@pytest.mark.parametrize("cls, kwargs", OPTIMIZERS[:3])
+def test_a_nan_loss_is_refused_before_any_update(cls, kwargs):
+    p, opt = make(cls, 8, 0, **kwargs)
+    before = p.detach().clone()
+    with pytest.raises(ValueError, match="non-finite loss"):
+        opt.step(lambda: torch.tensor(math.nan))
+    assert torch.equal(p.detach(), before)
+
+
+@pytest.mark.parametrize("cls, kwargs", OPTIMIZERS)
+def test_a_raising_population_closure_leaves_the_parameters_bitwise(cls, kwargs):
+    p, opt = make(cls, 16, 0, dtype=torch.float32, **kwargs)
+    train(opt, lambda X: quadratic(X), 4)
+    before, steps = p.detach().clone(), opt.shared["steps"]
+
+    def failing(X):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        opt.step(failing)
+    assert torch.equal(p.detach(), before) and opt.shared["steps"] == steps
+
+
+@pytest.mark.parametrize("cls, kwargs", OPTIMIZERS[:3])
+def test_population_and_in_place_closures_agree_in_float64(cls, kwargs):
+    # float64 parameters: x + eps z is the same number whether perturb_ or the flat vector
+    # computes it; only the closure's own sums (a vector vs the rows of a matrix) may round
+    # differently
+    pa, a = make(cls, 12, 0, **kwargs)
+    pb, b = make(cls, 12, 0, **kwargs)
+    for _ in range(5):
+        a.step(lambda: quadratic(pa))
+        b.step(lambda X: quadratic(X))
+    assert torch.allclose(pa.detach(), pb.detach(), rtol=1e-12, atol=1e-12)
+    assert a.forward_passes == b.forward_passes
+
+
+def test_memory_is_the_documented_buffers():
+    d = 1 << 18
+    p = torch.nn.Parameter(torch.zeros(d))
+    loss = lambda: torch.dot(p, p)  # noqa: E731  (allocates nothing parameter-sized itself)
+    lean = sz.optim.ZOSGD([p], lr=1e-3, seed=0, exception_safe=False)
+    step = lambda: lean.step(loss)  # noqa: E731
+    step()
+    assert bytes_allocated(step) < 1024  # MeZO's seed trick: nothing parameter-sized
+    safe = sz.optim.ZOSGD([p], lr=1e-3, seed=0)
+    step = lambda: safe.step(loss)  # noqa: E731
+    step()
+    assert 4 * d <= bytes_allocated(step) < 4 * d + 1024  # the one documented copy
+
+
+def test_parameter_groups_and_lr_schedulers():
+    a = torch.nn.Parameter(torch.ones(5, dtype=torch.float64))
+    b = torch.nn.Parameter(torch.ones(5, dtype=torch.float64))
+    opt = sz.optim.ZOSGD([{"params": [a]}, {"params": [b], "lr": 0.0}], lr=0.1, seed=0)
+    scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    opt.step(lambda: quadratic(a) + quadratic(b))
+    scheduler.step()
+    assert torch.equal(b.detach(), torch.ones(5, dtype=torch.float64)) and not torch.equal(
+        a.detach(), torch.ones(5, dtype=torch.float64))
+    assert opt.param_groups[0]["lr"] == 0.05
+
+
+@pytest.mark.parametrize("cls, kwargs", [(sz.optim.ZOSGD, dict(lr=0.02, q=4)),
+                                         (sz.optim.SparseZO, dict(lr=0.02, q=4, density=0.5))])
+def test_bfloat16_parameters(cls, kwargs):
+    p, opt = make(cls, 64, 0, dtype=torch.bfloat16, **kwargs)
+    f0 = float(quadratic(p.detach().double()))
+    train(opt, lambda: quadratic(p.float()), 600)
+    assert p.dtype == torch.bfloat16 and float(quadratic(p.detach().double())) < 0.5 * f0
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda p: sz.optim.ZOSGD([p], lr=-1.0), "lr"),
+    (lambda p: sz.optim.ZOSGD([p], lr=0.1, eps=0.0), "eps"),
+    (lambda p: sz.optim.ZOSGD([p], lr=0.1, q=0), "q"),
+    (lambda p: sz.optim.ZOSGD([p], lr=0.1, dist="uniform"), "dist"),
+    (lambda p: sz.optim.ZOSGD([p], lr=0.1, momentum=1.0), "momentum"),
+    (lambda p: sz.optim.SparseZO([p], lr=0.1, density=0.0), "density"),
+    (lambda p: sz.optim.SparseZO([p], lr=0.1, k=11), "k must be"),
+    (lambda p: sz.optim.SparseZO([p], lr=0.1, mask="top"), "mask"),
+    (lambda p: sz.optim.SharpZO([p], sharpness="fd"), "sharpness"),
+    (lambda p: sz.optim.SharpZO([p], switch_step=-1), "switch_step"),
+])
+def test_bad_arguments(call, match):
+    with pytest.raises(ValueError, match=match):
+        call(torch.nn.Parameter(torch.zeros(10)))
+
+
+@pytest.mark.cuda
+@CUDA
+@pytest.mark.parametrize("cls, kwargs", OPTIMIZERS[:3])
+def test_cuda_parameters_match_cpu(cls, kwargs):
+    p, opt = make(cls, 16, 0, **kwargs)
+    q, gpu = make(cls, 16, 0, device="cuda", **kwargs)
+    train(opt, lambda: quadratic(p), 5)
+    train(gpu, lambda: quadratic(q), 5)
+    assert torch.allclose(p.detach(), q.detach().cpu(), rtol=1e-10, atol=1e-12)
