@@ -13,7 +13,7 @@ TORCH_PREFIX = $$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)' 
 .PHONY: demo test build ctest pytest test-cpu-only-library bench clean
 
 demo: $(EXT)
-	$(PY) -m sharpzo_ext demo
+	$(VENV)/bin/sharpzo-ext train
 
 test: ctest pytest test-cpu-only-library
 

@@ -33,7 +33,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--min-run-time", type=_positive_float, default=0.5,
                    help="seconds per measurement (default: 0.5)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    p.set_defaults(run=_run_bench)
+    p.set_defaults(handler=_run_bench)
 
 
 def _run_bench(args) -> None:
@@ -65,45 +65,129 @@ def _run_bench(args) -> None:
         print(f"\nwrote {args.json}", file=sys.stderr)
 
 
-def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="a short demonstration of the kernels")
-    p.set_defaults(run=_run_demo)
+def _add_run_options(p, defaults) -> None:
+    """Model, data and task options shared by train and eval."""
+    p.add_argument("--model", default=defaults.model,
+                   help="open_clip model name (e.g. ViT-B-16, RN50) or 'embedded' (default)")
+    p.add_argument("--pretrained", default=defaults.pretrained,
+                   help="open_clip pretrained tag (e.g. openai; needs a network once) or a "
+                   "local checkpoint file")
+    p.add_argument("--data", default=defaults.data,
+                   help="'embedded' (default), an ImageFolder tree, or CoOp's data root with "
+                   "--dataset")
+    p.add_argument("--dataset", default=defaults.dataset,
+                   help="a CoOp data set under --data (caltech101, oxford_pets, stanford_cars, "
+                   "oxford_flowers, food101, sun397, dtd, eurosat, ucf101, fgvc_aircraft, "
+                   "imagenet)")
+    p.add_argument("--shots", type=int, default=defaults.shots, help="images per class (16)")
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--device", default=defaults.device)
+    p.add_argument("--ctx-init", default=defaults.ctx_init,
+                   help="words that start the context (default: 'a photo of a')")
+    p.add_argument("--intrinsic-dim", type=int, default=defaults.intrinsic_dim,
+                   help="length of the tuned vector (default: min(512, context size / 2))")
+    p.add_argument("--cache-dir", default=defaults.cache_dir,
+                   help="feature cache (default: $SHARPZO_EXT_CACHE or ~/.cache/sharpzo_ext)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _run_demo(args) -> None:
-    import torch  # noqa: PLC0415
+def _add_train(sub) -> None:
+    from sharpzo_ext.clip.train import METHODS, TrainConfig  # noqa: PLC0415
 
-    import sharpzo_ext as sz  # noqa: PLC0415
+    d = TrainConfig()
+    p = sub.add_parser("train", help="tune a CLIP prompt with forward passes only",
+                       description="Tunes a CLIP prompt with a forward-only optimizer, selects "
+                       "it on validation and reports test (and shifted-split) accuracy. With no "
+                       "arguments: SharpZO on the embedded default model and task.")
+    _add_run_options(p, d)
+    p.add_argument("--method", choices=METHODS, default=d.method)
+    p.add_argument("--budget", type=int, default=d.budget,
+                   help=f"training forward passes ({d.budget})")
+    p.add_argument("--out", help="run directory (default: runs/<method>-<time>)")
+    p.add_argument("--resume", metavar="DIR",
+                   help="continue the run in DIR (to --budget if larger than its own)")
+    p.add_argument("--eval-every", type=int, default=d.eval_every,
+                   help="forward passes between validation evaluations")
+    for name in ("lr", "eps", "sigma", "rho", "density"):
+        p.add_argument(f"--{name}", type=float, default=getattr(d, name))
+    for name in ("popsize", "switch_step", "sharpness_queries", "q"):
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
+    p.add_argument("--sharpness", choices=("rge", "cge", "none"), default=d.sharpness)
+    p.set_defaults(handler=_run_train)
 
-    print("sharpzo_ext demo: seeded in-place perturbations (the MeZO seed trick, fused)\n")
-    w = torch.randn(1 << 20)
-    w0 = w.clone()
-    seed, eps = 2024, 1e-3
-    sz.ops.perturb_(w, seed, scale=eps)        # w + eps z
-    sz.ops.perturb_(w, seed, scale=-2 * eps)   # w - eps z: the same z, regenerated, not stored
-    sz.ops.perturb_(w, seed, scale=eps)        # back to w
-    print(f"+eps, -2 eps, +eps over 2^20 parameters: max |w - w0| = {(w - w0).abs().max():.2e}")
-    z = sz.ops.sample(1 << 20, seed)
-    print(f"the direction z: mean {z.mean():+.4f}, std {z.std():.4f} "
-          f"(same bits on any thread count; regenerated from seed {seed})\n")
-    args.suite, args.device, args.quick, args.min_run_time, args.json = None, "cpu", True, 0.05, None
-    _run_bench(args)
+
+def _config_from(args):
+    import dataclasses  # noqa: PLC0415
+
+    from sharpzo_ext.clip.train import TrainConfig  # noqa: PLC0415
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+
+
+def _run_train(args) -> None:
+    import time  # noqa: PLC0415
+
+    from sharpzo_ext.clip.train import train  # noqa: PLC0415
+
+    config = _config_from(args)
+    if args.resume:
+        out = args.resume
+    else:
+        out = args.out or f"runs/{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    train(config, out, resume=bool(args.resume), progress=not args.quiet)
+    print(f"run directory: {out}")
+
+
+def _add_eval(sub) -> None:
+    from sharpzo_ext.clip.train import TrainConfig  # noqa: PLC0415
+
+    p = sub.add_parser("eval", help="evaluate a saved prompt",
+                       description="Accuracy of a saved prompt (a run directory's "
+                       "prompt.safetensors) on the run's data, or on other data of the same "
+                       "classes with --data/--dataset.")
+    p.add_argument("target", metavar="RUN", help="a run directory, or a prompt .safetensors file")
+    _add_run_options(p, TrainConfig())
+    p.set_defaults(handler=_run_eval)
+
+
+def _run_eval(args) -> None:
+    import json  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from sharpzo_ext.clip.train import TrainConfig, evaluate_prompt  # noqa: PLC0415
+
+    target = Path(args.target)
+    prompt = target / "prompt.safetensors" if target.is_dir() else target
+    config = _config_from(args)
+    if target.is_dir() and (target / "config.json").is_file():  # the run's own settings ...
+        saved = json.loads((target / "config.json").read_text())
+        explicit = {k: v for k, v in vars(config).items() if v != getattr(TrainConfig(), k)}
+        config = TrainConfig(**{**saved, **explicit})  # ... unless given on the command line
+    accuracies = evaluate_prompt(prompt, config, progress=not args.quiet)
+    for split, acc in accuracies.items():
+        print(f"{split:8s} {100 * acc:.1f}%")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sharpzo-ext",
                                      description="Forward-only fine-tuning: SharpZO and friends.")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_eval(sub)
     _add_bench(sub)
-    _add_demo(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from sharpzo_ext.clip.data import DataError  # noqa: PLC0415
+    from sharpzo_ext.clip.models import ModelError  # noqa: PLC0415
+    from sharpzo_ext.clip.train import RunError  # noqa: PLC0415
+
     try:
-        args.run(args)
-    except CliError as error:
+        args.handler(args)
+    except (CliError, DataError, ModelError, RunError) as error:
         print(f"sharpzo-ext {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,96 @@
+"""Data: image folders, CoOp's layouts, few-shot sampling, the feature cache, and their errors."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from sharpzo_ext.clip import data as data_lib
+from sharpzo_ext.clip.data import DataError
+
+
+def write_image(path, color=(255, 0, 0), size=(8, 8)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path)
+
+
+def make_folder(root, classes=("cat", "red_dog"), per_class=6, layout="flat"):
+    for c, name in enumerate(classes):
+        for i in range(per_class):
+            if layout == "flat":
+                write_image(root / name / f"{i}.png", (40 * c, 10 * i, 0))
+            else:
+                for split in ("train", "test"):
+                    write_image(root / split / name / f"{i}.png", (40 * c, 10 * i, 0))
+    return root
+
+
+def test_flat_image_folder_splits_per_class(tmp_path):
+    data = data_lib.image_folder(make_folder(tmp_path / "d"), seed=0)
+    assert data.classnames == ["cat", "red dog"]  # underscores as spaces
+    assert len(data.splits["train"][0]) == len(data.splits["test"][0]) == 6
+    assert sorted(data.splits["train"][1]) == [0, 0, 0, 1, 1, 1]
+    other = data_lib.image_folder(make_folder(tmp_path / "d"), seed=1)
+    assert data.splits["train"][0] != other.splits["train"][0]  # the seed decides the split
+
+
+def test_split_image_folder_and_few_shot(tmp_path):
+    data = data_lib.image_folder(make_folder(tmp_path / "d", layout="split"))
+    few = data_lib.few_shot(data, shots=2, seed=0)
+    assert len(few.splits["train"][0]) == 4 and few.splits["train"][1] == [0, 0, 1, 1]
+    val = set(few.splits["val"][0])  # drawn from the rest of train: disjoint from the shots
+    assert len(val) == 4 and not val & set(few.splits["train"][0])
+    assert data_lib.few_shot(data, 2, 0).splits == few.splits
+    assert data_lib.few_shot(data, 2, 1).splits["train"] != few.splits["train"]
+
+
+def test_coop_layout(tmp_path):
+    base = tmp_path / "root" / "caltech-101"
+    rows = {split: [] for split in ("train", "val", "test")}
+    for split in rows:
+        for label, name in enumerate(["face", "leopard"]):
+            for i in range(3):
+                rel = f"{name}/{split}_{i}.jpg"
+                write_image(base / "101_ObjectCategories" / rel)
+                rows[split].append([rel, label, name])
+    (base / "split_zhou_Caltech101.json").write_text(json.dumps(rows))
+    data = data_lib.coop_dataset("caltech101", tmp_path / "root")
+    assert data.classnames == ["face", "leopard"]
+    few = data_lib.few_shot(data, 2, 0)
+    assert len(few.splits["train"][0]) == 4 and len(few.splits["val"][0]) == 4
+    assert len(few.splits["test"][0]) == 6
+
+
+def test_embedded_task_is_deterministic():
+    a = data_lib.embedded_task(shots=2, test_per_class=3)
+    b = data_lib.embedded_task(shots=2, test_per_class=3)
+    assert len(a.classnames) == 10 and set(a.splits) == {"train", "val", "test", "shifted"}
+    assert all(torch.equal(x, y) for x, y in zip(a.splits["shifted"][0], b.splits["shifted"][0]))
+    assert not torch.equal(a.splits["train"][0][0], a.splits["val"][0][0])
+
+
+@pytest.mark.parametrize("setup, call, match", [
+    (lambda root: None, lambda root: data_lib.image_folder(root / "missing"), "does not exist"),
+    (lambda root: (root / "d" / "empty_class").mkdir(parents=True),
+     lambda root: data_lib.image_folder(root / "d"), "has no images"),
+    (lambda root: (root / "d").mkdir(), lambda root: data_lib.image_folder(root / "d"),
+     "no class folders"),
+    (lambda root: make_folder(root / "d", layout="split") and (root / "d" / "val" / "ghost").mkdir(
+        parents=True) or write_image(root / "d" / "val" / "ghost" / "x.png"),
+     lambda root: data_lib.image_folder(root / "d"), "classes that train/ lacks"),
+    (lambda root: None, lambda root: data_lib.coop_dataset("imagenette", root), "unknown CoOp"),
+    (lambda root: (root / "dtd").mkdir(), lambda root: data_lib.coop_dataset("dtd", root),
+     "split file"),
+])
+def test_data_errors(tmp_path, setup, call, match):
+    setup(tmp_path)
+    with pytest.raises(DataError, match=match):
+        call(tmp_path)
+
+
+def test_corrupt_image_is_named(tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png at all")
+    with pytest.raises(DataError, match="cannot read image .*broken.png"):
+        data_lib.load_images([bad], lambda image: torch.zeros(3, 4, 4))

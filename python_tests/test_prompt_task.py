@@ -1,0 +1,96 @@
+"""PromptTask over tiny randomly initialized open_clip models and the embedded default."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sharpzo_ext.clip.prompt_task import PromptTask
+
+from clip_helpers import tiny_clip
+
+CLASSES = ["cat", "dog", "car", "tree", "sailing boat"]
+
+
+@pytest.fixture(params=["vit", "resnet"])
+def model_and_tokenizer(request):
+    return tiny_clip(request.param)
+
+
+def features(n=24, dim=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(n, dim, generator=g), dim=-1), torch.randint(0, 5, (n,), generator=g)
+
+
+def test_zero_vector_is_open_clip_zero_shot(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    task = PromptTask(model, tokenizer, CLASSES, intrinsic_dim=16)
+    with torch.no_grad():
+        reference = F.normalize(model.encode_text(tokenizer([f"a photo of a {c}." for c in CLASSES])),
+                                dim=-1)
+    ours = task.text_features(task.zero_vector()[None])[0]
+    assert torch.allclose(ours, reference, atol=1e-5)
+    x, y = features()
+    expected = (x @ reference.T).argmax(-1).eq(y).float().mean().item()
+    assert task.accuracy(task.zero_vector(), x, y) == pytest.approx(expected)
+
+
+def test_truncation_is_exact(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    cut = PromptTask(model, tokenizer, CLASSES, intrinsic_dim=16, truncate=True)
+    full = PromptTask(model, tokenizer, CLASSES, intrinsic_dim=16, truncate=False)
+    assert cut.tokens.shape[1] < full.tokens.shape[1] == 77
+    W = torch.randn(6, 16, generator=torch.Generator().manual_seed(1)) * 3
+    assert torch.allclose(cut.text_features(W), full.text_features(W), atol=2e-6)
+    x, y = features()
+    assert torch.allclose(cut.losses(W, x, y), full.losses(W, x, y), atol=1e-5)
+
+
+def test_batched_losses_equal_serial_losses(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    task = PromptTask(model, tokenizer, CLASSES, intrinsic_dim=20)
+    x, y = features()
+    W = torch.randn(9, 20, generator=torch.Generator().manual_seed(2))
+    batched = task.losses(W, x, y)
+    serial = torch.stack([task.loss(w, x, y) for w in W])
+    assert torch.allclose(batched, serial, atol=1e-6)
+    task.max_batch_tokens = 1  # one candidate per forward: the memory bound only splits work
+    assert torch.allclose(task.losses(W, x, y), batched, atol=1e-6)
+
+
+def test_direct_context_without_projection():
+    model, tokenizer = tiny_clip()
+    task = PromptTask(model, tokenizer, CLASSES, ctx_init=None, n_ctx=3, intrinsic_dim=None)
+    assert task.dim == 3 * 32 and task.n_ctx == 3
+    w = torch.randn(task.dim)
+    assert torch.allclose(task.context(w[None])[0], task.ctx0 + w.view(3, 32))
+
+
+def test_projection_comes_from_the_seed():
+    model, tokenizer = tiny_clip()
+    a = PromptTask(model, tokenizer, CLASSES, intrinsic_dim=8, seed=3)
+    b = PromptTask(model, tokenizer, CLASSES, intrinsic_dim=8, seed=3)
+    c = PromptTask(model, tokenizer, CLASSES, intrinsic_dim=8, seed=4)
+    assert torch.equal(a.projection, b.projection) and not torch.equal(a.projection, c.projection)
+    assert a.n_ctx == 4  # "a photo of a"
+    # a unit-norm-per-entry w moves the context by about its own spread
+    shift = a.context(torch.randn(200, 8))[:, :, :] - a.ctx0
+    assert 0.5 < float(shift.std() / a.ctx0.std()) < 2
+
+
+def test_encode_images_is_normalized():
+    model, tokenizer = tiny_clip("resnet")
+    task = PromptTask(model, tokenizer, CLASSES, intrinsic_dim=4)
+    images = torch.rand(5, 3, 32, 32)
+    f = task.encode_images(images, batch_size=2)
+    assert f.shape == (5, 32) and torch.allclose(f.norm(dim=-1), torch.ones(5), atol=1e-5)
+
+
+def test_bad_arguments():
+    model, tokenizer = tiny_clip()
+    with pytest.raises(ValueError, match="at least two classes"):
+        PromptTask(model, tokenizer, ["only"])
+    task = PromptTask(model, tokenizer, CLASSES, intrinsic_dim=8)
+    with pytest.raises(ValueError, match=r"W must have shape \(m, 8\)"):
+        task.context(torch.zeros(2, 9))
+    with pytest.raises(TypeError, match="own text transformer"):
+        PromptTask(torch.nn.Linear(2, 2), tokenizer, CLASSES)

@@ -1,0 +1,162 @@
+"""The main job end to end on the embedded default: `sharpzo-ext train` / `eval`, the run
+directory, resumption, the feature cache, and the errors users get."""
+
+import json
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+from sharpzo_ext.cli import main
+from sharpzo_ext.clip.train import TrainConfig, train
+
+FAST = dict(method="cmaes", budget=1200, eval_every=200)
+
+
+@pytest.fixture
+def cache(tmp_path):
+    return str(tmp_path / "cache")
+
+
+def run(tmp_path, cache, name="run", **kwargs):
+    config = TrainConfig(cache_dir=cache, **{**FAST, **kwargs})
+    return train(config, tmp_path / name, progress=False, report=lambda s: None)
+
+
+def test_a_run_writes_its_directory_and_beats_zero_shot(tmp_path, cache):
+    summary = run(tmp_path, cache)
+    out = tmp_path / "run"
+    assert {p.name for p in out.iterdir()} == {"config.json", "log.jsonl", "state.pt",
+                                               "prompt.safetensors", "accuracy.png",
+                                               "summary.json"}
+    saved = json.loads((out / "summary.json").read_text())
+    for key in ("zero_shot_test_acc", "test_acc", "forward_passes", "wall_time_s",
+                "peak_memory_mb"):
+        assert key in saved
+    for key in ("zero_shot_test_acc", "test_acc", "val_acc", "shifted_acc"):
+        assert 0 <= saved[key] <= 1
+    assert saved["forward_passes"] >= 1200
+    assert summary["test_acc"] >= summary["zero_shot_test_acc"] + 0.05
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [row["forward_passes"] for row in log] == sorted(row["forward_passes"] for row in log)
+    assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_continues_the_same_trajectory(tmp_path, cache):
+    straight = run(tmp_path, cache, "straight", budget=1200)
+    run(tmp_path, cache, "resumed", budget=600)
+    config = TrainConfig(cache_dir=cache, **{**FAST, "budget": 1200})
+    resumed = train(config, tmp_path / "resumed", resume=True, progress=False,
+                    report=lambda s: None)
+    for key in ("test_acc", "val_acc", "forward_passes", "selected_at_forward_passes"):
+        assert resumed[key] == straight[key]
+    log_a = (tmp_path / "straight" / "log.jsonl").read_text().splitlines()
+    log_b = (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()
+    strip = lambda rows: [{k: v for k, v in json.loads(r).items() if k != "wall_time_s"}  # noqa: E731
+                          for r in rows]
+    assert strip(log_a) == strip(log_b)
+
+
+def test_feature_cache_misses_then_hits(tmp_path, cache):
+    first = run(tmp_path, cache, "a", budget=100)
+    second = run(tmp_path, cache, "b", budget=100)
+    assert not any(first["feature_cache_hits"].values())
+    assert all(second["feature_cache_hits"].values())
+    other_seed = run(tmp_path, cache, "c", budget=100, seed=1)  # other shots: other train data
+    assert not other_seed["feature_cache_hits"]["train"]
+
+
+def test_cli_train_and_eval(tmp_path, cache, capsys):
+    out = tmp_path / "cli"
+    assert main(["train", "--method", "zosgd", "--budget", "400", "--out", str(out),
+                 "--cache-dir", cache, "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "zero-shot" in printed and "tuned" in printed and str(out) in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert main(["eval", str(out), "--cache-dir", cache, "--quiet"]) == 0
+    lines = dict(line.split() for line in capsys.readouterr().out.splitlines())
+    assert float(lines["test"].rstrip("%")) == pytest.approx(100 * summary["test_acc"], abs=0.051)
+
+
+def error_of(argv, capsys):
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err
+
+
+def test_cli_errors_are_one_line(tmp_path, cache, capsys):
+    base = ["--cache-dir", cache, "--quiet"]
+    cases = [
+        (["train", "--model", "ViT-Q-99", "--out", str(tmp_path / "a")], "unknown model"),
+        (["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b")],
+         "does not exist"),
+        (["train", "--pretrained", str(tmp_path / "nothing.safetensors"),
+          "--out", str(tmp_path / "c")], "missing"),
+        (["eval", str(tmp_path / "no-run")], "does not exist"),
+    ]
+    for argv, message in cases:
+        code, err = error_of(argv + base, capsys)
+        assert code == 2 and len(err) == 1 and message in err[0], (argv, err)
+    for name in ("a", "b", "c"):
+        assert not (tmp_path / name).exists()  # nothing written
+
+
+def test_class_folder_without_images_and_corrupt_image(tmp_path, cache, capsys):
+    root = tmp_path / "folder"
+    for name in ("circle", "square"):
+        for i in range(3):
+            (root / name).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8), (i * 50, 0, 0)).save(root / name / f"{i}.png")
+    (root / "star").mkdir()
+    code, err = error_of(["train", "--data", str(root), "--out", str(tmp_path / "x"),
+                          "--cache-dir", cache, "--quiet"], capsys)
+    assert code == 2 and "has no images" in err[0]
+    (root / "star" / "0.png").write_bytes(b"garbage")
+    (root / "star" / "1.png").write_bytes(b"garbage")
+    code, err = error_of(["train", "--data", str(root), "--shots", "1", "--out",
+                          str(tmp_path / "x"), "--cache-dir", cache, "--quiet"], capsys)
+    assert code == 2 and "cannot read image" in err[0] and "star" in err[0]
+    assert not (tmp_path / "x").exists()
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path, cache, capsys):
+    from safetensors.torch import save_file
+
+    wrong = tmp_path / "wrong.safetensors"
+    save_file({"token_ids": torch.arange(3, dtype=torch.int32),
+               "token_rows": torch.zeros(3, 8, dtype=torch.float16)}, str(wrong))
+    code, err = error_of(["train", "--pretrained", str(wrong), "--out", str(tmp_path / "x"),
+                          "--cache-dir", cache, "--quiet"], capsys)
+    assert code == 2 and "not a checkpoint of the embedded model" in err[0]
+
+
+def test_a_prompt_for_other_classes_is_refused(tmp_path, cache, capsys):
+    run(tmp_path, cache, "run", budget=100)
+    root = tmp_path / "folder"
+    for name in ("circle", "square"):
+        (root / name).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (8, 8), (i * 90, 0, 0)).save(root / name / f"{i}.png")
+    code, err = error_of(["eval", str(tmp_path / "run"), "--data", str(root), "--cache-dir",
+                          cache, "--quiet"], capsys)
+    assert code == 2 and "other classes" in err[0]
+
+
+def test_an_existing_run_is_not_overwritten(tmp_path, cache):
+    run(tmp_path, cache, "run", budget=100)
+    from sharpzo_ext.clip.train import RunError
+
+    with pytest.raises(RunError, match="already holds a run"):
+        run(tmp_path, cache, "run", budget=100)
+
+
+def test_unknown_open_clip_tag_and_ill_fitting_checkpoint(tmp_path):
+    from sharpzo_ext.clip.models import ModelError, load_model
+
+    with pytest.raises(ModelError, match="neither a file nor a pretrained tag"):
+        load_model("RN50", pretrained="not-a-tag")
+    bad = tmp_path / "rn50.pt"
+    torch.save({"state_dict": {"visual.conv1.weight": torch.zeros(1)}}, bad)
+    with pytest.raises(ModelError, match="does not fit model RN50"):
+        load_model("RN50", pretrained=str(bad))

@@ -1,0 +1,86 @@
+"""The embedded default CLIP: a small open_clip CLIP pretrained on procedural shapes
+(sharpzo_ext/clip/synthetic.py) by scripts/pretrain_embedded.py, shipped as safetensors.
+
+Note [Embedded checkpoint format]
+Of the model's 4.65 M parameters, 3.16 M are the token embedding (49408 x 64), of which the
+captions use about a hundred rows. The checkpoint stores the other tensors in float16 and only
+the used rows of the token embedding with their ids ("token_ids", "token_rows"); loading
+rebuilds the full table with zeros elsewhere (3 MB instead of 9.3 MB). Every word of a prompt
+must therefore be one the checkpoint knows (EMBEDDED_WORDS); PromptTask warns otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from sharpzo_ext.clip import synthetic
+
+NAME = "embedded"
+CONFIG = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": synthetic.IMAGE_SIZE, "layers": [1, 1, 1, 1], "width": 16,
+                   "head_width": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 3},
+}
+ASSET = "embedded_clip.safetensors"
+
+
+def words() -> list[str]:
+    """Every word the embedded checkpoint has token embeddings for."""
+    vocab = set(synthetic.SHAPES) | set(synthetic.COLORS) | set(synthetic.SIZES)
+    vocab |= set(synthetic.BACKGROUNDS) | {"cluttered", "background"}
+    for templates in synthetic.CAPTIONS.values():
+        for template in templates:
+            vocab |= {w for w in template.split() if "{" not in w}
+    vocab |= set(synthetic.TASK_PROMPT.replace(".", " .").split()) - {"{}"}
+    return sorted(vocab)
+
+
+def asset_path() -> Path:
+    return Path(__file__).parent / "assets" / ASSET
+
+
+def build(config: dict = CONFIG) -> torch.nn.Module:
+    """The embedded architecture, randomly initialized."""
+    from open_clip.model import CLIP  # noqa: PLC0415 (open_clip's import is slow)
+
+    return CLIP(config["embed_dim"], config["vision_cfg"], config["text_cfg"])
+
+
+def load(path: str | Path | None = None, device="cpu") -> torch.nn.Module:
+    """The embedded model with its pretrained weights (float32, eval mode)."""
+    from safetensors import safe_open  # noqa: PLC0415
+
+    path = asset_path() if path is None else Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"the embedded CLIP checkpoint is missing: {path} (rebuild it "
+                                "with `python scripts/pretrain_embedded.py`)")
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    model = build(json.loads(metadata.get("config", json.dumps(CONFIG))))
+    state = {k: v.float() for k, v in tensors.items() if k not in ("token_ids", "token_rows")}
+    table = torch.zeros_like(model.token_embedding.weight)
+    table[tensors["token_ids"].long()] = tensors["token_rows"].float()
+    state["token_embedding.weight"] = table
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def save(model: torch.nn.Module, path: str | Path, token_ids: torch.Tensor,
+         metadata: dict[str, str]) -> None:
+    """Writes the checkpoint format of Note [Embedded checkpoint format], atomically."""
+    from safetensors.torch import save_file  # noqa: PLC0415
+
+    from sharpzo_ext.files import atomic_path  # noqa: PLC0415
+
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()
+             if k != "token_embedding.weight"}
+    token_ids = token_ids.unique().sort().values
+    state["token_ids"] = token_ids.to(torch.int32)
+    state["token_rows"] = model.token_embedding.weight.detach()[token_ids].to(torch.float16)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"config": json.dumps(CONFIG), **metadata})

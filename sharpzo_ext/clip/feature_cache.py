@@ -1,0 +1,62 @@
+"""Image features computed once per model, weights and data, cached on disk as safetensors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from sharpzo_ext.clip.data import Dataset, load_images
+from sharpzo_ext.clip.models import LoadedModel
+from sharpzo_ext.clip.prompt_task import PromptTask
+from sharpzo_ext.files import atomic_path
+
+__all__ = ["default_cache_dir", "split_features"]
+
+_BATCH = 256
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("SHARPZO_EXT_CACHE", Path.home() / ".cache" / "sharpzo_ext"))
+
+
+def _key(model: LoadedModel, data: Dataset, split: str) -> str:
+    items, labels = data.splits[split]
+    described = [item if isinstance(item, Path) else None for item in items]
+    spec = {"model": model.identity, "data": data.identity, "split": split,
+            "items": [str(d) if d is not None else i for i, d in enumerate(described)],
+            "labels": labels, "format": 1}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def split_features(task: PromptTask, model: LoadedModel, data: Dataset, split: str,
+                   cache_dir: str | Path | None, progress: bool = True) -> tuple[torch.Tensor, bool]:
+    """(features (N, E), whether they came from the cache) of a split: read from the cache, or
+    computed by the frozen image tower in batches (with a progress bar) and written to it
+    (atomically). cache_dir None: no cache."""
+    from safetensors.torch import load_file, save_file  # noqa: PLC0415
+
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"features-{_key(model, data, split)}.safetensors"
+        if path.is_file():
+            try:
+                return load_file(str(path))["features"].to(task.device), True
+            except Exception:  # noqa: BLE001 (a damaged cache file is recomputed)
+                path.unlink(missing_ok=True)
+    items = data.splits[split][0]
+    batches = range(0, len(items), _BATCH)
+    if progress:
+        from tqdm import tqdm  # noqa: PLC0415
+
+        batches = tqdm(batches, desc=f"encoding {split} images", unit="batch", leave=False)
+    features = [task.encode_images(load_images(items[i:i + _BATCH], model.preprocess))
+                for i in batches]
+    features = torch.cat(features) if features else torch.empty(0)
+    if path is not None:
+        with atomic_path(path) as tmp:
+            save_file({"features": features.cpu().contiguous()}, str(tmp))
+    return features, False

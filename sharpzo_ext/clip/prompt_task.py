@@ -1,0 +1,204 @@
+"""PromptTask: CoOp-style prompt tuning of an open_clip CLIP model, evaluated with forward passes.
+
+A trainable vector w sets the context tokens of the class prompts "<ctx> {classname}.":
+ctx = ctx0 + reshape(A w), ctx0 the embeddings of ``ctx_init`` ("a photo of a"), A a fixed seeded
+random projection from an intrinsic dimension d (or ctx = ctx0 + reshape(w) without one). Image
+features are computed once by the frozen image tower; a loss evaluation runs only the text tower
+over the class prompts, and ``losses(W)`` does it for a whole population in batched,
+memory-bounded forwards.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+import sharpzo_ext.ops as ops
+
+__all__ = ["PromptTask"]
+
+PROJECTION_STREAM = 1 << 60  # the stream of the projection A under the task's seed
+
+
+class _TextTower:
+    """The pieces of an open_clip text transformer (CLIP or CustomTextCLIP with a TextTransformer)."""
+
+    def __init__(self, model: torch.nn.Module):
+        tower = getattr(model, "text", model)
+        needed = ("token_embedding", "positional_embedding", "transformer", "ln_final",
+                  "text_projection", "attn_mask")
+        missing = [name for name in needed if not hasattr(tower, name)]
+        if missing:
+            raise TypeError(f"PromptTask needs an open_clip CLIP with its own text transformer; "
+                            f"{type(model).__name__} has no {', '.join(missing)}")
+        self.tower = tower
+        self.pool_type = getattr(tower, "text_pool_type", getattr(tower, "pool_type", "argmax"))
+        self.eos_id = getattr(tower, "text_eos_id", getattr(tower, "eos_id", None))
+        if self.pool_type not in ("argmax", "eos", "last"):
+            raise TypeError(f"PromptTask supports argmax, eos or last pooling, not {self.pool_type!r}")
+
+    def pool_index(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.pool_type == "argmax":
+            return tokens.argmax(dim=-1)
+        if self.pool_type == "eos":
+            return (tokens == self.eos_id).int().argmax(dim=-1)
+        return torch.full((tokens.shape[0],), tokens.shape[1] - 1, dtype=torch.long)
+
+    def encode(self, x: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
+        """Text features of token embeddings x (B, L, width), pooled at `pool` (B,)."""
+        t = self.tower
+        L = x.shape[1]
+        x = x + t.positional_embedding[:L].to(x.dtype)
+        x = t.transformer(x, attn_mask=t.attn_mask[:L, :L] if t.attn_mask is not None else None)
+        x = t.ln_final(x)
+        x = x[torch.arange(x.shape[0], device=x.device), pool]
+        proj = t.text_projection
+        return proj(x) if isinstance(proj, torch.nn.Module) else x @ proj
+
+
+class PromptTask:
+    """Prompt tuning of ``model`` for ``classnames`` (see the module docstring).
+
+    Args:
+        model: an open_clip CLIP (frozen; put in eval mode here).
+        tokenizer: its tokenizer (open_clip.get_tokenizer(name)).
+        classnames: the class names, in label order.
+        n_ctx: context tokens when ``ctx_init`` is None (then initialised N(0, 0.02^2) from the
+            seed); with ``ctx_init`` their number is the number of its tokens.
+        ctx_init: the words whose embeddings start the context ("a photo of a": zero-shot CLIP).
+        intrinsic_dim: d, the length of w (None: tune the context directly, d = n_ctx x width).
+        seed: seeds the projection A (and a random initial context).
+        truncate: cut every sequence after the longest prompt's end token (exact: the text
+            transformer is causal and pools there; Note [Truncated prompts]).
+        max_batch_tokens: a batched forward holds at most this many tokens (memory bound).
+        device: where the text tower runs (default: the model's).
+    """
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Callable, classnames: Sequence[str],
+                 n_ctx: int = 4, ctx_init: str | None = "a photo of a",
+                 intrinsic_dim: int | None = 512, seed: int = 0, truncate: bool = True,
+                 max_batch_tokens: int = 1 << 15, device=None):
+        if len(classnames) < 2:
+            raise ValueError(f"PromptTask needs at least two classes, got {len(classnames)}")
+        self.model = model.eval()
+        self.text = _TextTower(model)
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.model.to(self.device)
+        self.classnames = list(classnames)
+        self.max_batch_tokens = int(max_batch_tokens)
+        embedding = self.text.tower.token_embedding
+        width = embedding.weight.shape[1]
+        if ctx_init:
+            n_ctx = int((tokenizer([ctx_init])[0] != 0).sum()) - 2  # minus start and end tokens
+            prefix = ctx_init
+        else:
+            prefix = " ".join(["X"] * n_ctx)
+        if n_ctx < 1:
+            raise ValueError(f"the context needs at least one token, got n_ctx={n_ctx}")
+        self.n_ctx, self.ctx_init = n_ctx, ctx_init
+        tokens = tokenizer([f"{prefix} {name}." for name in self.classnames]).to(self.device)
+        self.pool = self.text.pool_index(tokens)
+        length = int(self.pool.max()) + 1 if truncate else tokens.shape[1]
+        self.tokens = tokens[:, :length]
+        with torch.no_grad():
+            self.embedded = embedding(self.tokens).float()  # (C, L, width)
+            if ctx_init:
+                self.ctx0 = self.embedded[0, 1:1 + n_ctx].clone()
+            else:
+                g = torch.Generator().manual_seed(seed)
+                self.ctx0 = (torch.randn(n_ctx, width, generator=g) * 0.02).to(self.device)
+        self.seed = seed
+        if intrinsic_dim is None:
+            self.projection = None
+            self.dim = n_ctx * width
+        else:
+            if intrinsic_dim < 1:
+                raise ValueError(f"intrinsic_dim must be >= 1, got {intrinsic_dim}")
+            # Note [Projection scale]: w ~ N(0, I) moves the context by about the spread of its
+            # own embeddings: entries of A are N(0, s^2) with s = std(ctx0) / sqrt(d).
+            scale = float(self.ctx0.std()) / math.sqrt(intrinsic_dim)
+            self.projection = ops.sample((n_ctx * width, intrinsic_dim), seed, PROJECTION_STREAM,
+                                         device=self.device) * scale
+            self.dim = intrinsic_dim
+        scale = getattr(model, "logit_scale", None)
+        self._logit_scale = 100.0 if scale is None else float(scale.detach().exp())
+        bias = getattr(model, "logit_bias", None)
+        self._logit_bias = None if bias is None else float(bias.detach())
+
+    # ---- images --------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor, batch_size: int = 256,
+                      progress: bool = False) -> torch.Tensor:
+        """L2-normalized features of preprocessed images (N, 3, H, W) by the frozen image tower."""
+        chunks = range(0, images.shape[0], batch_size)
+        if progress:
+            from tqdm import tqdm  # noqa: PLC0415
+
+            chunks = tqdm(chunks, desc="encoding images", unit="batch", leave=False)
+        out = [F.normalize(self.model.encode_image(images[i:i + batch_size].to(self.device)).float(),
+                           dim=-1) for i in chunks]
+        return torch.cat(out) if out else torch.empty(0, device=self.device)
+
+    # ---- text ----------------------------------------------------------------------------------
+
+    def context(self, W: torch.Tensor) -> torch.Tensor:
+        """Context vectors (m, n_ctx, width) for the rows of W (m, dim)."""
+        W = torch.as_tensor(W, device=self.device, dtype=torch.float32)
+        if W.dim() != 2 or W.shape[1] != self.dim:
+            raise ValueError(f"W must have shape (m, {self.dim}), got {tuple(W.shape)}")
+        shift = W if self.projection is None else W @ self.projection.T
+        return self.ctx0 + shift.view(W.shape[0], self.n_ctx, -1)
+
+    @torch.no_grad()
+    def text_features(self, W: torch.Tensor) -> torch.Tensor:
+        """L2-normalized class text features (m, C, E) for the rows of W."""
+        ctx = self.context(W)
+        m, C, L = ctx.shape[0], len(self.classnames), self.tokens.shape[1]
+        per_chunk = max(1, self.max_batch_tokens // (C * L))
+        out = []
+        for start in range(0, m, per_chunk):
+            part = ctx[start:start + per_chunk]
+            x = self.embedded.expand(part.shape[0], -1, -1, -1).clone()
+            x[:, :, 1:1 + self.n_ctx] = part[:, None]
+            features = self.text.encode(x.view(-1, L, x.shape[-1]), self.pool.repeat(part.shape[0]))
+            out.append(F.normalize(features.float(), dim=-1).view(part.shape[0], C, -1))
+        return torch.cat(out)
+
+    # ---- losses and accuracy -------------------------------------------------------------------
+
+    def logits(self, W: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """(m, N, C) logits of image features (N, E) for every row of W."""
+        text = self.text_features(W)
+        logits = self._logit_scale * torch.einsum("ne,mce->mnc", features.to(self.device), text)
+        return logits if self._logit_bias is None else logits + self._logit_bias
+
+    def losses(self, W: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy loss of every row of W over the images: a (m,) tensor."""
+        logits = self.logits(W, features)
+        labels = labels.to(self.device).expand(logits.shape[0], -1)
+        return F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").mean(dim=1)
+
+    def loss(self, w: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.losses(torch.as_tensor(w).reshape(1, -1), features, labels)[0]
+
+    def accuracy(self, w: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> float:
+        logits = self.logits(torch.as_tensor(w).reshape(1, -1), features)[0]
+        return float((logits.argmax(dim=-1) == labels.to(self.device)).float().mean())
+
+    def zero_vector(self) -> torch.Tensor:
+        """w = 0: the context of ctx_init, i.e. zero-shot CLIP with "{ctx_init} {class}."."""
+        return torch.zeros(self.dim, device=self.device)
+
+
+def check_vocabulary(tokenizer: Callable, texts: Sequence[str], known: set[int]) -> None:
+    """Warns when the embedded checkpoint lacks token embeddings for words of these texts."""
+    unknown = sorted({t for t in tokenizer(list(texts)).flatten().tolist() if t not in known})
+    if unknown:
+        warnings.warn(f"{len(unknown)} token(s) of the prompts have no embedding in this "
+                      "checkpoint (the embedded model only knows its captions' words); they "
+                      "act as zero vectors", stacklevel=3)
