@@ -73,8 +73,8 @@ def _add_run_options(p, defaults) -> None:
                    help="open_clip pretrained tag (e.g. openai; needs a network once) or a "
                    "local checkpoint file")
     p.add_argument("--data", default=defaults.data,
-                   help="'embedded' (default), an ImageFolder tree, or CoOp's data root with "
-                   "--dataset")
+                   help="'embedded' (default), 'embedded-cluttered' (its harder variant), an "
+                   "ImageFolder tree, or CoOp's data root with --dataset")
     p.add_argument("--dataset", default=defaults.dataset,
                    help="a CoOp data set under --data (caltech101, oxford_pets, stanford_cars, "
                    "oxford_flowers, food101, sun397, dtd, eurosat, ucf101, fgvc_aircraft, "
@@ -169,12 +169,51 @@ def _run_eval(args) -> None:
         print(f"{split:8s} {100 * acc:.1f}%")
 
 
+def _add_compare(sub) -> None:
+    from sharpzo_ext.clip.compare import COMPARE_METHODS, CompareConfig  # noqa: PLC0415
+    from sharpzo_ext.clip.train import TrainConfig  # noqa: PLC0415
+
+    d, c = TrainConfig(), CompareConfig()
+    p = sub.add_parser("compare", help="SharpZO against forward-only baselines and CoOp",
+                       description="Runs methods on the same task, seeds and forward-pass "
+                       "budget; writes compare.json, compare.md and compare.png.")
+    _add_run_options(p, d)
+    p.add_argument("--methods", nargs="+", choices=COMPARE_METHODS, default=list(c.methods))
+    p.add_argument("--seeds", nargs="+", type=int, default=list(c.seeds))
+    p.add_argument("--budget", type=int, default=d.budget,
+                   help=f"forward passes of every forward-only method ({d.budget})")
+    p.add_argument("--coop-budget", type=int, default=c.coop_budget,
+                   help=f"steps of first-order CoOp ({c.coop_budget})")
+    p.add_argument("--coop-lr", type=float, default=c.coop_lr)
+    p.add_argument("--target", type=float, default=None,
+                   help="test accuracy for 'time to target' (default: 95%% of CoOp's)")
+    p.add_argument("--eval-every", type=int, default=100,
+                   help="forward passes between evaluations (100: fine curves, precise times "
+                   "to target)")
+    p.add_argument("--out", help="output directory (default: runs/compare-<time>)")
+    p.set_defaults(handler=_run_compare)
+
+
+def _run_compare(args) -> None:
+    import time  # noqa: PLC0415
+
+    from sharpzo_ext.clip.compare import CompareConfig, compare  # noqa: PLC0415
+
+    config = CompareConfig(base=_config_from(args), methods=tuple(args.methods),
+                           seeds=tuple(args.seeds), coop_budget=args.coop_budget,
+                           coop_lr=args.coop_lr, target=args.target)
+    out = args.out or f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}"
+    compare(config, out, progress=not args.quiet)
+    print(f"output directory: {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sharpzo-ext",
                                      description="Forward-only fine-tuning: SharpZO and friends.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_eval(sub)
+    _add_compare(sub)
     _add_bench(sub)
     return parser
 

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import torch
 
-__all__ = ["DataError", "Dataset", "embedded_task", "image_folder", "coop_dataset", "few_shot",
+__all__ = ["DataError", "Dataset", "EMBEDDED_TASKS", "embedded_task", "image_folder", "coop_dataset", "few_shot",
            "load_images", "COOP_DATASETS"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -39,19 +39,23 @@ class Dataset:
 
 # ---- the embedded task -------------------------------------------------------------------------
 
-def embedded_task(shots: int = 16, seed: int = 0, test_per_class: int = 100) -> Dataset:
-    """The embedded default's task (sharpzo_ext.clip.synthetic): 10 shapes drawn as outlines;
-    train and val have `shots` images per class, test and the shifted split (an unseen
-    cluttered background) `test_per_class`. Items are image tensors in [0, 1]."""
+EMBEDDED_TASKS = {"embedded": "outline", "embedded-cluttered": "cluttered"}
+
+
+def embedded_task(shots: int = 16, seed: int = 0, test_per_class: int = 100,
+                  variant: str = "outline") -> Dataset:
+    """An embedded task (sharpzo_ext.clip.synthetic.task_split): 10 shapes drawn as outlines;
+    train and val have `shots` images per class, test and the shifted split `test_per_class`.
+    Items are image tensors in [0, 1]."""
     from sharpzo_ext.clip import synthetic  # noqa: PLC0415
 
     splits = {}
     for split, per_class in (("train", shots), ("val", shots), ("test", test_per_class),
                              ("shifted", test_per_class)):
-        images, labels = synthetic.task_split(split, per_class, seed)
+        images, labels = synthetic.task_split(split, per_class, seed, variant)
         splits[split] = (list(images), labels.tolist())
     identity = {"kind": "embedded-shapes", "version": 1, "shots": shots, "seed": seed,
-                "test_per_class": test_per_class}
+                "test_per_class": test_per_class, "variant": variant}
     return Dataset(list(synthetic.SHAPES), splits, identity)
 
 

@@ -84,7 +84,7 @@ class PromptTask:
                  max_batch_tokens: int = 1 << 15, device=None):
         if len(classnames) < 2:
             raise ValueError(f"PromptTask needs at least two classes, got {len(classnames)}")
-        self.model = model.eval()
+        self.model = model.eval().requires_grad_(False)  # frozen; gradients only reach W
         self.text = _TextTower(model)
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model.to(self.device)
@@ -154,9 +154,9 @@ class PromptTask:
         shift = W if self.projection is None else W @ self.projection.T
         return self.ctx0 + shift.view(W.shape[0], self.n_ctx, -1)
 
-    @torch.no_grad()
     def text_features(self, W: torch.Tensor) -> torch.Tensor:
-        """L2-normalized class text features (m, C, E) for the rows of W."""
+        """L2-normalized class text features (m, C, E) for the rows of W (differentiable in W,
+        for first-order baselines; the forward-only optimizers call it under no_grad)."""
         ctx = self.context(W)
         m, C, L = ctx.shape[0], len(self.classnames), self.tokens.shape[1]
         per_chunk = max(1, self.max_batch_tokens // (C * L))
@@ -186,6 +186,7 @@ class PromptTask:
     def loss(self, w: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.losses(torch.as_tensor(w).reshape(1, -1), features, labels)[0]
 
+    @torch.no_grad()
     def accuracy(self, w: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> float:
         logits = self.logits(torch.as_tensor(w).reshape(1, -1), features)[0]
         return float((logits.argmax(dim=-1) == labels.to(self.device)).float().mean())

@@ -198,17 +198,25 @@ def render(scenes: Scenes) -> torch.Tensor:
 # ---- the downstream task of the embedded default ----------------------------------------------
 
 TASK_SPLITS = ("train", "val", "test", "shifted")
+TASK_VARIANTS = ("outline", "cluttered")
 _SPLIT_SEEDS = {"train": 101, "val": 202, "test": 303, "shifted": 404}
 
 
-def task_split(split: str, per_class: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images, labels) of the embedded task: every shape in the outline style, per_class images
-    of each class; "shifted" draws them on the unseen cluttered background."""
+def task_split(split: str, per_class: int, seed: int = 0,
+               variant: str = "outline") -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, labels) of an embedded task: every shape in the outline style, per_class images
+    of each class. Variant "outline" (the default task) draws train, val and test on the
+    pretraining backgrounds and "shifted" on the unseen cluttered one; variant "cluttered" is the
+    harder task the other way round: train, val and test cluttered, "shifted" on the pretraining
+    backgrounds."""
     if split not in TASK_SPLITS:
         raise ValueError(f"split must be one of {TASK_SPLITS}, got {split!r}")
+    if variant not in TASK_VARIANTS:
+        raise ValueError(f"variant must be one of {TASK_VARIANTS}, got {variant!r}")
     g = torch.Generator().manual_seed(_SPLIT_SEEDS[split] * 1_000_003 + seed)
     labels = torch.arange(len(SHAPES)).repeat_interleave(per_class)
-    backgrounds = [CLUTTERED] if split == "shifted" else None
+    cluttered = (split == "shifted") != (variant == "cluttered")
+    backgrounds = [CLUTTERED] if cluttered else None
     scenes = sample_scenes(labels.numel(), g, styles=[STYLES.index("outline")],
                            backgrounds=backgrounds)
     scenes.shape = labels.clone()

@@ -43,7 +43,7 @@ class RunError(Exception):
 class TrainConfig:
     model: str = "embedded"
     pretrained: str | None = None
-    data: str = "embedded"          # "embedded", an ImageFolder tree, or CoOp's root
+    data: str = "embedded"          # "embedded[-cluttered]", an ImageFolder tree, or CoOp's root
     dataset: str | None = None      # a CoOp data set name (with data = CoOp's root)
     shots: int = 16
     method: str = "sharpzo"
@@ -82,8 +82,9 @@ class TrainConfig:
 def load_data(config: TrainConfig) -> data_lib.Dataset:
     if config.dataset is not None:
         full = data_lib.coop_dataset(config.dataset, config.data)
-    elif config.data == "embedded":
-        return data_lib.embedded_task(config.shots, config.seed)
+    elif config.data in data_lib.EMBEDDED_TASKS:
+        return data_lib.embedded_task(config.shots, config.seed,
+                                      variant=data_lib.EMBEDDED_TASKS[config.data])
     else:
         full = data_lib.image_folder(config.data, seed=config.seed)
     return data_lib.few_shot(full, config.shots, config.seed)
@@ -189,6 +190,58 @@ def _save_prompt(path: Path, p: Prepared, w: torch.Tensor, extra: dict) -> None:
         save_file(tensors, str(tmp), metadata=metadata)
 
 
+def initial_progress(p: Prepared) -> tuple[dict, list[dict]]:
+    """(best, log) before any step: w = 0, zero-shot CLIP."""
+    zero_w = p.task.zero_vector()
+    splits = [s for s in ("val", "test", "shifted") if s in p.features]
+    accs = _accuracies(p, zero_w, splits)
+    loss = float(p.task.loss(zero_w, p.features["train"], p.labels["train"]))
+    best = {"val_acc": accs.get("val", 0.0), "w": zero_w.clone(), "forward_passes": 0,
+            "train_loss": loss}
+    return best, [{"forward_passes": 0, "train_loss": loss,
+                   **{f"{k}_acc": v for k, v in accs.items()}, "wall_time_s": 0.0}]
+
+
+def optimize(p: Prepared, optimizer, w: torch.Tensor, closure: Callable, budget: int,
+             eval_every: int, best: dict, log: list[dict], elapsed: float = 0.0,
+             progress: bool = True, label: str = "", on_eval: Callable | None = None) -> dict:
+    """Steps `optimizer` until `budget` forward passes, evaluating every `eval_every`: appends to
+    `log`, keeps in `best` the iterate with the best validation accuracy (ties: lower train
+    loss), calls on_eval(best, log) after each evaluation. Returns best."""
+    splits = [s for s in ("val", "test", "shifted") if s in p.features]
+    session_start = time.time()
+    bar = None
+    if progress:
+        from tqdm import tqdm  # noqa: PLC0415
+
+        bar = tqdm(total=budget, initial=optimizer.forward_passes, desc=label, unit="fwd",
+                   leave=False)
+    next_eval = (optimizer.forward_passes // eval_every + 1) * eval_every
+    while optimizer.forward_passes < budget:
+        before = optimizer.forward_passes
+        optimizer.step(closure)
+        if bar is not None:
+            bar.update(optimizer.forward_passes - before)
+        if optimizer.forward_passes < next_eval and optimizer.forward_passes < budget:
+            continue
+        next_eval = (optimizer.forward_passes // eval_every + 1) * eval_every
+        current = w.detach().clone()
+        train_loss = float(p.task.loss(current, p.features["train"], p.labels["train"]))
+        accs = _accuracies(p, current, splits)
+        log.append({"forward_passes": optimizer.forward_passes, "train_loss": train_loss,
+                    **{f"{k}_acc": v for k, v in accs.items()},
+                    "wall_time_s": elapsed + time.time() - session_start})
+        val = accs.get("val", 0.0)
+        if val > best["val_acc"] or (val == best["val_acc"] and train_loss < best["train_loss"]):
+            best = {"val_acc": val, "w": current, "forward_passes": optimizer.forward_passes,
+                    "train_loss": train_loss}
+        if on_eval is not None:
+            on_eval(best, log)
+    if bar is not None:
+        bar.close()
+    return best
+
+
 def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
           report: Callable[[str], None] = print) -> dict:
     """Runs (or with `resume`, continues) the job in run directory `out`; returns the summary."""
@@ -205,81 +258,60 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     p = prepare(config, progress)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", dataclasses.asdict(config))
-    splits = [s for s in ("val", "test", "shifted") if s in p.features]
-    zero_w = p.task.zero_vector()
-    zero_shot = _accuracies(p, zero_w, splits)
-    w = torch.nn.Parameter(zero_w.clone())
+    w = torch.nn.Parameter(p.task.zero_vector())
     optimizer = make_optimizer(config, [w])
-    train_features, train_labels = p.features["train"], p.labels["train"]
-
-    def closure(W):
-        return p.task.losses(W, train_features, train_labels)
-
     if resume:
         state = torch.load(out / "state.pt", weights_only=False)
         optimizer.load_state_dict(state["optimizer"])
         with torch.no_grad():
             w.copy_(state["w"])
-        best, log, elapsed = state["best"], state["log"], state["elapsed"]
+        best, log = state["best"], state["log"]
     else:
-        best = {"val_acc": zero_shot.get("val", 0.0), "w": zero_w.clone(), "forward_passes": 0,
-                "train_loss": float(p.task.loss(zero_w, train_features, train_labels))}
-        log = [{"forward_passes": 0, "train_loss": best["train_loss"],
-                **{f"{k}_acc": v for k, v in zero_shot.items()}, "wall_time_s": 0.0}]
-        elapsed = 0.0
-    session_start = time.time()
-    bar = None
-    if progress:
-        from tqdm import tqdm  # noqa: PLC0415
+        best, log = initial_progress(p)
 
-        bar = tqdm(total=config.budget, initial=optimizer.forward_passes, desc=config.method,
-                   unit="fwd", leave=False)
-    next_eval = (optimizer.forward_passes // config.eval_every + 1) * config.eval_every
-    while optimizer.forward_passes < config.budget:
-        before = optimizer.forward_passes
-        optimizer.step(closure)
-        if bar is not None:
-            bar.update(optimizer.forward_passes - before)
-        if optimizer.forward_passes >= next_eval or optimizer.forward_passes >= config.budget:
-            next_eval = (optimizer.forward_passes // config.eval_every + 1) * config.eval_every
-            current = w.detach().clone()
-            train_loss = float(p.task.loss(current, train_features, train_labels))
-            accs = _accuracies(p, current, splits)
-            row = {"forward_passes": optimizer.forward_passes, "train_loss": train_loss,
-                   **{f"{k}_acc": v for k, v in accs.items()},
-                   "wall_time_s": elapsed + time.time() - session_start}
-            log.append(row)
-            better = accs.get("val", 0.0) > best["val_acc"] or (
-                accs.get("val", 0.0) == best["val_acc"] and train_loss < best["train_loss"])
-            if better:
-                best = {"val_acc": accs.get("val", 0.0), "w": current,
-                        "forward_passes": optimizer.forward_passes, "train_loss": train_loss}
-            write_text(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in log))
-            with atomic_path(out / "state.pt") as tmp:
-                torch.save({"optimizer": copy.deepcopy(optimizer.state_dict()),
-                            "w": w.detach().clone(), "best": best, "log": log,
-                            "elapsed": row["wall_time_s"]}, tmp)
-    if bar is not None:
-        bar.close()
-    tuned = _accuracies(p, best["w"], splits)
-    summary = {
+    def save(best, log):
+        write_text(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in log))
+        with atomic_path(out / "state.pt") as tmp:
+            torch.save({"optimizer": copy.deepcopy(optimizer.state_dict()),
+                        "w": w.detach().clone(), "best": best, "log": log}, tmp)
+
+    best = optimize(p, optimizer, w, loss_closure(p), config.budget, config.eval_every, best, log,
+                    elapsed=log[-1]["wall_time_s"], progress=progress, label=config.method,
+                    on_eval=save)
+    summary = summarize(p, config, best, log, optimizer.forward_passes, start)
+    _save_prompt(out / "prompt.safetensors", p, best["w"],
+                 {"val_acc": best["val_acc"], "forward_passes": best["forward_passes"]})
+    _plot(out / "accuracy.png", log, _zero_shot(log),
+          f"{config.method}: {config.dataset or config.data} data, {config.model} model")
+    write_json(out / "summary.json", summary)
+    report(format_summary(summary))
+    return summary
+
+
+def loss_closure(p: Prepared) -> Callable:
+    """The population closure of the training loss."""
+    features, labels = p.features["train"], p.labels["train"]
+    return lambda W: p.task.losses(W, features, labels)
+
+
+def _zero_shot(log: list[dict]) -> dict[str, float]:
+    return {k[:-4]: v for k, v in log[0].items() if k.endswith("_acc")}
+
+
+def summarize(p: Prepared, config: TrainConfig, best: dict, log: list[dict], forward_passes: int,
+              start: float) -> dict:
+    splits = [s for s in ("val", "test", "shifted") if s in p.features]
+    tuned, zero_shot = _accuracies(p, best["w"], splits), _zero_shot(log)
+    return {
         "model": config.model, "method": config.method, "seed": config.seed,
         "zero_shot_val_acc": zero_shot.get("val"), "zero_shot_test_acc": zero_shot.get("test"),
         "zero_shot_shifted_acc": zero_shot.get("shifted"),
         "val_acc": tuned.get("val"), "test_acc": tuned.get("test"),
         "shifted_acc": tuned.get("shifted"), "selected_at_forward_passes": best["forward_passes"],
-        "forward_passes": optimizer.forward_passes,
-        "wall_time_s": (log[-1]["wall_time_s"] if log else 0.0),
+        "forward_passes": forward_passes, "wall_time_s": log[-1]["wall_time_s"],
         "total_time_s": time.time() - start, "peak_memory_mb": peak_memory_mb(config.device),
         "feature_cache_hits": p.cache_hits,
     }
-    _save_prompt(out / "prompt.safetensors", p, best["w"],
-                 {"val_acc": best["val_acc"], "forward_passes": best["forward_passes"]})
-    _plot(out / "accuracy.png", log, zero_shot,
-          f"{config.method}: {config.dataset or config.data} data, {config.model} model")
-    write_json(out / "summary.json", summary)
-    report(format_summary(summary))
-    return summary
 
 
 def format_summary(s: dict) -> str:
