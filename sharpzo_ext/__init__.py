@@ -29,7 +29,7 @@ def _load_ops() -> None:
 
 _load_ops()
 
-from sharpzo_ext import clip, ops, optim, reference  # noqa: E402
+from sharpzo_ext import clip, distributed, ops, optim, reference  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["clip", "ops", "optim", "reference", "__version__"]
+__all__ = ["clip", "distributed", "ops", "optim", "reference", "__version__"]

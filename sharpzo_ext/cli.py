@@ -113,6 +113,9 @@ def _add_train(sub) -> None:
     for name in ("popsize", "switch_step", "sharpness_queries", "q"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
     p.add_argument("--sharpness", choices=("rge", "cge", "none"), default=d.sharpness)
+    p.add_argument("--shard", choices=("population", "data"), default=d.shard,
+                   help="under torchrun: split the candidates or the training images across "
+                   "the processes (only losses travel; every process applies the same update)")
     p.set_defaults(handler=_run_train)
 
 
@@ -135,8 +138,8 @@ def _run_train(args) -> None:
         out = args.resume
     else:
         out = args.out or f"runs/{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"
-    train(config, out, resume=bool(args.resume), progress=not args.quiet)
-    print(f"run directory: {out}")
+    if train(config, out, resume=bool(args.resume), progress=not args.quiet):
+        print(f"run directory: {out}")  # rank 0 (the only one that writes)
 
 
 def _add_eval(sub) -> None:
@@ -223,10 +226,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sharpzo_ext.clip.data import DataError  # noqa: PLC0415
     from sharpzo_ext.clip.models import ModelError  # noqa: PLC0415
     from sharpzo_ext.clip.train import RunError  # noqa: PLC0415
+    from sharpzo_ext.distributed import DistributedError  # noqa: PLC0415
 
     try:
         args.handler(args)
-    except (CliError, DataError, ModelError, RunError) as error:
+    except (CliError, DataError, ModelError, RunError, DistributedError) as error:
         print(f"sharpzo-ext {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -6,6 +6,6 @@ kind of machine is shared and noisy and only ratios are comparable between runs.
 
 from sharpzo_ext.bench.common import BenchConfig, Suite, run_suites
 
-SUITES = ("perturb", "sparse_zscore", "cmaes", "clip")
+SUITES = ("perturb", "sparse_zscore", "cmaes", "clip", "distributed")
 
 __all__ = ["BenchConfig", "Suite", "run_suites", "SUITES"]

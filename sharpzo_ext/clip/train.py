@@ -24,6 +24,7 @@ from typing import Callable
 import torch
 
 import sharpzo_ext as sz
+from sharpzo_ext import distributed
 from sharpzo_ext.clip import data as data_lib
 from sharpzo_ext.clip.feature_cache import default_cache_dir, split_features
 from sharpzo_ext.clip.models import LoadedModel, load_model
@@ -55,6 +56,7 @@ class TrainConfig:
     intrinsic_dim: int | None = None  # None: min(512, context size / 2)
     eval_every: int = 500
     cache_dir: str | None = None      # None: $SHARPZO_EXT_CACHE or ~/.cache/sharpzo_ext
+    shard: str = "population"         # under torchrun: split the "population" or the "data"
     # optimizer hyperparameters (each method uses the ones it has)
     lr: float = 0.05
     eps: float = 0.01
@@ -75,6 +77,8 @@ class TrainConfig:
                 raise RunError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.device != "cpu" and not (self.device.startswith("cuda") and torch.cuda.is_available()):
             raise RunError(f"device {self.device!r} is not available")
+        if self.shard not in ("population", "data"):
+            raise RunError(f"shard must be 'population' or 'data', got {self.shard!r}")
 
 
 # ---- building blocks ---------------------------------------------------------------------------
@@ -204,10 +208,12 @@ def initial_progress(p: Prepared) -> tuple[dict, list[dict]]:
 
 def optimize(p: Prepared, optimizer, w: torch.Tensor, closure: Callable, budget: int,
              eval_every: int, best: dict, log: list[dict], elapsed: float = 0.0,
-             progress: bool = True, label: str = "", on_eval: Callable | None = None) -> dict:
+             progress: bool = True, label: str = "", on_eval: Callable | None = None,
+             evaluate: bool = True) -> dict:
     """Steps `optimizer` until `budget` forward passes, evaluating every `eval_every`: appends to
     `log`, keeps in `best` the iterate with the best validation accuracy (ties: lower train
-    loss), calls on_eval(best, log) after each evaluation. Returns best."""
+    loss), calls on_eval(best, log) after each evaluation. Returns best. With evaluate=False
+    (the other ranks of a distributed run) it only steps."""
     splits = [s for s in ("val", "test", "shifted") if s in p.features]
     session_start = time.time()
     bar = None
@@ -222,7 +228,8 @@ def optimize(p: Prepared, optimizer, w: torch.Tensor, closure: Callable, budget:
         optimizer.step(closure)
         if bar is not None:
             bar.update(optimizer.forward_passes - before)
-        if optimizer.forward_passes < next_eval and optimizer.forward_passes < budget:
+        if not evaluate or (optimizer.forward_passes < next_eval
+                            and optimizer.forward_passes < budget):
             continue
         next_eval = (optimizer.forward_passes // eval_every + 1) * eval_every
         current = w.detach().clone()
@@ -255,9 +262,13 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     elif (out / "summary.json").exists() or (out / "state.pt").exists():
         raise RunError(f"{out} already holds a run; use --resume to continue it, or another --out")
     start = time.time()
+    rank, world = distributed.init(timeout_s=120)
+    writer = rank == 0  # the other ranks of a distributed run step, and write nothing
+    progress = progress and writer
     p = prepare(config, progress)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", dataclasses.asdict(config))
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "config.json", dataclasses.asdict(config))
     w = torch.nn.Parameter(p.task.zero_vector())
     optimizer = make_optimizer(config, [w])
     if resume:
@@ -275,10 +286,13 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
             torch.save({"optimizer": copy.deepcopy(optimizer.state_dict()),
                         "w": w.detach().clone(), "best": best, "log": log}, tmp)
 
-    best = optimize(p, optimizer, w, loss_closure(p), config.budget, config.eval_every, best, log,
-                    elapsed=log[-1]["wall_time_s"], progress=progress, label=config.method,
-                    on_eval=save)
+    best = optimize(p, optimizer, w, distributed_closure(p, config.shard, world),
+                    config.budget, config.eval_every, best, log, elapsed=log[-1]["wall_time_s"],
+                    progress=progress, label=config.method, on_eval=save, evaluate=writer)
+    if not writer:
+        return {}
     summary = summarize(p, config, best, log, optimizer.forward_passes, start)
+    summary["processes"] = world
     _save_prompt(out / "prompt.safetensors", p, best["w"],
                  {"val_acc": best["val_acc"], "forward_passes": best["forward_passes"]})
     _plot(out / "accuracy.png", log, _zero_shot(log),
@@ -292,6 +306,20 @@ def loss_closure(p: Prepared) -> Callable:
     """The population closure of the training loss."""
     features, labels = p.features["train"], p.labels["train"]
     return lambda W: p.task.losses(W, features, labels)
+
+
+def distributed_closure(p: Prepared, shard: str, world: int) -> Callable:
+    """The training loss closure of this rank: the plain one in a single process, else split
+    across the ranks by candidates ("population") or by training images ("data")."""
+    if world == 1:
+        return loss_closure(p)
+    if shard == "population":
+        return distributed.PopulationShard(loss_closure(p))
+    n = p.labels["train"].numel()
+    mine = distributed.shard(n)
+    features, labels = p.features["train"][mine], p.labels["train"][mine]
+    return distributed.DataShard(lambda W: p.task.losses(W, features, labels),
+                                 weight=(mine.stop - mine.start) / n)
 
 
 def _zero_shot(log: list[dict]) -> dict[str, float]:

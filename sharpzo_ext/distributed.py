@@ -1,0 +1,162 @@
+"""Forward-only training on torch.distributed: only losses cross the network.
+
+Every rank runs the same optimizer with the same seed on the same parameters. Wrapping the
+population closure is all it takes (Note [Distributed forward-only training]):
+
+    import sharpzo_ext as sz
+    rank, world = sz.distributed.init()                    # torchrun's environment; gloo/nccl
+    closure = sz.distributed.PopulationShard(lambda W: task.losses(W, features, labels))
+    opt.step(closure)                                      # every rank: the same update
+
+or, with the data split across ranks instead of the candidates,
+
+    mine = sz.distributed.shard(len(labels))               # this rank's slice of the data
+    closure = sz.distributed.DataShard(lambda W: task.losses(W, features[mine], labels[mine]),
+                                       weight=(mine.stop - mine.start) / len(labels))
+
+Note [Distributed forward-only training]
+Candidates (CMA-ES populations, the 2q points of two-point estimates) are functions of the
+optimizer's state and seed, so every rank generates the same ones; only their losses differ in
+where they are computed. PopulationShard evaluates a contiguous block of rows per rank and
+all-gathers the losses; DataShard evaluates all rows on a rank's part of the data and
+all-reduces the weighted losses. Either way a step moves O(popsize) numbers, never O(d), and
+every rank then applies the identical update. Each collective also carries a checksum of the
+population, so ranks whose states drifted apart (say, linear algebra that rounds differently
+on two machines) stop with a clear error instead of silently training different models. A rank
+that dies makes the others fail within the process group's timeout with a DistributedError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["DistributedError", "CommStats", "init", "shard", "shard_of", "PopulationShard",
+           "DataShard"]
+
+
+class DistributedError(RuntimeError):
+    """A peer is gone (or stopped answering within the timeout), or the ranks diverged."""
+
+
+@dataclasses.dataclass
+class CommStats:
+    """What this rank sent in the collectives of a wrapper."""
+    bytes_sent: int = 0
+    collectives: int = 0
+
+
+def init(backend: str | None = None, timeout_s: float = 60.0) -> tuple[int, int]:
+    """Initializes the default process group from torchrun's environment (RANK, WORLD_SIZE,
+    MASTER_ADDR, MASTER_PORT) if it is not yet; gloo on CPU, nccl with CUDA. Returns (rank,
+    world size); (0, 1) outside a distributed launch."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    backend = backend or ("nccl" if torch.cuda.is_available() and os.environ.get(
+        "SHARPZO_EXT_DEVICE", "cpu").startswith("cuda") else "gloo")
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _rank_world(group) -> tuple[int, int]:
+    if not (dist.is_available() and dist.is_initialized()):
+        return 0, 1
+    return dist.get_rank(group), dist.get_world_size(group)
+
+
+def shard_of(n: int, rank: int, world: int) -> slice:
+    """Rank `rank`'s contiguous block of range(n) (block sizes differ by at most one)."""
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (1 if rank < extra else 0))
+
+
+def shard(n: int, group=None) -> slice:
+    """This rank's contiguous block of range(n)."""
+    return shard_of(n, *_rank_world(group))
+
+
+def _checksum(X: torch.Tensor) -> float:
+    return float(X.detach().double().sum())
+
+
+class _Collective:
+    def __init__(self, group):
+        self.group = group
+        self.stats = CommStats()
+
+    def _run(self, op: Callable, sent: int) -> None:
+        try:
+            op()
+        except (RuntimeError, dist.DistBackendError) as error:
+            rank, world = _rank_world(self.group)
+            raise DistributedError(f"rank {rank} of {world}: a peer stopped answering "
+                                   f"({str(error).splitlines()[0]}); stopping") from None
+        self.stats.bytes_sent += sent
+        self.stats.collectives += 1
+
+    @staticmethod
+    def _check_agreement(checksums: torch.Tensor) -> None:
+        if not bool((checksums == checksums[0]).all()):
+            raise DistributedError(f"the ranks' populations differ (checksums "
+                                   f"{checksums.tolist()}): their optimizer states diverged")
+
+
+class PopulationShard(_Collective):
+    """A population closure whose rows are split across the ranks; returns all losses."""
+
+    def __init__(self, closure: Callable[[torch.Tensor], torch.Tensor], group=None):
+        super().__init__(group)
+        self.closure = closure
+
+    def __call__(self, X: torch.Tensor) -> torch.Tensor:
+        rank, world = _rank_world(self.group)
+        m = X.shape[0]
+        if world == 1:
+            return self.closure(X)
+        rows = shard_of(m, rank, world)
+        width = -(-m // world)  # the largest block: every rank sends the same size
+        local = torch.full((width + 1,), float("nan"), dtype=torch.float64)
+        if rows.stop > rows.start:
+            local[:rows.stop - rows.start] = torch.as_tensor(
+                self.closure(X[rows])).detach().to("cpu", torch.float64).flatten()
+        local[width] = _checksum(X)
+        gathered = [torch.empty_like(local) for _ in range(world)]
+        self._run(lambda: dist.all_gather(gathered, local, group=self.group),
+                  local.numel() * local.element_size() * (world - 1))
+        self._check_agreement(torch.stack([g[width] for g in gathered]))
+        losses = torch.cat([g[:s.stop - s.start] for g, s in
+                            zip(gathered, [shard_of(m, r, world) for r in range(world)])])
+        return losses.to(X.device)
+
+
+class DataShard(_Collective):
+    """A population closure over this rank's part of the data, scaled by `weight` (its share of
+    the data): losses are summed across ranks, giving the loss over all the data."""
+
+    def __init__(self, closure: Callable[[torch.Tensor], torch.Tensor], weight: float,
+                 group=None):
+        super().__init__(group)
+        self.closure, self.weight = closure, float(weight)
+
+    def __call__(self, X: torch.Tensor) -> torch.Tensor:
+        rank, world = _rank_world(self.group)
+        if world == 1:
+            return self.closure(X)
+        losses = torch.as_tensor(self.closure(X)).detach().to("cpu", torch.float64).flatten()
+        local = torch.cat([losses * self.weight, torch.tensor([_checksum(X)], dtype=torch.float64)])
+        gathered = [torch.empty_like(local) for _ in range(world)]
+        self._run(lambda: dist.all_gather(gathered, local, group=self.group),
+                  local.numel() * local.element_size() * (world - 1))
+        self._check_agreement(torch.stack([g[-1] for g in gathered]))
+        total = torch.zeros_like(losses)
+        for g in gathered:  # in rank order on every rank: the same sum everywhere
+            total += g[:-1]
+        return total.to(X.device)
