@@ -2,6 +2,7 @@
 // mask_score: argument checks, outputs, non-contiguous inputs, the job handed to a launcher.
 #pragma once
 
+#include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 
 #include <optional>
@@ -48,6 +49,22 @@ at::Tensor sparse_zscore_inplace_with(at::Tensor& g, int64_t k,
                                       bool check_finite, SparseZScoreLauncher launch);
 at::Tensor mask_score_with(const at::Tensor& w, const at::Tensor& grad, double eps,
                            bool check_finite, MaskScoreLauncher launch);
+
+// Calls typed.template operator()<w_t, grad_t, out_t>() for the job's dtypes (all pairs of
+// float16, bfloat16, float32 and float64 for w and grad; out float32 or float64).
+template <typename Typed>
+void dispatch_mask_score(const MaskScoreJob& job, Typed&& typed) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, job.w.scalar_type(), "mask_score_w", [&] {
+    using w_t = scalar_t;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, job.grad.scalar_type(), "mask_score_grad", [&] {
+      if (job.out.scalar_type() == at::kDouble) {
+        typed.template operator()<w_t, scalar_t, double>();
+      } else {
+        typed.template operator()<w_t, scalar_t, float>();
+      }
+    });
+  });
+}
 
 // The kernels a device registers, e.g. m.impl("mask_score", &mask_score_kernel<launch_cpu>).
 template <SparseZScoreLauncher launch>

@@ -46,16 +46,8 @@ void mask_score_typed(const MaskScoreJob& job) {
 }
 
 void launch_cpu(const MaskScoreJob& job) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, job.w.scalar_type(), "mask_score_w", [&] {
-    using w_t = scalar_t;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, job.grad.scalar_type(), "mask_score_grad", [&] {
-      using grad_t = scalar_t;
-      if (job.out.scalar_type() == at::kDouble) {
-        mask_score_typed<w_t, grad_t, double>(job);
-      } else {
-        mask_score_typed<w_t, grad_t, float>(job);
-      }
-    });
+  dispatch_mask_score(job, [&]<typename w_t, typename grad_t, typename out_t>() {
+    mask_score_typed<w_t, grad_t, out_t>(job);
   });
 }
 
