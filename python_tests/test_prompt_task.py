@@ -94,3 +94,16 @@ def test_bad_arguments():
         task.context(torch.zeros(2, 9))
     with pytest.raises(TypeError, match="own text transformer"):
         PromptTask(torch.nn.Linear(2, 2), tokenizer, CLASSES)
+
+
+def test_embedded_model_warns_about_words_it_does_not_know():
+    from sharpzo_ext.clip.models import load_model
+    from sharpzo_ext.clip.train import TrainConfig, make_task
+
+    loaded = load_model("embedded")
+    with pytest.warns(UserWarning, match="no embedding in this checkpoint"):
+        make_task(TrainConfig(), loaded, ["zebra", "circle"])
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_task(TrainConfig(), loaded, ["circle", "star"])  # known words: no warning

@@ -2,7 +2,6 @@
 directory, resumption, the feature cache, and the errors users get."""
 
 import json
-import math
 
 import pytest
 import torch

@@ -22,7 +22,6 @@ Linux), and that peak minus the memory resident when it started (what the method
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 import time
 from pathlib import Path

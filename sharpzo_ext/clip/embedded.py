@@ -43,6 +43,14 @@ def asset_path() -> Path:
     return Path(__file__).parent / "assets" / ASSET
 
 
+def known_tokens(path: str | Path | None = None) -> frozenset[int]:
+    """The token ids the checkpoint has embeddings for."""
+    from safetensors import safe_open  # noqa: PLC0415
+
+    with safe_open(str(asset_path() if path is None else path), framework="pt") as f:
+        return frozenset(f.get_tensor("token_ids").tolist())
+
+
 def build(config: dict = CONFIG) -> torch.nn.Module:
     """The embedded architecture, randomly initialized."""
     from open_clip.model import CLIP  # noqa: PLC0415 (open_clip's import is slow)

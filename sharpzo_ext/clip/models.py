@@ -27,6 +27,7 @@ class LoadedModel:
     preprocess: Callable  # PIL image or float tensor (3, H, W) in [0, 1] -> normalized tensor
     tokenizer: Callable
     identity: dict  # model name and weights, for feature caches and prompt checkpoints
+    known_tokens: frozenset[int] | None = None  # the embedded checkpoint's vocabulary
 
 
 def _file_identity(path: Path) -> dict:
@@ -58,7 +59,7 @@ def _embedded(checkpoint: str | None, device) -> LoadedModel:
 
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     return LoadedModel(model, preprocess, tokenizer.tokenize,
-                       {"model": "embedded", "weights": digest})
+                       {"model": "embedded", "weights": digest}, embedded.known_tokens(path))
 
 
 def load_model(name: str = "embedded", pretrained: str | None = None,

@@ -196,9 +196,11 @@ class PromptTask:
         return torch.zeros(self.dim, device=self.device)
 
 
-def check_vocabulary(tokenizer: Callable, texts: Sequence[str], known: set[int]) -> None:
-    """Warns when the embedded checkpoint lacks token embeddings for words of these texts."""
-    unknown = sorted({t for t in tokenizer(list(texts)).flatten().tolist() if t not in known})
+def check_vocabulary(tokenizer: Callable, texts: Sequence[str], known: frozenset[int]) -> None:
+    """Warns when a checkpoint with a partial token embedding (the embedded default, Note
+    [Embedded checkpoint format]) lacks embeddings for words of these texts."""
+    ids = tokenizer(list(texts))
+    unknown = {t for t in ids.flatten().tolist() if t not in known and t != 0}
     if unknown:
         warnings.warn(f"{len(unknown)} token(s) of the prompts have no embedding in this "
                       "checkpoint (the embedded model only knows its captions' words); they "

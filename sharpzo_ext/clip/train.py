@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import resource
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from sharpzo_ext import distributed
 from sharpzo_ext.clip import data as data_lib
 from sharpzo_ext.clip.feature_cache import default_cache_dir, split_features
 from sharpzo_ext.clip.models import LoadedModel, load_model
-from sharpzo_ext.clip.prompt_task import PromptTask
+from sharpzo_ext.clip.prompt_task import PromptTask, check_vocabulary
 from sharpzo_ext.files import atomic_path, write_json, write_text
 
 __all__ = ["TrainConfig", "RunError", "train", "evaluate_prompt", "METHODS"]
@@ -101,6 +100,10 @@ def make_task(config: TrainConfig, loaded: LoadedModel, classnames: list[str]) -
     # the paper's d = 512 for CLIP ViT-B/16 (context 4 x 512); half the context size for
     # smaller text towers, where 512 would exceed the context itself
     intrinsic = config.intrinsic_dim or min(512, n_ctx * width // 2)
+    if loaded.known_tokens is not None:
+        prefix = config.ctx_init or ""
+        check_vocabulary(loaded.tokenizer, [f"{prefix} {name}." for name in classnames],
+                         loaded.known_tokens)
     return PromptTask(loaded.model, loaded.tokenizer, classnames, n_ctx=config.n_ctx,
                       ctx_init=config.ctx_init, intrinsic_dim=intrinsic, seed=config.seed,
                       device=config.device)

@@ -53,11 +53,11 @@ class SharpZO(ForwardOnlyOptimizer):
         super().__init__(params, {"lr": check_positive(lr, "lr", allow_zero=True)}, seed)
         if sharpness not in SHARPNESS:
             raise ValueError(f"sharpness must be one of {SHARPNESS}, got {sharpness!r}")
-        for name, value in (("switch_step", switch_step), ("sharpness_queries", sharpness_queries),
-                            ("stall_generations", stall_generations)):
-            if isinstance(value, bool) or int(value) != value or value < (0 if name == "switch_step" else 1):
-                raise ValueError(f"{name} must be an int >= {0 if name == 'switch_step' else 1}, "
-                                 f"got {value}")
+        for name, value, least in (("switch_step", switch_step, 0),
+                                   ("sharpness_queries", sharpness_queries, 1),
+                                   ("stall_generations", stall_generations, 1)):
+            if isinstance(value, bool) or int(value) != value or value < least:
+                raise ValueError(f"{name} must be an int >= {least}, got {value}")
         self.options = {"eps": check_positive(eps, "eps"), "rho": check_positive(rho, "rho", True),
                         "switch_step": int(switch_step), "sharpness": sharpness,
                         "q": int(sharpness_queries), "auto_switch": bool(auto_switch),
