@@ -34,6 +34,16 @@ def check_positive(value, name: str, allow_zero: bool = False) -> float:
     return value
 
 
+def check_int(value, name: str, least: int, most: int | None = None) -> int:
+    """An integer argument in [least, most] (bools and fractions refused), naming it."""
+    bound = f"in [{least}, {most}]" if most is not None else f">= {least}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise ValueError(f"{name} must be an int {bound}, got {value!r}")
+    if value < least or (most is not None and value > most):
+        raise ValueError(f"{name} must be an int {bound}, got {value}")
+    return int(value)
+
+
 def loss_value(loss) -> float:
     """A closure's loss as a Python float (a 0-dim or one-element tensor, or a number)."""
     if isinstance(loss, torch.Tensor):

@@ -9,7 +9,7 @@ import torch
 
 import sharpzo_ext.ops as ops
 from sharpzo_ext.optim import cma_factors, streams
-from sharpzo_ext.optim.base import ForwardOnlyOptimizer, check_positive
+from sharpzo_ext.optim.base import ForwardOnlyOptimizer, check_int, check_positive
 from sharpzo_ext.optim.cma_constants import CMAConstants
 
 __all__ = ["CMAES"]
@@ -54,11 +54,8 @@ class CMAES(ForwardOnlyOptimizer):
             raise ValueError("CMAES searches one vector: pass one parameter group")
         if decomposition not in ("cholesky", "eigh"):
             raise ValueError(f"decomposition must be 'cholesky' or 'eigh', got {decomposition!r}")
-        if popsize is not None and (isinstance(popsize, bool) or int(popsize) != popsize
-                                    or popsize < 2):
-            raise ValueError(f"popsize must be an int >= 2, got {popsize}")
-        if int(restarts) != restarts or restarts < 0:
-            raise ValueError(f"restarts must be an int >= 0, got {restarts}")
+        popsize = None if popsize is None else check_int(popsize, "popsize", 2)
+        restarts = check_int(restarts, "restarts", 0)
         n = self._numel()
         device = self._params()[0].device
         self.options = {
@@ -67,7 +64,7 @@ class CMAES(ForwardOnlyOptimizer):
             "tolfun": check_positive(tolfun, "tolfun", allow_zero=True),
             "tolx": check_positive(tolx, "tolx", allow_zero=True),
             "max_condition": check_positive(max_condition, "max_condition"),
-            "restarts": int(restarts), "popsize": None if popsize is None else int(popsize),
+            "restarts": restarts, "popsize": popsize,
         }
         self.bounds = self._check_bounds(bounds, n, device)
         mean = self._flat()

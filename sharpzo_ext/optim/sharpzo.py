@@ -9,7 +9,7 @@ import torch
 
 import sharpzo_ext.ops as ops
 from sharpzo_ext.optim import streams, zo
-from sharpzo_ext.optim.base import ForwardOnlyOptimizer, check_positive
+from sharpzo_ext.optim.base import ForwardOnlyOptimizer, check_int, check_positive
 from sharpzo_ext.optim.cmaes import CMAES
 from sharpzo_ext.optim.sparse_zo import SparseZO
 
@@ -53,15 +53,12 @@ class SharpZO(ForwardOnlyOptimizer):
         super().__init__(params, {"lr": check_positive(lr, "lr", allow_zero=True)}, seed)
         if sharpness not in SHARPNESS:
             raise ValueError(f"sharpness must be one of {SHARPNESS}, got {sharpness!r}")
-        for name, value, least in (("switch_step", switch_step, 0),
-                                   ("sharpness_queries", sharpness_queries, 1),
-                                   ("stall_generations", stall_generations, 1)):
-            if isinstance(value, bool) or int(value) != value or value < least:
-                raise ValueError(f"{name} must be an int >= {least}, got {value}")
+        switch_step = check_int(switch_step, "switch_step", 0)
         self.options = {"eps": check_positive(eps, "eps"), "rho": check_positive(rho, "rho", True),
-                        "switch_step": int(switch_step), "sharpness": sharpness,
-                        "q": int(sharpness_queries), "auto_switch": bool(auto_switch),
-                        "stall_generations": int(stall_generations),
+                        "switch_step": switch_step, "sharpness": sharpness,
+                        "q": check_int(sharpness_queries, "sharpness_queries", 1),
+                        "auto_switch": bool(auto_switch),
+                        "stall_generations": check_int(stall_generations, "stall_generations", 1),
                         "stall_tolerance": check_positive(stall_tolerance, "stall_tolerance", True),
                         "dist": "gaussian"}
         self.stage1 = CMAES(self.param_groups[0]["params"], sigma, popsize=popsize, seed=seed,

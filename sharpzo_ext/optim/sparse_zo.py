@@ -10,7 +10,7 @@ import torch
 
 import sharpzo_ext.ops as ops
 from sharpzo_ext.optim import streams, zo
-from sharpzo_ext.optim.base import ForwardOnlyOptimizer, check_positive
+from sharpzo_ext.optim.base import ForwardOnlyOptimizer, check_int, check_positive
 from sharpzo_ext.optim.zosgd import check_zo_options
 
 __all__ = ["SparseZO", "MASKS"]
@@ -59,15 +59,12 @@ class SparseZO(ForwardOnlyOptimizer):
             if not 0 < density <= 1:
                 raise ValueError(f"density must be in (0, 1], got {density}")
             k = math.ceil(density * n)
-        if isinstance(k, bool) or int(k) != k or not 1 <= k <= n:
-            raise ValueError(f"k must be an int in [1, {n}] (the number of parameters), got {k}")
+        k = check_int(k, "k (of the parameters' elements)", 1, n)
         if mask not in MASKS:
             raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
-        for name, value in (("refresh", refresh), ("mask_queries", mask_queries)):
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value}")
-        self.options = {**check_zo_options(eps, q, dist), "k": int(k), "mask": mask,
-                        "refresh": int(refresh), "mask_queries": int(mask_queries),
+        self.options = {**check_zo_options(eps, q, dist), "k": k, "mask": mask,
+                        "refresh": check_int(refresh, "refresh", 1),
+                        "mask_queries": check_int(mask_queries, "mask_queries", 1),
                         "normalize": bool(normalize), "one_sided": bool(one_sided),
                         "exception_safe": bool(exception_safe)}
         # The masks live in the optimizer-wide state: torch casts per-parameter state tensors to

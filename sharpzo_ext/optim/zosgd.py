@@ -8,7 +8,7 @@ import torch
 
 import sharpzo_ext.ops as ops
 from sharpzo_ext.optim import streams, zo
-from sharpzo_ext.optim.base import ForwardOnlyOptimizer, check_positive
+from sharpzo_ext.optim.base import ForwardOnlyOptimizer, check_int, check_positive
 
 __all__ = ["ZOSGD"]
 
@@ -16,9 +16,7 @@ __all__ = ["ZOSGD"]
 def check_zo_options(eps, q, dist) -> dict:
     if dist not in ops.DISTRIBUTIONS:
         raise ValueError(f"dist must be one of {ops.DISTRIBUTIONS}, got {dist!r}")
-    if isinstance(q, bool) or int(q) != q or q < 1:
-        raise ValueError(f"q must be an int >= 1, got {q}")
-    return {"eps": check_positive(eps, "eps"), "q": int(q), "dist": dist}
+    return {"eps": check_positive(eps, "eps"), "q": check_int(q, "q", 1), "dist": dist}
 
 
 class ZOSGD(ForwardOnlyOptimizer):
