@@ -4,7 +4,7 @@ Every rank runs the same optimizer with the same seed on the same parameters. Wr
 population closure is all it takes (Note [Distributed forward-only training]):
 
     import sharpzo_ext as sz
-    rank, world = sz.distributed.init()                    # torchrun's environment; gloo/nccl
+    rank, world = sz.distributed.init()                    # torchrun's environment; gloo
     closure = sz.distributed.PopulationShard(lambda W: task.losses(W, features, labels))
     opt.step(closure)                                      # every rank: the same update
 
@@ -51,17 +51,19 @@ class CommStats:
     collectives: int = 0
 
 
-def init(backend: str | None = None, timeout_s: float = 60.0) -> tuple[int, int]:
+def init(timeout_s: float = 60.0) -> tuple[int, int]:
     """Initializes the default process group from torchrun's environment (RANK, WORLD_SIZE,
-    MASTER_ADDR, MASTER_PORT) if it is not yet; gloo on CPU, nccl with CUDA. Returns (rank,
-    world size); (0, 1) outside a distributed launch."""
+    MASTER_ADDR, MASTER_PORT) if it is not yet. Returns (rank, world size); (0, 1) outside a
+    distributed launch.
+
+    The backend is gloo whatever device the model runs on: the wrappers exchange a few losses
+    as CPU tensors, which gloo carries between CPU and GPU machines alike (nccl would need them
+    on the GPU, for no gain at that size)."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0, 1
-    backend = backend or ("nccl" if torch.cuda.is_available() and os.environ.get(
-        "SHARPZO_EXT_DEVICE", "cpu").startswith("cuda") else "gloo")
-    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=timeout_s))
     return dist.get_rank(), dist.get_world_size()
 
 
