@@ -97,8 +97,9 @@ def test_bad_arguments():
 
 
 def test_embedded_model_warns_about_words_it_does_not_know():
+    from sharpzo_ext.clip.config import TrainConfig
+    from sharpzo_ext.clip.methods import make_task
     from sharpzo_ext.clip.models import load_model
-    from sharpzo_ext.clip.train import TrainConfig, make_task
 
     loaded = load_model("embedded")
     with pytest.warns(UserWarning, match="no embedding in this checkpoint"):

@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from sharpzo_ext.cli import main
-from sharpzo_ext.clip.train import TrainConfig, train
+from sharpzo_ext.clip.config import TrainConfig
+from sharpzo_ext.clip.train import train
 
 FAST = dict(method="cmaes", budget=1200, eval_every=200)
 
@@ -144,7 +145,7 @@ def test_a_prompt_for_other_classes_is_refused(tmp_path, cache, capsys):
 
 def test_an_existing_run_is_not_overwritten(tmp_path, cache):
     run(tmp_path, cache, "run", budget=100)
-    from sharpzo_ext.clip.train import RunError
+    from sharpzo_ext.clip.config import RunError
 
     with pytest.raises(RunError, match="already holds a run"):
         run(tmp_path, cache, "run", budget=100)

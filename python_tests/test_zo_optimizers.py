@@ -9,6 +9,8 @@ import torch
 
 import sharpzo_ext as sz
 from sharpzo_ext.bench.allocations import bytes_allocated
+from sharpzo_ext.optim import two_point
+from sharpzo_ext.optim.sharpzo import Settings, sharpness_step
 
 from conftest import CUDA
 
@@ -22,6 +24,10 @@ def make(cls, d=50, seed=0, dtype=torch.float64, device="cpu", **kwargs):
     x0 = torch.randn(d, generator=torch.Generator().manual_seed(100 + seed), dtype=torch.float64)
     p = torch.nn.Parameter(x0.to(dtype=dtype, device=device))
     return p, cls([p], seed=seed, **kwargs)
+
+
+def population(f):
+    return sz.optim.Population(f)
 
 
 def train(opt, loss_fn, steps):
@@ -152,7 +158,8 @@ def test_rge_sharpness_direction_correlates_with_the_gradient():
         values = []
         for seed in range(10):
             p, opt = make(sz.optim.SharpZO, d, seed, sharpness_queries=q, popsize=10)
-            shift = opt._sharpness_step(lambda: quadratic(p, scales))
+            shift, _ = sharpness_step(lambda: quadratic(p, scales), [p], seed, 0,
+                                      Settings(sharpness_queries=q), two_point.Options())
             grad = scales * p.detach()
             values.append(float(shift @ grad / (shift.norm() * grad.norm())))
             assert float(shift.norm()) == pytest.approx(0.1)  # rho, not rho / sqrt(popsize)
@@ -164,23 +171,24 @@ def test_rge_sharpness_direction_correlates_with_the_gradient():
 def test_cge_sharpness_is_the_exact_gradient_direction_on_a_quadratic():
     d = 20
     scales = torch.linspace(1, 3, d, dtype=torch.float64)
-    p, opt = make(sz.optim.SharpZO, d, 0, sharpness="cge", popsize=6)
-    before = opt.forward_passes
-    shift = opt._sharpness_step(lambda: quadratic(p, scales))
+    p, _ = make(sz.optim.SharpZO, d, 0, sharpness="cge", popsize=6)
+    before = p.detach().clone()
+    shift, evaluations = sharpness_step(lambda: quadratic(p, scales), [p], 0, 0,
+                                        Settings(sharpness="cge"), two_point.Options())
     grad = scales * p.detach()
     assert torch.allclose(shift, 0.1 * grad / grad.norm(), atol=1e-9)
-    assert opt.forward_passes - before == 2 * d
+    assert evaluations == 2 * d and torch.equal(p.detach(), before)
 
 
 def test_stage1_generation_costs_popsize_plus_2q_forward_passes_in_one_batched_call():
     calls = []
     p, opt = make(sz.optim.SharpZO, 30, 0, popsize=12, sharpness_queries=3, switch_step=5)
 
-    def population(X):
+    def objective(X):
         calls.append(X.shape[0])
         return quadratic(X)
 
-    opt.step(population)
+    opt.step(sz.optim.Population(objective))
     assert opt.forward_passes == 12 + 2 * 3 and calls == [6, 12]
 
 
@@ -196,9 +204,9 @@ def test_sharpzo_beats_zosgd_on_a_rugged_objective_at_equal_budget():
         x0 = torch.full((d,), 2.5, dtype=torch.float64) + 0.1 * seed
         a = torch.nn.Parameter(x0.clone())
         sharp = sz.optim.SharpZO([a], lr=0.01, eps=1e-2, sigma=1.0, popsize=20, seed=seed,
-                                 switch_step=200, sparse_options={"density": 0.5})
+                                 switch_step=200, density=0.5)
         while sharp.forward_passes < budget:
-            sharp.step(lambda X: rugged(X))
+            sharp.step(population(rugged))
         b = torch.nn.Parameter(x0.clone())
         zosgd = sz.optim.ZOSGD([b], lr=0.01, eps=1e-2, q=1, seed=seed)
         while zosgd.forward_passes < budget:
@@ -211,7 +219,7 @@ def test_auto_switch_when_cma_stalls():
     p, opt = make(sz.optim.SharpZO, 5, 0, popsize=8, switch_step=10**6, auto_switch=True,
                   stall_generations=10, stall_tolerance=1e-3, sharpness="none")
     for _ in range(400):
-        opt.step(lambda X: quadratic(X) + 1.0)  # a floor at 1: progress stalls
+        opt.step(population(lambda X: quadratic(X) + 1.0))  # a floor at 1: progress stalls
         if opt.stage == 2:
             break
     assert opt.stage == 2 and opt.shared["generation"] < 400
@@ -220,10 +228,10 @@ def test_auto_switch_when_cma_stalls():
 def test_switch_starts_stage2_from_the_cma_mean():
     p, opt = make(sz.optim.SharpZO, 8, 0, popsize=8, switch_step=3)
     for _ in range(3):
-        opt.step(lambda X: quadratic(X))
-    assert opt.stage == 2 and torch.equal(p.detach(), opt.stage1.mean)
-    opt.step(lambda X: quadratic(X))
-    assert opt.stage2.shared["steps"] == 1
+        opt.step(population(quadratic))
+    assert opt.stage == 2 and torch.equal(p.detach(), opt.mean)
+    opt.step(population(quadratic))
+    assert opt.shared["sparse_steps"] == 1
 
 
 # ---- guarantees common to all ------------------------------------------------------------------
@@ -232,7 +240,7 @@ OPTIMIZERS = [
     (sz.optim.ZOSGD, dict(lr=0.01, q=2)),
     (sz.optim.ZOSGD, dict(lr=0.01, q=2, momentum=0.9, one_sided=True)),
     (sz.optim.SparseZO, dict(lr=0.01, density=0.3, refresh=3)),
-    (sz.optim.SharpZO, dict(popsize=8, switch_step=3, sparse_options={"refresh": 2})),
+    (sz.optim.SharpZO, dict(popsize=8, switch_step=3, refresh=2)),
     (sz.optim.CMAES, dict(sigma=0.5)),
 ]
 
@@ -243,7 +251,7 @@ def test_reproducible_from_the_seed(cls, kwargs):
     for seed in (0, 0, 1):
         p, opt = make(cls, 16, 0, **kwargs)
         opt.shared["seed"] = seed
-        train(opt, lambda X=None: quadratic(X if X is not None else p), 7)
+        train(opt, lambda: quadratic(p), 7)
         runs.append(p.detach().clone())
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
 
@@ -296,9 +304,10 @@ def test_a_nan_loss_is_refused_before_any_update(cls, kwargs):
 @pytest.mark.parametrize("cls, kwargs", OPTIMIZERS)
 def test_a_raising_population_closure_leaves_the_parameters_bitwise(cls, kwargs):
     p, opt = make(cls, 16, 0, dtype=torch.float32, **kwargs)
-    train(opt, lambda X: quadratic(X), 4)
+    train(opt, population(quadratic), 4)
     before, steps = p.detach().clone(), opt.shared["steps"]
 
+    @sz.optim.Population
     def failing(X):
         raise RuntimeError("boom")
 
@@ -316,7 +325,7 @@ def test_population_and_in_place_closures_agree_in_float64(cls, kwargs):
     pb, b = make(cls, 12, 0, **kwargs)
     for _ in range(5):
         a.step(lambda: quadratic(pa))
-        b.step(lambda X: quadratic(X))
+        b.step(population(quadratic))
     assert torch.allclose(pa.detach(), pb.detach(), rtol=1e-12, atol=1e-12)
     assert a.forward_passes == b.forward_passes
 

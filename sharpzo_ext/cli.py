@@ -92,7 +92,7 @@ def _add_run_options(p, defaults) -> None:
 
 
 def _add_train(sub) -> None:
-    from sharpzo_ext.clip.train import METHODS, TrainConfig  # noqa: PLC0415
+    from sharpzo_ext.clip.config import METHODS, TrainConfig  # noqa: PLC0415
 
     d = TrainConfig()
     p = sub.add_parser("train", help="tune a CLIP prompt with forward passes only",
@@ -100,9 +100,11 @@ def _add_train(sub) -> None:
                        "it on validation and reports test (and shifted-split) accuracy. With no "
                        "arguments: SharpZO on the embedded default model and task.")
     _add_run_options(p, d)
-    p.add_argument("--method", choices=METHODS, default=d.method)
+    p.add_argument("--method", choices=METHODS, default=d.method,
+                   help="a forward-only optimizer, or coop: first-order CoOp (Adam, backward "
+                   "passes), the reference")
     p.add_argument("--budget", type=int, default=d.budget,
-                   help=f"training forward passes ({d.budget})")
+                   help=f"training forward passes ({d.budget}); coop: steps")
     p.add_argument("--out", help="run directory (default: runs/<method>-<time>)")
     p.add_argument("--resume", metavar="DIR",
                    help="continue the run in DIR (to --budget if larger than its own)")
@@ -110,6 +112,7 @@ def _add_train(sub) -> None:
                    help="forward passes between validation evaluations")
     for name in ("lr", "eps", "sigma", "rho", "density"):
         p.add_argument(f"--{name}", type=float, default=getattr(d, name))
+    p.add_argument("--coop-lr", type=float, default=d.coop_lr, help="Adam's lr for coop")
     for name in ("popsize", "switch_step", "sharpness_queries", "q"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
     p.add_argument("--sharpness", choices=("rge", "cge", "none"), default=d.sharpness)
@@ -122,7 +125,7 @@ def _add_train(sub) -> None:
 def _config_from(args):
     import dataclasses  # noqa: PLC0415
 
-    from sharpzo_ext.clip.train import TrainConfig  # noqa: PLC0415
+    from sharpzo_ext.clip.config import TrainConfig  # noqa: PLC0415
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
@@ -143,7 +146,7 @@ def _run_train(args) -> None:
 
 
 def _add_eval(sub) -> None:
-    from sharpzo_ext.clip.train import TrainConfig  # noqa: PLC0415
+    from sharpzo_ext.clip.config import TrainConfig  # noqa: PLC0415
 
     p = sub.add_parser("eval", help="evaluate a saved prompt",
                        description="Accuracy of a saved prompt (a run directory's "
@@ -158,7 +161,8 @@ def _run_eval(args) -> None:
     import json  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
 
-    from sharpzo_ext.clip.train import TrainConfig, evaluate_prompt  # noqa: PLC0415
+    from sharpzo_ext.clip.config import TrainConfig  # noqa: PLC0415
+    from sharpzo_ext.clip.evaluate import evaluate_prompt  # noqa: PLC0415
 
     target = Path(args.target)
     prompt = target / "prompt.safetensors" if target.is_dir() else target
@@ -174,7 +178,7 @@ def _run_eval(args) -> None:
 
 def _add_compare(sub) -> None:
     from sharpzo_ext.clip.compare import COMPARE_METHODS, CompareConfig  # noqa: PLC0415
-    from sharpzo_ext.clip.train import TrainConfig  # noqa: PLC0415
+    from sharpzo_ext.clip.config import TrainConfig  # noqa: PLC0415
 
     d, c = TrainConfig(), CompareConfig()
     p = sub.add_parser("compare", help="SharpZO against forward-only baselines and CoOp",
@@ -225,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from sharpzo_ext.clip.data import DataError  # noqa: PLC0415
     from sharpzo_ext.clip.models import ModelError  # noqa: PLC0415
-    from sharpzo_ext.clip.train import RunError  # noqa: PLC0415
+    from sharpzo_ext.clip.config import RunError  # noqa: PLC0415
     from sharpzo_ext.distributed import DistributedError  # noqa: PLC0415
 
     try:

@@ -1,25 +1,29 @@
 """Forward-only training on torch.distributed: only losses cross the network.
 
 Every rank runs the same optimizer with the same seed on the same parameters. Wrapping the
-population closure is all it takes (Note [Distributed forward-only training]):
+population objective is all it takes (Note [Distributed forward-only training]):
 
     import sharpzo_ext as sz
     rank, world = sz.distributed.init()                    # torchrun's environment; gloo
-    closure = sz.distributed.PopulationShard(lambda W: task.losses(W, features, labels))
-    opt.step(closure)                                      # every rank: the same update
+    objective = sz.distributed.PopulationShard(task.objective(features, labels))
+    opt.step(objective)                                    # every rank: the same update
 
 or, with the data split across ranks instead of the candidates,
 
     mine = sz.distributed.shard(len(labels))               # this rank's slice of the data
-    closure = sz.distributed.DataShard(lambda W: task.losses(W, features[mine], labels[mine]),
-                                       weight=(mine.stop - mine.start) / len(labels))
+    objective = sz.distributed.DataShard(task.objective(features[mine], labels[mine]),
+                                         weight=(mine.stop - mine.start) / len(labels))
+
+Both are Population objectives themselves (sharpzo_ext.optim.Population) that wrap another one
+(or a plain function of X, which they wrap in a Population).
 
 Note [Distributed forward-only training]
 Candidates (CMA-ES populations, the 2q points of two-point estimates) are functions of the
 optimizer's state and seed, so every rank generates the same ones; only their losses differ in
 where they are computed. PopulationShard evaluates a contiguous block of rows per rank and
-all-gathers the losses; DataShard evaluates all rows on a rank's part of the data and
-all-reduces the weighted losses. Either way a step moves O(popsize) numbers, never O(d), and
+all-gathers the losses; DataShard evaluates all rows on a rank's part of the data,
+all-gathers the weighted losses and sums them in rank order (an all-reduce would be free to sum
+in any order, and ranks could round differently). Either way a step moves O(popsize) numbers, never O(d), and
 every rank then applies the identical update. Each collective also carries a checksum of the
 population, so ranks whose states drifted apart (say, linear algebra that rounds differently
 on two machines) stop with a clear error instead of silently training different models. A rank
@@ -35,6 +39,8 @@ from typing import Callable
 
 import torch
 import torch.distributed as dist
+
+from sharpzo_ext.optim.objective import Population
 
 __all__ = ["DistributedError", "CommStats", "init", "shard", "shard_of", "PopulationShard",
            "DataShard"]
@@ -89,20 +95,31 @@ def _checksum(X: torch.Tensor) -> float:
     return float(X.detach().double().sum())
 
 
-class _Collective:
-    def __init__(self, group):
+class _Collective(Population):
+    """A Population objective that runs `objective` on this rank and exchanges results."""
+
+    def __init__(self, objective: Population | Callable[[torch.Tensor], object], group):
+        super().__init__(self._collective_losses)
+        self.objective = objective if isinstance(objective, Population) else Population(objective)
         self.group = group
         self.stats = CommStats()
 
-    def _run(self, op: Callable, sent: int) -> None:
+    def _collective_losses(self, X: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _all_gather(self, local: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's `local` (float64, CPU, the same size on every rank), in rank order; a
+        dead peer is a DistributedError."""
+        rank, world = _rank_world(self.group)
+        gathered = [torch.empty_like(local) for _ in range(world)]
         try:
-            op()
+            dist.all_gather(gathered, local, group=self.group)
         except (RuntimeError, dist.DistBackendError) as error:
-            rank, world = _rank_world(self.group)
             raise DistributedError(f"rank {rank} of {world}: a peer stopped answering "
                                    f"({str(error).splitlines()[0]}); stopping") from None
-        self.stats.bytes_sent += sent
+        self.stats.bytes_sent += local.numel() * local.element_size() * (world - 1)
         self.stats.collectives += 1
+        return gathered
 
     @staticmethod
     def _check_agreement(checksums: torch.Tensor) -> None:
@@ -112,53 +129,47 @@ class _Collective:
 
 
 class PopulationShard(_Collective):
-    """A population closure whose rows are split across the ranks; returns all losses."""
+    """A population objective whose rows are split across the ranks: each rank evaluates its
+    contiguous block of rows with `objective`, and every rank returns all the losses."""
 
-    def __init__(self, closure: Callable[[torch.Tensor], torch.Tensor], group=None):
-        super().__init__(group)
-        self.closure = closure
+    def __init__(self, objective: Population | Callable[[torch.Tensor], object], group=None):
+        super().__init__(objective, group)
 
-    def __call__(self, X: torch.Tensor) -> torch.Tensor:
+    def _collective_losses(self, X: torch.Tensor) -> torch.Tensor:
         rank, world = _rank_world(self.group)
         m = X.shape[0]
         if world == 1:
-            return self.closure(X)
+            return self.objective(X)
         rows = shard_of(m, rank, world)
         width = -(-m // world)  # the largest block: every rank sends the same size
         local = torch.full((width + 1,), float("nan"), dtype=torch.float64)
         if rows.stop > rows.start:
-            local[:rows.stop - rows.start] = torch.as_tensor(
-                self.closure(X[rows])).detach().to("cpu", torch.float64).flatten()
+            local[:rows.stop - rows.start] = self.objective(X[rows])
         local[width] = _checksum(X)
-        gathered = [torch.empty_like(local) for _ in range(world)]
-        self._run(lambda: dist.all_gather(gathered, local, group=self.group),
-                  local.numel() * local.element_size() * (world - 1))
+        gathered = self._all_gather(local)
         self._check_agreement(torch.stack([g[width] for g in gathered]))
-        losses = torch.cat([g[:s.stop - s.start] for g, s in
-                            zip(gathered, [shard_of(m, r, world) for r in range(world)])])
-        return losses.to(X.device)
+        return torch.cat([g[:s.stop - s.start] for g, s in
+                          zip(gathered, [shard_of(m, r, world) for r in range(world)])])
 
 
 class DataShard(_Collective):
-    """A population closure over this rank's part of the data, scaled by `weight` (its share of
-    the data): losses are summed across ranks, giving the loss over all the data."""
+    """A population objective over this rank's part of the data, scaled by `weight` (its share
+    of the data): the losses are summed across ranks, giving the loss over all the data."""
 
-    def __init__(self, closure: Callable[[torch.Tensor], torch.Tensor], weight: float,
+    def __init__(self, objective: Population | Callable[[torch.Tensor], object], weight: float,
                  group=None):
-        super().__init__(group)
-        self.closure, self.weight = closure, float(weight)
+        super().__init__(objective, group)
+        self.weight = float(weight)
 
-    def __call__(self, X: torch.Tensor) -> torch.Tensor:
-        rank, world = _rank_world(self.group)
+    def _collective_losses(self, X: torch.Tensor) -> torch.Tensor:
+        _, world = _rank_world(self.group)
         if world == 1:
-            return self.closure(X)
-        losses = torch.as_tensor(self.closure(X)).detach().to("cpu", torch.float64).flatten()
+            return self.objective(X)
+        losses = self.objective(X)
         local = torch.cat([losses * self.weight, torch.tensor([_checksum(X)], dtype=torch.float64)])
-        gathered = [torch.empty_like(local) for _ in range(world)]
-        self._run(lambda: dist.all_gather(gathered, local, group=self.group),
-                  local.numel() * local.element_size() * (world - 1))
+        gathered = self._all_gather(local)
         self._check_agreement(torch.stack([g[-1] for g in gathered]))
         total = torch.zeros_like(losses)
         for g in gathered:  # in rank order on every rank: the same sum everywhere
             total += g[:-1]
-        return total.to(X.device)
+        return total

@@ -5,34 +5,16 @@ Schemas live in csrc/ops.cpp, kernels in csrc/cpu and csrc/cuda, oracles in refe
 
 from __future__ import annotations
 
-import operator
 from typing import Sequence
 
 import torch
+
+from sharpzo_ext.checks import integer, stream_integer
 
 __all__ = ["perturb_", "sample", "sparse_zscore", "sparse_zscore_", "mask_score",
            "cma_cov_update_", "DISTRIBUTIONS"]
 
 DISTRIBUTIONS = ("gaussian", "rademacher")
-_STREAM_INT_LIMIT = 1 << 63
-
-
-def _int(value, name: str, what: str = "an int") -> int:
-    """An integer argument (Python int, numpy or 0-dim tensor integer; not bool)."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be {what}, got a bool")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be {what}, got {type(value).__name__}") from None
-
-
-def _stream_int(value, name: str) -> int:
-    """seed, stream and offset: Python ints in [0, 2^63) (the C++ side sees them as int64)."""
-    value = _int(value, name, "an int in [0, 2^63)")
-    if not 0 <= value < _STREAM_INT_LIMIT:
-        raise ValueError(f"{name} must be in [0, 2^63), got {value}")
-    return value
 
 
 def perturb_(
@@ -54,11 +36,11 @@ def perturb_(
     """
     torch.ops.sharpzo.perturb_.default(
         x,
-        _stream_int(seed, "seed"),
-        _stream_int(stream, "stream"),
+        stream_integer(seed, "seed"),
+        stream_integer(stream, "stream"),
         float(scale),
         dist,
-        _stream_int(offset, "offset"),
+        stream_integer(offset, "offset"),
         mask,
     )
     return x
@@ -82,10 +64,10 @@ def sample(
     out = torch.empty(shape, dtype=dtype, device=device)
     torch.ops.sharpzo.sample_.default(
         out,
-        _stream_int(seed, "seed"),
-        _stream_int(stream, "stream"),
+        stream_integer(seed, "seed"),
+        stream_integer(stream, "stream"),
         dist,
-        _stream_int(offset, "offset"),
+        stream_integer(offset, "offset"),
     )
     return out
 
@@ -107,11 +89,11 @@ def sparse_zscore(
     is deterministic and the same on CPU and CUDA. A constant g gives zeros, never NaN.
 
     Non-finite input: with ``check_finite`` (default) a ValueError naming g or score (free on
-    the CPU, where the statistics' pass detects it; one synchronization on CUDA); without it
-    values are all NaN and the mask all False when g holds a NaN or an infinity, and NaN scores
-    rank below every number.
+    the CPU, where the statistics' pass detects it; on CUDA one synchronization for g and one
+    more for a given score); without it values are all NaN and the mask all False when g holds
+    a NaN or an infinity, and NaN scores rank below every number.
     """
-    return torch.ops.sharpzo.sparse_zscore.default(g, _int(k, "k"), score, float(eps),
+    return torch.ops.sharpzo.sparse_zscore.default(g, integer(k, "k"), score, float(eps),
                                                    bool(check_finite))
 
 
@@ -125,7 +107,7 @@ def sparse_zscore_(
 ) -> torch.Tensor:
     """``sparse_zscore`` writing the values into g; returns the mask. g is untouched when the
     finiteness check fails."""
-    return torch.ops.sharpzo.sparse_zscore_.default(g, _int(k, "k"), score, float(eps),
+    return torch.ops.sharpzo.sparse_zscore_.default(g, integer(k, "k"), score, float(eps),
                                                     bool(check_finite))
 
 
@@ -140,7 +122,8 @@ def mask_score(
     picks the coordinates it perturbs (large weights with an informative gradient estimate).
 
     Statistics over all of ``|grad|`` as in ``sparse_zscore``. float32 result (float64 if w or
-    grad is float64). Non-finite input: ValueError with ``check_finite``, else NaN everywhere.
+    grad is float64). Non-finite input: ValueError with ``check_finite`` (on CUDA, one
+    synchronization each for grad and w), else NaN everywhere.
     """
     return torch.ops.sharpzo.mask_score.default(w, grad, float(eps), bool(check_finite))
 

@@ -1,7 +1,7 @@
 """CMAES against pycma: time per generation (ask + tell, no fitness) and evaluations to 1e-8.
 
 pycma (a bench/test extra, never a runtime dependency) runs with CSA step-size control forced,
-since pycma >= 4.5 switches to TPA for d >= 300 (shared/reference/cma_es.md). Generation times
+since pycma >= 4.5 switches to TPA for d >= 300 (docs/algorithms.md). Generation times
 are measured over enough generations to include the lazy decompositions at their amortized cost.
 """
 
@@ -106,7 +106,7 @@ def _evaluations_ours(f, n, seed, target=1e-8, budget=10**6):
     x0 = torch.tensor(np.random.default_rng(seed).uniform(-3, 3, n))
     opt = sz.optim.CMAES([torch.nn.Parameter(x0)], sigma=2.0, seed=seed)
     while opt.best[1] >= target and opt.forward_passes < budget:
-        opt.step(f)
+        opt.step(sz.optim.Population(f))
     return opt.forward_passes
 
 

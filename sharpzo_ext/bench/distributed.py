@@ -29,7 +29,8 @@ def _worker(rank: int, world: int, port: int, out: str, popsize: int, generation
     from torch.utils.benchmark import Timer  # noqa: PLC0415
 
     import sharpzo_ext as sz  # noqa: PLC0415
-    from sharpzo_ext.clip.train import TrainConfig, loss_closure, prepare  # noqa: PLC0415
+    from sharpzo_ext.clip.config import TrainConfig  # noqa: PLC0415
+    from sharpzo_ext.clip.prepare import prepare  # noqa: PLC0415
 
     torch.set_num_threads(2 // world)
     if world > 1:
@@ -39,7 +40,8 @@ def _worker(rank: int, world: int, port: int, out: str, popsize: int, generation
     p = prepare(TrainConfig(cache_dir=cache_dir), progress=False)
     w = torch.nn.Parameter(p.task.zero_vector())
     opt = sz.optim.SharpZO([w], popsize=popsize, switch_step=10**6, seed=0)
-    closure = sz.distributed.PopulationShard(loss_closure(p))
+    closure = sz.distributed.PopulationShard(p.task.objective(p.features["train"],
+                                                              p.labels["train"]))
     opt.step(closure)  # warm-up
     timer = Timer(stmt="opt.step(closure)", globals={"opt": opt, "closure": closure},
                   num_threads=torch.get_num_threads())

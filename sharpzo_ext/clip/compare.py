@@ -27,17 +27,15 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import torch
-
-from sharpzo_ext.clip.prompt_task import PromptTask
-from sharpzo_ext.clip.train import (Prepared, TrainConfig, initial_progress, loss_closure,
-                                    make_optimizer, optimize, prepare)
+from sharpzo_ext.clip import methods
+from sharpzo_ext.clip.config import RunError, TrainConfig
+from sharpzo_ext.clip.prepare import Prepared, prepare
+from sharpzo_ext.clip.train import accuracies, initial_progress, optimize
 from sharpzo_ext.files import atomic_path, write_json, write_text
 
-__all__ = ["COMPARE_METHODS", "CompareConfig", "compare"]
+__all__ = ["COMPARE_METHODS", "CompareConfig", "compare", "method_config"]
 
 COMPARE_METHODS = ("sharpzo", "sharpzo-released", "zosgd", "sparsezo", "cmaes", "coop")
-FORWARD_ONLY = COMPARE_METHODS[:-1]
 LABELS = {"sharpzo": "SharpZO (ours)", "sharpzo-released": "SharpZO, released config",
           "zosgd": "ZOSGD (MeZO)", "sparsezo": "SparseZO", "cmaes": "CMA-ES (BBT)",
           "coop": "CoOp (first order)"}
@@ -53,23 +51,19 @@ class CompareConfig:
     target: float | None = None  # test accuracy; None: 95% of CoOp's mean (else the best's)
 
 
-class CoOp:
-    """First-order prompt tuning behind the optimizer interface of the comparison: Adam on w
-    with the gradient of the training loss (one forward and one backward pass per step)."""
-
-    def __init__(self, params: list[torch.Tensor], lr: float):
-        self.w = params[0]
-        self.optimizer = torch.optim.Adam(params, lr=lr)
-        self.forward_passes = 0
-
-    def step(self, closure: Callable) -> torch.Tensor:
-        with torch.enable_grad():
-            loss = closure(self.w[None])[0]
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-        self.optimizer.step()
-        self.forward_passes += 1
-        return loss.detach()
+def method_config(config: CompareConfig, method: str) -> TrainConfig:
+    """The run configuration of one compared method: `base` with the method, and for
+    sharpzo-released the released code's settings, for coop its step budget and learning rate
+    (evaluated 40 times over its run)."""
+    base = config.base
+    if method == "sharpzo-released":
+        return dataclasses.replace(base, method="sharpzo", sharpness="cge", popsize=40,
+                                   sigma=0.4, rho=0.1, switch_step=100, batched=False)
+    if method == "coop":
+        return dataclasses.replace(base, method="coop", budget=config.coop_budget,
+                                   coop_lr=config.coop_lr,
+                                   eval_every=max(1, config.coop_budget // 40))
+    return dataclasses.replace(base, method=method)
 
 
 # ---- peak memory of one method -----------------------------------------------------------------
@@ -95,39 +89,21 @@ def _status_mb(field: str) -> float | None:
 
 
 def _method_run(p: Prepared, method: str, config: CompareConfig, progress: bool) -> dict:
-    base = p.config
-    if method == "coop":
-        task = PromptTask(p.loaded.model, p.loaded.tokenizer, p.data.classnames,
-                          ctx_init=base.ctx_init, intrinsic_dim=None, seed=base.seed,
-                          device=base.device)
-        p = dataclasses.replace(p, task=task)
-        w = torch.nn.Parameter(task.zero_vector())
-        optimizer, budget = CoOp([w], config.coop_lr), config.coop_budget
-        every = max(1, budget // 40)
-    else:
-        w = torch.nn.Parameter(p.task.zero_vector())
-        if method == "sharpzo-released":
-            released = dataclasses.replace(base, method="sharpzo", sharpness="cge", popsize=40,
-                                           sigma=0.4, rho=0.1, switch_step=100)
-            optimizer = make_optimizer(released, [w])
-        else:
-            optimizer = make_optimizer(dataclasses.replace(base, method=method), [w])
-        budget, every = base.budget, base.eval_every
-    closure = loss_closure(p)
-    if method == "sharpzo-released":  # the released code evaluates candidates one by one
-        batched = closure
-        closure = lambda W: torch.stack([batched(row[None])[0] for row in W])  # noqa: E731
-    best, log = initial_progress(p)
+    run_config = method_config(config, method)
+    task = methods.make_task(run_config, p.loaded, p.data.classnames)
+    run = methods.build(run_config, task, p.features["train"], p.labels["train"])
+    best, log = initial_progress(p, task)
     measured = _reset_peak_rss()
     resident = _status_mb("VmRSS")
-    best = optimize(p, optimizer, w, closure, budget, every, best, log, progress=progress,
-                    label=f"{method} seed {base.seed}")
+    best = optimize(p, run, run_config.budget, run_config.eval_every, best, log,
+                    progress=progress, label=f"{method} seed {run_config.seed}")
     peak = _status_mb("VmHWM") if measured else None
     extra = peak - resident if peak is not None and resident is not None else None
-    splits = [s for s in ("val", "test", "shifted") if s in p.features]
-    final = {s: p.task.accuracy(best["w"], p.features[s], p.labels[s]) for s in splits}
-    return {"method": method, "seed": base.seed, **{f"{s}_acc": v for s, v in final.items()},
-            "zero_shot_test_acc": log[0].get("test_acc"), "forward_passes": optimizer.forward_passes,
+    final = accuracies(p, task, best["w"], p.eval_splits())
+    return {"method": method, "seed": run_config.seed,
+            **{f"{s}_acc": v for s, v in final.items()},
+            "zero_shot_test_acc": log[0].get("test_acc"),
+            "forward_passes": methods.forward_passes(run.optimizer),
             "selected_at_forward_passes": best["forward_passes"],
             "wall_time_s": log[-1]["wall_time_s"], "peak_memory_mb": peak,
             "training_memory_mb": extra, "curve": log}
@@ -210,8 +186,6 @@ def compare(config: CompareConfig, out: str | Path, progress: bool = True,
             report: Callable[[str], None] = print) -> list[dict]:
     unknown = [m for m in config.methods if m not in COMPARE_METHODS]
     if unknown:
-        from sharpzo_ext.clip.train import RunError  # noqa: PLC0415
-
         raise RunError(f"unknown method(s) {unknown}; known: {', '.join(COMPARE_METHODS)}")
     out = Path(out)
     start = time.time()

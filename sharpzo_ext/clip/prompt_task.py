@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 import sharpzo_ext.ops as ops
+from sharpzo_ext.optim.objective import Population
 
 __all__ = ["PromptTask"]
 
@@ -185,6 +186,12 @@ class PromptTask:
 
     def loss(self, w: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.losses(torch.as_tensor(w).reshape(1, -1), features, labels)[0]
+
+    def objective(self, features: torch.Tensor, labels: torch.Tensor) -> Population:
+        """The training loss over these images as a Population objective for the optimizers:
+        ``opt.step(task.objective(features, labels))`` evaluates a whole population (or all
+        the points of a two-point estimate) in batched forwards."""
+        return Population(lambda W: self.losses(W, features, labels))
 
     @torch.no_grad()
     def accuracy(self, w: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> float:

@@ -1,85 +1,71 @@
-"""What every forward-only optimizer of sharpzo_ext shares: seeds, the forward-pass counter,
-state_dict with the optimizer-wide state, flat views of the parameters, and exception safety."""
+"""What every forward-only optimizer of sharpzo_ext shares: the seed and counters, the
+hyperparameters in ``param_groups``, and ``state_dict`` with the optimizer-wide state.
+
+Note [Hyperparameters and state]
+Every hyperparameter lives in ``param_groups`` (torch.optim's place for them: ``defaults`` and
+each group), and each step reads it from there, so schedulers and users can change lr, eps or
+any other between steps, and ``state_dict()`` saves them. Those that shape the shared search
+(eps, q, the mask, everything of CMA-ES) must be the same in every group: a step refuses
+groups that disagree, naming the hyperparameter. ``load_state_dict`` adopts the saved
+hyperparameters, as torch.optim does for lr: a resumed run continues with the values it was
+saved with, whatever the new optimizer was built with, and is then bit for bit the run that
+was saved.
+
+The algorithms' own state (search distribution, masks, counters, the seed: the generator's
+state) is optimizer-wide, not per parameter, so it lives in ``self.shared``, which
+``state_dict()`` stores under the key "sharpzo" next to torch's per-parameter state. It is
+kept apart because torch casts per-parameter state tensors to the parameter's dtype on loading,
+which would break bit-for-bit resumption (float64 CMA-ES state for float32 parameters, bool
+masks).
+"""
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import inspect
-import math
-import operator
-from typing import Callable, Iterable, Iterator
+import dataclasses
+from typing import Iterable, Sequence, TypeVar
 
 import torch
 
-__all__ = ["ForwardOnlyOptimizer"]
+from sharpzo_ext import checks
+from sharpzo_ext.optim import flat
+
+__all__ = ["ForwardOnlyOptimizer", "common_hyperparameters", "options_from_groups"]
+
+_Options = TypeVar("_Options")
 
 
-def check_seed(seed) -> int:
-    if isinstance(seed, bool):
-        raise TypeError("seed must be an int in [0, 2^63), got a bool")
-    try:
-        seed = operator.index(seed)
-    except TypeError:
-        raise TypeError(f"seed must be an int in [0, 2^63), got {type(seed).__name__}") from None
-    if not 0 <= seed < 1 << 63:
-        raise ValueError(f"seed must be in [0, 2^63), got {seed}")
-    return seed
+def common_hyperparameters(param_groups: Sequence[dict], names: Iterable[str]) -> dict:
+    """{name: value} for hyperparameters that every parameter group must share."""
+    values = {}
+    for name in names:
+        missing = [i for i, group in enumerate(param_groups) if name not in group]
+        if missing:
+            raise ValueError(f"parameter group {missing[0]} has no hyperparameter {name!r} (a "
+                             f"state dict of another version?)")
+        first = param_groups[0][name]
+        for group in param_groups[1:]:
+            if group[name] is not first and group[name] != first:
+                raise ValueError(f"{name} must be the same in every parameter group (one search "
+                                 f"over all of them), got {first!r} and {group[name]!r}")
+        values[name] = first
+    return values
 
 
-def check_positive(value, name: str, allow_zero: bool = False) -> float:
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be finite and {'>=' if allow_zero else '>'} 0, got {value}")
-    return value
-
-
-def check_int(value, name: str, least: int, most: int | None = None) -> int:
-    """An integer argument in [least, most] (bools and fractions refused), naming it."""
-    bound = f"in [{least}, {most}]" if most is not None else f">= {least}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-        raise ValueError(f"{name} must be an int {bound}, got {value!r}")
-    if value < least or (most is not None and value > most):
-        raise ValueError(f"{name} must be an int {bound}, got {value}")
-    return int(value)
-
-
-def loss_value(loss) -> float:
-    """A closure's loss as a Python float (a 0-dim or one-element tensor, or a number)."""
-    if isinstance(loss, torch.Tensor):
-        if loss.numel() != 1:
-            raise ValueError(f"the closure must return a scalar loss, got a tensor of shape "
-                             f"{tuple(loss.shape)}")
-        return float(loss.detach())
-    return float(loss)
-
-
-def takes_population(closure: Callable) -> bool:
-    """Whether a closure takes the population matrix (one positional parameter) rather than
-    nothing (the standard torch.optim closure)."""
-    try:
-        parameters = inspect.signature(closure).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-                  and p.default is p.empty]
-    return len(positional) == 1
+def options_from_groups(cls: type[_Options], param_groups: Sequence[dict]) -> _Options:
+    """An options dataclass (two_point.Options, sparse.Options, cma.Options) from the values
+    its fields have in the parameter groups, validated by its constructor."""
+    names = [field.name for field in dataclasses.fields(cls)]
+    return cls(**common_hyperparameters(param_groups, names))
 
 
 class ForwardOnlyOptimizer(torch.optim.Optimizer):
-    """Base of the forward-only optimizers.
-
-    Subclasses keep optimizer-wide state (seed, counters, search distribution) in
-    ``self.shared``, a dict of tensors and Python values that ``state_dict()`` stores under the
-    key ``"sharpzo"`` next to torch's per-parameter state, without the dtype casts torch applies
-    to per-parameter state on loading (which would break bit-for-bit resumption).
-    """
+    """Base of the forward-only optimizers (Note [Hyperparameters and state])."""
 
     def __init__(self, params: Iterable, defaults: dict, seed: int):
         super().__init__(params, defaults)
-        self.shared: dict = {"seed": check_seed(seed), "forward_passes": 0, "steps": 0}
-
-    # ---- counters ------------------------------------------------------------------------------
+        self.shared: dict = {"seed": checks.stream_integer(seed, "seed"), "forward_passes": 0,
+                             "steps": 0, "numel": flat.numel(self._params())}
 
     @property
     def seed(self) -> int:
@@ -87,13 +73,21 @@ class ForwardOnlyOptimizer(torch.optim.Optimizer):
 
     @property
     def forward_passes(self) -> int:
-        """Loss evaluations so far (a batched closure call on m candidates counts m)."""
+        """Objective evaluations so far (a Population call on m candidates counts m)."""
         return self.shared["forward_passes"]
 
-    def _count(self, evaluations: int) -> None:
-        self.shared["forward_passes"] += evaluations
+    def _params(self) -> list[torch.Tensor]:
+        return [p for group in self.param_groups for p in group["params"]]
 
-    # ---- state ---------------------------------------------------------------------------------
+    def _check_hyperparameters(self, param_groups: Sequence[dict]) -> None:
+        """Raises ValueError if the hyperparameters in `param_groups` are invalid (each
+        subclass reads its options as its steps do)."""
+        raise NotImplementedError
+
+    def _commit(self, evaluations: int) -> None:
+        """Counts a step that succeeded and the objective evaluations it took."""
+        self.shared["forward_passes"] += evaluations
+        self.shared["steps"] += 1
 
     def state_dict(self) -> dict:
         state = super().state_dict()
@@ -101,83 +95,31 @@ class ForwardOnlyOptimizer(torch.optim.Optimizer):
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
+        """Resumes from a ``state_dict()`` of the same class over as many parameter elements,
+        adopting its hyperparameters (Note [Hyperparameters and state])."""
         state_dict = dict(state_dict)
         shared = state_dict.pop("sharpzo", None)
-        if not isinstance(shared, dict) or shared.get("class") != type(self).__name__:
+        name = type(self).__name__
+        if not isinstance(shared, dict) or shared.get("class") != name:
             found = shared.get("class") if isinstance(shared, dict) else None
-            raise ValueError(f"not a {type(self).__name__} state dict (saved by "
-                             f"{found or 'something else'})")
+            raise ValueError(f"not a {name} state dict (saved by {found or 'something else'})")
+        numel = self.shared["numel"]
+        if shared.get("numel") != numel:
+            raise ValueError(f"the state dict is of {shared.get('numel')} parameter elements, "
+                             f"this {name} has {numel}")
+        self._check_hyperparameters(state_dict["param_groups"])
         super().load_state_dict(state_dict)
-        shared = {k: v for k, v in shared.items() if k != "class"}
         device = self._params()[0].device
-        self.shared = {k: v.to(device) if isinstance(v, torch.Tensor) else v
-                       for k, v in copy.deepcopy(shared).items()}
+        self.shared = _to_device(copy.deepcopy({k: v for k, v in shared.items() if k != "class"}),
+                                 device)
 
-    # ---- parameters ----------------------------------------------------------------------------
 
-    def _params(self) -> list[torch.Tensor]:
-        return [p for group in self.param_groups for p in group["params"]]
-
-    def _numel(self) -> int:
-        return sum(p.numel() for p in self._params())
-
-    def _flat(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """The parameters as one flat vector (a copy)."""
-        return torch.cat([p.detach().reshape(-1).to(dtype) for p in self._params()])
-
-    @torch.no_grad()
-    def _assign(self, flat: torch.Tensor) -> None:
-        """Writes a flat vector into the parameters (cast to each parameter's dtype)."""
-        offset = 0
-        for p in self._params():
-            p.copy_(flat[offset:offset + p.numel()].view_as(p))
-            offset += p.numel()
-
-    def _snapshot(self, masks: list[torch.Tensor] | None = None) -> Callable[[], None]:
-        """Copies the parameters (only the elements under `masks`, one bool mask per parameter,
-        if given) and returns a function that writes them back bitwise."""
-        params = self._params()
-        if masks is None:
-            saved = [p.detach().clone() for p in params]
-
-            @torch.no_grad()
-            def restore() -> None:
-                for p, b in zip(params, saved):
-                    p.copy_(b)
-        else:
-            saved = [p.detach()[m].clone() for p, m in zip(params, masks)]
-
-            @torch.no_grad()
-            def restore() -> None:
-                for p, m, b in zip(params, masks, saved):
-                    p.masked_scatter_(m, b)
-        return restore
-
-    def _evaluate(self, closure: Callable, X: torch.Tensor) -> torch.Tensor:
-        """Losses (float64, CPU) at the flat points X (rows): one call of a population closure,
-        or each row written into the parameters in turn for a standard closure (the caller
-        restores the parameters)."""
-        if takes_population(closure):
-            losses = torch.as_tensor(closure(X)).detach().to("cpu", torch.float64).flatten()
-            if losses.numel() != X.shape[0]:
-                raise ValueError(f"the population closure must return {X.shape[0]} losses, "
-                                 f"got {losses.numel()}")
-            self._count(X.shape[0])
-            return losses
-        losses = []
-        for x in X:
-            self._assign(x)
-            losses.append(loss_value(closure()))
-            self._count(1)
-        return torch.tensor(losses, dtype=torch.float64)
-
-    @contextlib.contextmanager
-    def _restored_on_error(self, restore: Callable[[], None] | None = None) -> Iterator[None]:
-        """Parameters bitwise as they were if the block raises (from `restore`, or a snapshot
-        of all parameters taken here)."""
-        restore = self._snapshot() if restore is None else restore
-        try:
-            yield
-        except BaseException:
-            restore()
-            raise
+def _to_device(value, device):
+    """Tensors anywhere in nested dicts and lists moved to `device`."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_device(v, device) for v in value]
+    return value

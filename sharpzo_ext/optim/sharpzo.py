@@ -2,45 +2,128 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Callable, Iterable
+import warnings
+from typing import Iterable, Sequence
 
 import torch
 
-import sharpzo_ext.ops as ops
-from sharpzo_ext.optim import streams, zo
-from sharpzo_ext.optim.base import ForwardOnlyOptimizer, check_int, check_positive
-from sharpzo_ext.optim.cmaes import CMAES
-from sharpzo_ext.optim.sparse_zo import SparseZO
+from sharpzo_ext import checks
+from sharpzo_ext.optim import cma, flat, sparse, streams, two_point
+from sharpzo_ext.optim.base import ForwardOnlyOptimizer, options_from_groups
+from sharpzo_ext.optim.objective import Objective, check_objective, evaluate_rows
+from sharpzo_ext.optim.sparse_zo import group_rates
 
-__all__ = ["SharpZO", "SHARPNESS"]
+__all__ = ["SharpZO", "SHARPNESS", "Settings", "sharpness_step"]
 
 SHARPNESS = ("rge", "cge", "none")
 
 
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """SharpZO's own hyperparameters (validated on construction; see SharpZO)."""
+    rho: float = 0.1
+    switch_step: int = 100
+    sharpness: str = "rge"
+    sharpness_queries: int = 4
+    auto_switch: bool = False
+    stall_generations: int = 20
+    stall_tolerance: float = 1e-3
+
+    def __post_init__(self):
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
+        set_("rho", checks.real(self.rho, "rho", nonnegative=True))
+        set_("switch_step", checks.integer(self.switch_step, "switch_step", 0))
+        checks.choice(self.sharpness, "sharpness", SHARPNESS)
+        set_("sharpness_queries", checks.integer(self.sharpness_queries, "sharpness_queries", 1))
+        set_("auto_switch", bool(self.auto_switch))
+        set_("stall_generations", checks.integer(self.stall_generations, "stall_generations", 1))
+        set_("stall_tolerance", checks.real(self.stall_tolerance, "stall_tolerance",
+                                            nonnegative=True))
+
+
+_DEPRECATED_KEYS = {
+    "cma_options": {f.name for f in dataclasses.fields(cma.Options)},
+    "sparse_options": ({f.name for f in dataclasses.fields(two_point.Options)}
+                       | {f.name for f in dataclasses.fields(sparse.Options)}
+                       | {"lr", "weight_decay", "density"}),
+}
+
+
+def _deprecated(options: dict | None, argument: str) -> dict:
+    """The entries of the old `cma_options` / `sparse_options` dicts, which now are keyword
+    arguments of SharpZO (they override the keywords, as they did)."""
+    if not options:
+        return {}
+    warnings.warn(f"SharpZO({argument}=...) is deprecated: pass its entries as keyword "
+                  f"arguments of SharpZO", FutureWarning, stacklevel=3)
+    unknown = sorted(set(options) - _DEPRECATED_KEYS[argument])
+    if unknown:
+        raise TypeError(f"SharpZO has no {argument} entry {unknown[0]!r}")
+    return dict(options)
+
+
+def sharpness_step(objective: Objective, params: Sequence[torch.Tensor], seed: int,
+                   generation: int, settings: Settings,
+                   zo: two_point.Options) -> tuple[torch.Tensor, int]:
+    """(eps* = rho g / ||g|| at the parameters x, as a flat float64 vector; the objective
+    evaluations it took), g estimated as settings.sharpness says. The parameters are x again
+    on return."""
+    n = flat.numel(params)
+    device = params[0].device
+    if settings.sharpness == "none" or settings.rho == 0:
+        return torch.zeros(n, dtype=torch.float64, device=device), 0
+    if settings.sharpness == "cge":  # the paper's coordinate-wise estimate: 2d evaluations
+        x = flat.gather(params)
+        E = zo.eps * torch.eye(n, dtype=torch.float64, device=device)
+        losses = evaluate_rows(objective, params, torch.cat([x + E, x - E]))
+        flat.scatter_(params, x)  # exact: x holds the parameters' values in float64
+        grad = (losses[:n] - losses[n:]).to(device) / (2 * zo.eps)
+        evaluations = 2 * n
+    else:
+        queries = dataclasses.replace(zo, q=settings.sharpness_queries, one_sided=False,
+                                      exception_safe=True)
+        ids = two_point.stream_ids(streams.SHARPNESS, generation, queries.q)
+        grad = two_point.dense_estimate(objective, params, seed, ids, queries, torch.float64)
+        evaluations = two_point.cost(queries.q, False)
+    norm = float(grad.norm())
+    if not math.isfinite(norm):
+        raise ValueError("the sharpness gradient estimate is not finite (a NaN or infinite "
+                         "loss); the parameters are unchanged")
+    return (grad * (settings.rho / norm) if norm > 0 else grad), evaluations
+
+
 class SharpZO(ForwardOnlyOptimizer):
-    """Two stages over the same parameters, driven by one closure.
+    """Two stages over the same parameters, driven by one objective.
 
     Stage 1, for ``switch_step`` generations: CMA-ES whose candidates are scored at the
     worst-case neighbour x + eps*, with the sharpness step eps* = rho * g / ||g|| and g a cheap
-    gradient estimate at the CMA-ES mean: "rge" (default: q two-point random-direction queries,
-    2q forward passes), "cge" (the paper's coordinate-wise estimate, 2d forward passes) or
-    "none" (plain CMA-ES). A generation costs popsize + 2q forward passes (RGE), all in one call
-    of a population closure. Scoring candidates at a sharpness-perturbed point smooths the
-    landscape the evolution strategy sees, which favours flat minima.
+    gradient estimate at the CMA-ES mean: "rge" (default: ``sharpness_queries`` two-point
+    random-direction queries, 2 * sharpness_queries forward passes), "cge" (the paper's
+    coordinate-wise estimate, 2d forward passes) or "none" (plain CMA-ES). With a Population
+    objective a generation is two batched calls: the sharpness queries, then the popsize
+    candidates. Scoring candidates at a sharpness-perturbed point smooths the landscape the
+    evolution strategy sees, which favours flat minima.
 
-    Stage 2: SparseZO from the CMA-ES mean (masked two-point steps with a normalized estimate).
+    Stage 2: sparse zeroth-order search from the CMA-ES mean, exactly SparseZO's steps (lr, eps,
+    density or k, q, dist, mask, refresh, mask_queries, normalize, one_sided, weight_decay,
+    exception_safe have SparseZO's meaning and defaults).
 
     The switch (Note [When SharpZO switches]) happens after ``switch_step`` generations, or
     earlier with ``auto_switch`` when CMA-ES stalls: no improvement of the best loss by more
     than ``stall_tolerance`` (relative) over ``stall_generations`` generations, or a CMA-ES
     stopping test. ``stage`` says which stage runs; ``step`` returns the best loss of a stage-1
-    generation (at the perturbed points) and SparseZO's loss estimate in stage 2.
+    generation (at the perturbed points) and the loss estimate of a stage-2 step.
 
-    None of the released code's defects (shared/reference/sharpzo_algorithm.md): the radius is
-    rho, not rho / sqrt(popsize); the stage-2 estimate is rebuilt every step (no accumulating
-    buffer) with the parameter's shape; the mask keeps the largest scores; the population is
-    batched; every draw comes from the seed.
+    CMA-ES options (sigma, popsize, diagonal, decomposition, active, bounds, tolfun, tolx,
+    max_condition) have CMAES's meaning. Every argument but ``seed`` is a hyperparameter in the
+    one parameter group, validated here, at construction.
+
+    None of the released code's defects (docs/algorithms.md): the radius is rho, not
+    rho / sqrt(popsize); the stage-2 estimate is rebuilt every step (no accumulating buffer)
+    with the parameter's shape; the mask keeps the largest scores; the population is batched;
+    every draw comes from the seed.
     """
 
     def __init__(self, params: Iterable, lr: float = 1e-3, eps: float = 1e-3,
@@ -48,93 +131,101 @@ class SharpZO(ForwardOnlyOptimizer):
                  switch_step: int = 100, sharpness: str = "rge", sharpness_queries: int = 4,
                  density: float = 0.1, seed: int = 0, auto_switch: bool = False,
                  stall_generations: int = 20, stall_tolerance: float = 1e-3, bounds=None,
-                 cma_options: dict | None = None, sparse_options: dict | None = None):
-        params = list(params)
-        super().__init__(params, {"lr": check_positive(lr, "lr", allow_zero=True)}, seed)
-        if sharpness not in SHARPNESS:
-            raise ValueError(f"sharpness must be one of {SHARPNESS}, got {sharpness!r}")
-        switch_step = check_int(switch_step, "switch_step", 0)
-        self.options = {"eps": check_positive(eps, "eps"), "rho": check_positive(rho, "rho", True),
-                        "switch_step": switch_step, "sharpness": sharpness,
-                        "q": check_int(sharpness_queries, "sharpness_queries", 1),
-                        "auto_switch": bool(auto_switch),
-                        "stall_generations": check_int(stall_generations, "stall_generations", 1),
-                        "stall_tolerance": check_positive(stall_tolerance, "stall_tolerance", True),
-                        "dist": "gaussian"}
-        self.stage1 = CMAES(self.param_groups[0]["params"], sigma, popsize=popsize, seed=seed,
-                            bounds=bounds, **(cma_options or {}))
-        self.sparse_options = {"lr": lr, "eps": eps, "density": density, "seed": seed,
-                               **(sparse_options or {})}
-        self.stage2: SparseZO | None = None
-        self.shared.update({"stage": 1, "generation": 0, "best_history": []})
-        if switch_step == 0:
-            self._switch()
+                 cma_options: dict | None = None, sparse_options: dict | None = None, *,
+                 k: int | None = None, q: int = 1, dist: str = "gaussian", mask: str = "score",
+                 refresh: int = 200, mask_queries: int = 5, normalize: bool = True,
+                 one_sided: bool = False, weight_decay: float = 0.0,
+                 exception_safe: bool = True, diagonal: bool = False,
+                 decomposition: str = "cholesky", active: bool = True, tolfun: float = 1e-11,
+                 tolx: float = 1e-11, max_condition: float = 1e14):
+        h = {"lr": lr, "eps": eps, "sigma": sigma, "popsize": popsize, "rho": rho,
+             "switch_step": switch_step, "sharpness": sharpness,
+             "sharpness_queries": sharpness_queries, "density": density,
+             "auto_switch": auto_switch, "stall_generations": stall_generations,
+             "stall_tolerance": stall_tolerance, "bounds": bounds, "k": k, "q": q, "dist": dist,
+             "mask": mask, "refresh": refresh, "mask_queries": mask_queries,
+             "normalize": normalize, "one_sided": one_sided, "weight_decay": weight_decay,
+             "exception_safe": exception_safe, "diagonal": diagonal,
+             "decomposition": decomposition, "active": active, "tolfun": tolfun, "tolx": tolx,
+             "max_condition": max_condition}
+        h.update(_deprecated(cma_options, "cma_options"))
+        h.update(_deprecated(sparse_options, "sparse_options"))
+        zo = two_point.Options(h["eps"], h["q"], h["dist"], h["one_sided"], h["exception_safe"])
+        search = cma.Options(h["sigma"], h["popsize"], h["diagonal"], h["decomposition"],
+                             h["active"], h["bounds"], h["tolfun"], h["tolx"], h["max_condition"])
+        settings = Settings(h["rho"], h["switch_step"], h["sharpness"], h["sharpness_queries"],
+                            h["auto_switch"], h["stall_generations"], h["stall_tolerance"])
+        super().__init__(params, {"lr": h["lr"], "weight_decay": h["weight_decay"],
+                                  **dataclasses.asdict(zo), **dataclasses.asdict(search),
+                                  **dataclasses.asdict(settings)}, seed)
+        if len(self.param_groups) != 1:
+            raise ValueError("SharpZO searches one vector: pass one parameter group")
+        local_search = sparse.Options(sparse.resolve_k(h["density"], h["k"], self.shared["numel"]),
+                               h["mask"], h["refresh"], h["mask_queries"], h["normalize"])
+        self.defaults.update(dataclasses.asdict(local_search))
+        self.param_groups[0].update(dataclasses.asdict(local_search))
+        self._check_hyperparameters(self.param_groups)
+        params = self._params()
+        self.shared.update({"stage": 1, "generation": 0, "best_history": [], "sparse_steps": 0,
+                            "mask": None, "refreshes": 0,
+                            "cma": cma.init(flat.gather(params), search)})
+        flat.scatter_(params, self._feasible(self.shared["cma"]["mean"]))
+        if settings.switch_step == 0:
+            self.shared["stage"] = 2
+
+    def _check_hyperparameters(self, param_groups) -> None:
+        for cls in (two_point.Options, cma.Options, Settings, sparse.Options):
+            options_from_groups(cls, param_groups)
+        group_rates(param_groups)
+
+    def _feasible(self, X: torch.Tensor) -> torch.Tensor:
+        bounds = options_from_groups(cma.Options, self.param_groups).bounds
+        return cma.feasible(X, cma.bounds_tensors(bounds, self.shared["numel"], X.device))
 
     @property
     def stage(self) -> int:
         return self.shared["stage"]
 
     @property
-    def forward_passes(self) -> int:
-        inner = self.stage2.forward_passes if self.stage2 is not None else 0
-        return self.shared["forward_passes"] + inner
+    def mean(self) -> torch.Tensor:
+        """The CMA-ES mean (flat, float64): the parameters during stage 1."""
+        return self.shared["cma"]["mean"]
+
+    @property
+    def mask(self) -> torch.Tensor | None:
+        """Stage 2's current flat bool mask (None before its first step)."""
+        return self.shared["mask"]
 
     @torch.no_grad()
-    def step(self, closure: Callable) -> torch.Tensor:
-        if closure is None:
-            raise ValueError("SharpZO.step needs a closure that returns the loss")
+    def step(self, closure: Objective) -> torch.Tensor:
+        """A stage-1 generation or a stage-2 step (see the class docs)."""
+        objective = check_objective(closure, "SharpZO")
         if self.shared["stage"] == 2:
-            self.stage2.param_groups[0]["lr"] = self.param_groups[0]["lr"]  # LR schedulers
-            loss = self.stage2.step(closure)
-        else:
-            loss = self._stage1_step(closure)
-        self.shared["steps"] += 1
-        return loss
+            return self._stage2_step(objective)
+        return self._stage1_step(objective)
 
     # ---- stage 1 -------------------------------------------------------------------------------
 
-    def _stage1_step(self, closure: Callable) -> torch.Tensor:
-        cma = self.stage1
-        with self._restored_on_error():
-            shift = self._sharpness_step(closure)
-            X = cma.ask()
-            losses = self._evaluate(closure, cma.feasible(X + shift))
-        cma.tell(X, losses)
-        self._assign(cma.feasible(cma.mean))
-        s = self.shared
+    def _stage1_step(self, objective: Objective) -> torch.Tensor:
+        search = options_from_groups(cma.Options, self.param_groups)
+        settings = options_from_groups(Settings, self.param_groups)
+        zo = options_from_groups(two_point.Options, self.param_groups)
+        s, params = self.shared, self._params()
+        state = s["cma"]
+        with flat.restored_on_error(flat.snapshot(params)):
+            shift, evaluations = sharpness_step(objective, params, self.seed, s["generation"],
+                                                settings, zo)
+            X = cma.ask(state, self.seed, search)
+            losses = evaluate_rows(objective, params, self._feasible(X + shift))
+            cma.tell(state, X, losses, self.seed, search)
+        flat.scatter_(params, self._feasible(state["mean"]))
         s["generation"] += 1
         best = float(losses.nan_to_num(math.inf).min())
-        s["best_history"] = (s["best_history"] + [best])[-(self.options["stall_generations"] + 1):]
-        if s["generation"] >= self.options["switch_step"] or self._stalled():
-            self._switch()
+        s["best_history"] = (s["best_history"] + [best])[-(settings.stall_generations + 1):]
+        if s["generation"] >= settings.switch_step or self._stalled(settings):
+            s["stage"] = 2
+        self._commit(evaluations + X.shape[0])
         return torch.tensor(best, dtype=torch.float64)
-
-    def _sharpness_step(self, closure: Callable) -> torch.Tensor:
-        """eps* = rho g / ||g|| at the parameters (the CMA-ES mean), as a flat float64 vector."""
-        o = self.options
-        n = self._numel()
-        if o["sharpness"] == "none" or o["rho"] == 0:
-            return torch.zeros(n, dtype=torch.float64, device=self._params()[0].device)
-        if o["sharpness"] == "cge":  # the paper's coordinate-wise estimate: 2d forward passes
-            x = self._flat()
-            E = o["eps"] * torch.eye(n, dtype=torch.float64, device=x.device)
-            losses = self._evaluate(closure, torch.cat([x + E, x - E]))
-            self._assign(self.stage1.feasible(self.stage1.mean))
-            grad = (losses[:n] - losses[n:]).to(x.device) / (2 * o["eps"])
-        else:
-            generation = self.shared["generation"]
-            directions = [zo.Direction(streams.stream_id(streams.SHARPNESS, generation, j))
-                          for j in range(o["q"])]
-            plus, minus = zo.two_point_losses(self, closure, directions, o["eps"], False,
-                                              self._snapshot())
-            grad = torch.zeros(n, dtype=torch.float64, device=self._params()[0].device)
-            for d, g in zip(directions, zo.projected_gradients(plus, minus, o["eps"], False)):
-                ops.perturb_(grad, self.seed, d.stream, g / o["q"], o["dist"])
-        norm = float(grad.norm())
-        if not math.isfinite(norm):
-            raise ValueError("the sharpness gradient estimate is not finite (a NaN or infinite "
-                             "loss); the parameters are unchanged")
-        return grad * (o["rho"] / norm) if norm > 0 else grad
 
     # Note [When SharpZO switches]
     # The paper runs CMA-ES for a fixed number of generations (change_point: 100 in the released
@@ -143,39 +234,26 @@ class SharpZO(ForwardOnlyOptimizer):
     # progress; auto_switch detects that moment instead of guessing it: it switches when the best
     # loss of a generation has not improved by more than stall_tolerance (relative) over the
     # last stall_generations generations, or when a CMA-ES stopping test fires.
-    def _stalled(self) -> bool:
-        o, history = self.options, self.shared["best_history"]
-        if not o["auto_switch"]:
+    def _stalled(self, settings: Settings) -> bool:
+        history = self.shared["best_history"]
+        if not settings.auto_switch:
             return False
-        if self.stage1.stop_reason is not None:
+        if self.shared["cma"]["stop"] is not None:
             return True
-        if len(history) <= o["stall_generations"]:
+        if len(history) <= settings.stall_generations:
             return False
         old, new = history[0], min(history[1:])
-        return new > old - o["stall_tolerance"] * max(abs(old), 1e-12)
+        return new > old - settings.stall_tolerance * max(abs(old), 1e-12)
 
-    def _switch(self) -> None:
-        self._assign(self.stage1.feasible(self.stage1.mean))
-        self.stage2 = SparseZO(self.param_groups[0]["params"], **self.sparse_options)
-        self.shared["stage"] = 2
+    # ---- stage 2 -------------------------------------------------------------------------------
 
-    # ---- state ---------------------------------------------------------------------------------
-
-    def state_dict(self) -> dict:
-        state = super().state_dict()
-        state["sharpzo"]["stage1"] = self.stage1.state_dict()
-        state["sharpzo"]["stage2"] = None if self.stage2 is None else self.stage2.state_dict()
-        return state
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        inner = state_dict.get("sharpzo", {})
-        stage1, stage2 = inner.get("stage1"), inner.get("stage2")
-        if stage1 is None:
-            raise ValueError("not a SharpZO state dict (no stage-1 state)")
-        super().load_state_dict({**state_dict, "sharpzo": {k: v for k, v in inner.items()
-                                                           if k not in ("stage1", "stage2")}})
-        self.stage1.load_state_dict(stage1)
-        self.stage2 = None
-        if stage2 is not None:
-            self.stage2 = SparseZO(self.param_groups[0]["params"], **self.sparse_options)
-            self.stage2.load_state_dict(stage2)
+    def _stage2_step(self, objective: Objective) -> torch.Tensor:
+        zo = options_from_groups(two_point.Options, self.param_groups)
+        options = options_from_groups(sparse.Options, self.param_groups)
+        lrs, decays = group_rates(self.param_groups)
+        s = self.shared
+        done = sparse.step(objective, self._params(), self.seed, s["sparse_steps"], s["mask"],
+                           s["refreshes"], zo, options, lrs, decays)
+        s.update(mask=done.mask, refreshes=done.refreshes, sparse_steps=s["sparse_steps"] + 1)
+        self._commit(done.evaluations)
+        return done.loss

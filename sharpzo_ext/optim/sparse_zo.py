@@ -3,19 +3,30 @@ estimate normalized by its mean and standard deviation (SharpZO's stage 2)."""
 
 from __future__ import annotations
 
-import math
-from typing import Callable, Iterable
+import dataclasses
+from typing import Iterable
 
 import torch
 
-import sharpzo_ext.ops as ops
-from sharpzo_ext.optim import streams, zo
-from sharpzo_ext.optim.base import ForwardOnlyOptimizer, check_int, check_positive
-from sharpzo_ext.optim.zosgd import check_zo_options
+from sharpzo_ext import checks
+from sharpzo_ext.optim import flat, sparse, two_point
+from sharpzo_ext.optim.base import ForwardOnlyOptimizer, options_from_groups
+from sharpzo_ext.optim.objective import Objective, check_objective
 
-__all__ = ["SparseZO", "MASKS"]
+__all__ = ["SparseZO", "MASKS", "group_rates"]
 
-MASKS = ("score", "magnitude", "random")
+MASKS = sparse.MASKS
+
+
+def group_rates(param_groups) -> tuple[list[float], list[float]]:
+    """(lr, weight_decay) of every parameter, from its group."""
+    lrs, decays = [], []
+    for group in param_groups:
+        lr = checks.real(group["lr"], "lr", nonnegative=True)
+        decay = checks.real(group["weight_decay"], "weight_decay", nonnegative=True)
+        lrs += [lr] * len(group["params"])
+        decays += [decay] * len(group["params"])
+    return lrs, decays
 
 
 class SparseZO(ForwardOnlyOptimizer):
@@ -32,7 +43,8 @@ class SparseZO(ForwardOnlyOptimizer):
     zero mean and unit standard deviation over the mask (sz.ops.sparse_zscore: outlier
     estimates are tamed and the step no longer scales with the noisy magnitude of g_j), and
     updates x[mask] <- x[mask] - lr * normalized(g). ``normalize=False`` keeps the raw estimate.
-    Weight decay, if any, also applies to the masked coordinates only.
+    Weight decay, if any, also applies to the masked coordinates only. The objective is a
+    closure or a Population, as for ZOSGD.
 
     Args (beyond ZOSGD's lr, eps, q, dist, seed, one_sided, weight_decay, exception_safe):
         density: the fraction of coordinates in the mask (k = ceil(density * d)), or
@@ -41,9 +53,12 @@ class SparseZO(ForwardOnlyOptimizer):
         refresh: steps between mask refreshes.
         mask_queries: directions of the gradient estimate behind a "score" mask.
 
-    Memory: the parameters, the bool masks (d bytes), the copy of the masked values for
-    ``exception_safe`` (k values), and per step one parameter-sized estimate; at a refresh, a
-    few transient flat copies of size d (mask_score and sparse_zscore on the whole vector).
+    Every argument but ``seed`` is a hyperparameter in ``param_groups`` (density as the k it
+    gives); lr and weight_decay may differ between groups, the others may not.
+
+    Memory: the parameters, the flat bool mask (d bytes), the copy of the masked values for
+    ``exception_safe`` (k values), and per step one estimate of size d; at a refresh, a few
+    transient flat copies of size d (mask_score and sparse_zscore on the whole vector).
     """
 
     def __init__(self, params: Iterable, lr: float, eps: float = 1e-3, density: float = 0.1,
@@ -51,94 +66,47 @@ class SparseZO(ForwardOnlyOptimizer):
                  mask: str = "score", refresh: int = 200, mask_queries: int = 5,
                  normalize: bool = True, one_sided: bool = False, weight_decay: float = 0.0,
                  exception_safe: bool = True):
-        defaults = {"lr": check_positive(lr, "lr", allow_zero=True),
-                    "weight_decay": check_positive(weight_decay, "weight_decay", allow_zero=True)}
-        super().__init__(params, defaults, seed)
-        n = self._numel()
-        if k is None:
-            if not 0 < density <= 1:
-                raise ValueError(f"density must be in (0, 1], got {density}")
-            k = math.ceil(density * n)
-        k = check_int(k, "k (of the parameters' elements)", 1, n)
-        if mask not in MASKS:
-            raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
-        self.options = {**check_zo_options(eps, q, dist), "k": k, "mask": mask,
-                        "refresh": check_int(refresh, "refresh", 1),
-                        "mask_queries": check_int(mask_queries, "mask_queries", 1),
-                        "normalize": bool(normalize), "one_sided": bool(one_sided),
-                        "exception_safe": bool(exception_safe)}
-        # The masks live in the optimizer-wide state: torch casts per-parameter state tensors to
-        # the parameter's dtype on load_state_dict, which would turn them into floats.
-        self.shared.update({"refreshes": 0, "masks": None})
+        zo = two_point.Options(eps, q, dist, one_sided, exception_safe)
+        super().__init__(params, {"lr": lr, "weight_decay": weight_decay,
+                                  **dataclasses.asdict(zo)}, seed)
+        options = sparse.Options(sparse.resolve_k(density, k, self.shared["numel"]), mask,
+                                 refresh, mask_queries, normalize)
+        self.defaults.update(dataclasses.asdict(options))
+        for group in self.param_groups:
+            for name, value in dataclasses.asdict(options).items():
+                group.setdefault(name, value)
+        self._check_hyperparameters(self.param_groups)
+        self.shared.update({"mask": None, "refreshes": 0})
+
+    def _check_hyperparameters(self, param_groups) -> None:
+        options_from_groups(two_point.Options, param_groups)
+        options = options_from_groups(sparse.Options, param_groups)
+        if options.k > self.shared["numel"]:
+            raise ValueError(f"k must be at most the parameters' {self.shared['numel']} "
+                             f"elements, got {options.k}")
+        group_rates(param_groups)
+
+    @property
+    def mask(self) -> torch.Tensor | None:
+        """The current flat bool mask over all parameters (None before the first step)."""
+        return self.shared["mask"]
 
     @property
     def masks(self) -> list[torch.Tensor] | None:
-        """The current mask of each parameter (None before the first step)."""
-        return self.shared["masks"]
+        """The current mask of each parameter, of its shape (views of ``mask``)."""
+        return None if self.mask is None else flat.pieces(self._params(), self.mask)
 
     @torch.no_grad()
-    def step(self, closure: Callable) -> torch.Tensor:
-        if closure is None:
-            raise ValueError("SparseZO.step needs a closure that returns the loss")
-        o, step = self.options, self.shared["steps"]
-        if self.masks is None or step % o["refresh"] == 0:
-            self._refresh_mask(closure)
-        masks = self.masks
-        directions = [zo.Direction(streams.stream_id(streams.ZO_DIRECTIONS, step, j), masks)
-                      for j in range(o["q"])]
-        restore = self._snapshot(masks) if o["exception_safe"] else None
-        plus, minus = zo.two_point_losses(self, closure, directions, o["eps"], o["one_sided"],
-                                          restore)
-        self._update(directions, zo.projected_gradients(plus, minus, o["eps"], o["one_sided"]))
-        self.shared["steps"] += 1
-        return zo.loss_estimate(plus, minus, o["one_sided"])
-
-    def _update(self, directions: list[zo.Direction], grads: list[float]) -> None:
-        o, params, masks = self.options, self._params(), self.masks
-        estimates = [torch.zeros_like(p, dtype=torch.float32 if p.element_size() < 4 else None)
-                     for p in params]
-        for est, mask, offset in zip(estimates, masks, zo.offsets(params)):
-            for d, g in zip(directions, grads):
-                ops.perturb_(est, self.seed, d.stream, g / o["q"], o["dist"], offset, mask)
-        compact = torch.cat([est[mask] for est, mask in zip(estimates, masks)])
-        if o["normalize"]:
-            compact = ops.sparse_zscore(compact, compact.numel())[0]
-        lrs = {id(p): (g["lr"], g["weight_decay"]) for g in self.param_groups for p in g["params"]}
-        start = 0
-        for p, mask in zip(params, masks):
-            count = int(mask.sum())
-            lr, decay = lrs[id(p)]
-            values = p[mask] * (1 - lr * decay) - lr * compact[start:start + count].to(p.dtype)
-            p.masked_scatter_(mask, values)
-            start += count
-
-    def _refresh_mask(self, closure: Callable) -> None:
-        o, params = self.options, self._params()
-        refresh = self.shared["refreshes"]
-        w = self._flat(torch.float32)
-        if o["mask"] == "random":
-            score = ops.sample(w.numel(), self.seed, streams.stream_id(streams.RANDOM_MASK, refresh),
-                               device=w.device)
-        elif o["mask"] == "magnitude":
-            score = w.abs()
-        else:
-            grad = self._dense_estimate(closure, refresh)
-            score = ops.mask_score(w, grad)
-        _, flat_mask = ops.sparse_zscore(score, o["k"], score=score, check_finite=False)
-        sizes = [p.numel() for p in params]
-        self.shared["masks"] = [m.view_as(p).clone()
-                                for m, p in zip(flat_mask.split(sizes), params)]
-        self.shared["refreshes"] = refresh + 1
-
-    def _dense_estimate(self, closure: Callable, refresh: int) -> torch.Tensor:
-        """A dense two-point gradient estimate (flat, float32) from mask_queries directions."""
-        o = self.options
-        directions = [zo.Direction(streams.stream_id(streams.MASK_DIRECTIONS, refresh, j))
-                      for j in range(o["mask_queries"])]
-        restore = self._snapshot() if o["exception_safe"] else None
-        plus, minus = zo.two_point_losses(self, closure, directions, o["eps"], o["one_sided"],
-                                          restore)
-        grad = torch.zeros(self._numel(), device=self._params()[0].device)
-        for d, g in zip(directions, zo.projected_gradients(plus, minus, o["eps"], o["one_sided"])):
-            ops.perturb_(grad, self.seed, d.stream, g / len(directions), o["dist"])
-        return grad
+    def step(self, closure: Objective) -> torch.Tensor:
+        """One masked two-point step (and a mask refresh when due); returns the estimate of the
+        loss at x."""
+        objective = check_objective(closure, "SparseZO")
+        zo = options_from_groups(two_point.Options, self.param_groups)
+        options = options_from_groups(sparse.Options, self.param_groups)
+        lrs, decays = group_rates(self.param_groups)
+        s = self.shared
+        done = sparse.step(objective, self._params(), self.seed, s["steps"], s["mask"],
+                           s["refreshes"], zo, options, lrs, decays)
+        s.update(mask=done.mask, refreshes=done.refreshes)
+        self._commit(done.evaluations)
+        return done.loss

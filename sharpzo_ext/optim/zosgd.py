@@ -2,21 +2,44 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+import dataclasses
+from typing import Iterable, Sequence
 
 import torch
 
-import sharpzo_ext.ops as ops
-from sharpzo_ext.optim import streams, zo
-from sharpzo_ext.optim.base import ForwardOnlyOptimizer, check_int, check_positive
+from sharpzo_ext import checks
+from sharpzo_ext.optim import flat, streams, two_point
+from sharpzo_ext.optim.base import ForwardOnlyOptimizer, options_from_groups
+from sharpzo_ext.optim.objective import Objective, check_objective
 
-__all__ = ["ZOSGD"]
+__all__ = ["ZOSGD", "zosgd_"]
 
 
-def check_zo_options(eps, q, dist) -> dict:
-    if dist not in ops.DISTRIBUTIONS:
-        raise ValueError(f"dist must be one of {ops.DISTRIBUTIONS}, got {dist!r}")
-    return {"eps": check_positive(eps, "eps"), "q": check_int(q, "q", 1), "dist": dist}
+@torch.no_grad()
+def zosgd_(params: Sequence[torch.Tensor], offsets: Sequence[int],
+           momentum_buffers: Sequence[torch.Tensor | None], seed: int, ids: Sequence[int],
+           grads: Sequence[float], dist: str, *, lr: float, weight_decay: float,
+           momentum: float) -> None:
+    """The update of one parameter group, in place: with the estimate g = (1/q) sum_j g_j z_j,
+    x <- x (1 - lr weight_decay) - lr g, or with momentum b <- momentum b + g, x <- x - lr b
+    (b in `momentum_buffers`). `offsets` are the parameters' flat offsets, `ids` the streams of
+    the directions, `grads` their projected gradients g_j."""
+    coefficients = [g / len(ids) for g in grads]
+    for p, offset, buffer in zip(params, offsets, momentum_buffers):
+        if weight_decay:
+            p.mul_(1 - lr * weight_decay)
+        if momentum:
+            buffer.mul_(momentum)
+            two_point.accumulate_(buffer, seed, ids, coefficients, dist, offset)
+            p.add_(buffer, alpha=-lr)
+        else:
+            two_point.accumulate_(p, seed, ids, [-lr * c for c in coefficients], dist, offset)
+
+
+def _group_rates(group: dict) -> tuple[float, float, float]:
+    return (checks.real(group["lr"], "lr", nonnegative=True),
+            checks.real(group["weight_decay"], "weight_decay", nonnegative=True),
+            checks.real(group["momentum"], "momentum", nonnegative=True, below=1))
 
 
 class ZOSGD(ForwardOnlyOptimizer):
@@ -25,23 +48,28 @@ class ZOSGD(ForwardOnlyOptimizer):
 
     Directions are regenerated from (seed, step, query), never stored: the update re-applies
     them with perturb_. ``step(closure)`` costs 2q forward passes (q + 1 one-sided) and returns
-    an estimate of the loss at x. The closure takes no argument (the parameters are perturbed in
-    place) or takes the 2q perturbed flat vectors as rows of a matrix (one batched call).
+    an estimate of the loss at x. ``closure()`` takes no argument (the parameters are perturbed
+    in place); ``step(sz.optim.Population(fn))`` evaluates the 2q perturbed flat vectors as the
+    rows of one matrix in one call instead.
 
     Args:
-        params: parameters or parameter groups (per-group ``lr`` and ``weight_decay``; LR
-            schedulers work as with any torch.optim optimizer).
+        params: parameters or parameter groups (per-group ``lr``, ``weight_decay`` and
+            ``momentum``; LR schedulers work as with any torch.optim optimizer).
         lr: learning rate.
         eps: perturbation size.
         q: directions per step (their estimates are averaged).
         dist: "gaussian" or "rademacher" directions.
         one_sided: (f(x + eps z) - f(x)) / eps: q + 1 forward passes instead of 2q.
-        momentum: heavy-ball momentum on the estimate; needs one parameter-sized buffer.
+        momentum: heavy-ball momentum on the estimate; needs one parameter-sized buffer,
+            allocated at the first step.
         weight_decay: decoupled, x <- x (1 - lr weight_decay).
         exception_safe: keep a copy of the parameters during the step, so that a closure that
             raises leaves them bitwise as they were, and put them back exactly after each
             evaluation. False saves that copy (memory at inference level): the parameters are
             then put back by subtracting the perturbation again, within a few ulp.
+
+    Every argument but ``seed`` is a hyperparameter in ``param_groups``; eps, q, dist,
+    one_sided and exception_safe must be the same in every group.
 
     Memory: the parameters, the copy of ``exception_safe``, and the momentum buffer if any.
     """
@@ -49,45 +77,39 @@ class ZOSGD(ForwardOnlyOptimizer):
     def __init__(self, params: Iterable, lr: float, eps: float = 1e-3, q: int = 1,
                  dist: str = "gaussian", seed: int = 0, one_sided: bool = False,
                  momentum: float = 0.0, weight_decay: float = 0.0, exception_safe: bool = True):
-        defaults = {"lr": check_positive(lr, "lr", allow_zero=True),
-                    "weight_decay": check_positive(weight_decay, "weight_decay", allow_zero=True)}
+        zo = two_point.Options(eps, q, dist, one_sided, exception_safe)
+        defaults = {"lr": lr, "weight_decay": weight_decay, "momentum": momentum,
+                    **dataclasses.asdict(zo)}
         super().__init__(params, defaults, seed)
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        self.options = {**check_zo_options(eps, q, dist), "one_sided": bool(one_sided),
-                        "momentum": float(momentum), "exception_safe": bool(exception_safe)}
+        self._check_hyperparameters(self.param_groups)
+
+    def _check_hyperparameters(self, param_groups) -> None:
+        options_from_groups(two_point.Options, param_groups)
+        for group in param_groups:
+            _group_rates(group)
 
     @torch.no_grad()
-    def step(self, closure: Callable) -> torch.Tensor:
-        if closure is None:
-            raise ValueError("ZOSGD.step needs a closure that returns the loss")
-        o, step = self.options, self.shared["steps"]
-        directions = [zo.Direction(streams.stream_id(streams.ZO_DIRECTIONS, step, j))
-                      for j in range(o["q"])]
-        restore = self._snapshot() if o["exception_safe"] else None
-        plus, minus = zo.two_point_losses(self, closure, directions, o["eps"], o["one_sided"],
-                                          restore)
-        grads = zo.projected_gradients(plus, minus, o["eps"], o["one_sided"])
-        self._update(directions, grads)
-        self.shared["steps"] += 1
-        return zo.loss_estimate(plus, minus, o["one_sided"])
-
-    def _update(self, directions: list[zo.Direction], grads: list[float]) -> None:
-        o, q = self.options, self.options["q"]
+    def step(self, closure: Objective) -> torch.Tensor:
+        """One two-point step; returns the estimate of the loss at x (see the class docs)."""
+        objective = check_objective(closure, "ZOSGD")
+        zo = options_from_groups(two_point.Options, self.param_groups)
+        rates = [_group_rates(group) for group in self.param_groups]
+        ids = two_point.stream_ids(streams.ZO_DIRECTIONS, self.shared["steps"], zo.q)
         params = self._params()
-        offsets = dict(zip(map(id, params), zo.offsets(params)))
-        for group in self.param_groups:
-            lr, decay = group["lr"], group["weight_decay"]
-            for p in group["params"]:
-                if decay:
-                    p.mul_(1 - lr * decay)
-                offset = offsets[id(p)]
-                if o["momentum"]:
-                    buf = self.state[p].setdefault("momentum", torch.zeros_like(p))
-                    buf.mul_(o["momentum"])
-                    for d, g in zip(directions, grads):
-                        ops.perturb_(buf, self.seed, d.stream, g / q, o["dist"], offset)
-                    p.add_(buf, alpha=-lr)
-                else:
-                    for d, g in zip(directions, grads):
-                        ops.perturb_(p, self.seed, d.stream, -lr * g / q, o["dist"], offset)
+        plus, minus = two_point.losses(objective, params, self.seed, ids, zo)
+        grads = two_point.projected_gradients(plus, minus, zo)
+        offsets = iter(flat.offsets(params))
+        for group, (lr, weight_decay, momentum) in zip(self.param_groups, rates):
+            group_params = group["params"]
+            group_offsets = [next(offsets) for _ in group_params]
+            buffers = [self._momentum_buffer(p) if momentum else None for p in group_params]
+            zosgd_(group_params, group_offsets, buffers, self.seed, ids, grads, zo.dist, lr=lr,
+                   weight_decay=weight_decay, momentum=momentum)
+        self._commit(two_point.cost(zo.q, zo.one_sided))
+        return two_point.loss_estimate(plus, minus, zo.one_sided)
+
+    def _momentum_buffer(self, p: torch.Tensor) -> torch.Tensor:
+        state = self.state[p]
+        if "momentum" not in state:  # allocated once, at the first step with momentum
+            state["momentum"] = torch.zeros_like(p)
+        return state["momentum"]

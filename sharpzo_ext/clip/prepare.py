@@ -1,0 +1,57 @@
+"""Everything a run needs before its first step: the model, the data, the prompt task and the
+image features of every split (from the feature cache when it has them)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from sharpzo_ext.clip import data as data_lib
+from sharpzo_ext.clip.config import TrainConfig
+from sharpzo_ext.clip.feature_cache import default_cache_dir, split_features
+from sharpzo_ext.clip.methods import make_task
+from sharpzo_ext.clip.models import LoadedModel, load_model
+from sharpzo_ext.clip.prompt_task import PromptTask
+
+__all__ = ["Prepared", "prepare", "load_data", "EVAL_SPLITS"]
+
+EVAL_SPLITS = ("val", "test", "shifted")  # evaluated during a run, when the data has them
+
+
+@dataclasses.dataclass
+class Prepared:
+    config: TrainConfig
+    loaded: LoadedModel
+    data: data_lib.Dataset
+    task: PromptTask                  # the task of config.method
+    features: dict[str, torch.Tensor]
+    labels: dict[str, torch.Tensor]
+    cache_hits: dict[str, bool]
+
+    def eval_splits(self) -> list[str]:
+        return [split for split in EVAL_SPLITS if split in self.features]
+
+
+def load_data(config: TrainConfig) -> data_lib.Dataset:
+    if config.dataset is not None:
+        full = data_lib.coop_dataset(config.dataset, config.data)
+    elif config.data in data_lib.EMBEDDED_TASKS:
+        return data_lib.embedded_task(config.shots, config.seed,
+                                      variant=data_lib.EMBEDDED_TASKS[config.data])
+    else:
+        full = data_lib.image_folder(config.data, seed=config.seed)
+    return data_lib.few_shot(full, config.shots, config.seed)
+
+
+def prepare(config: TrainConfig, progress: bool = True) -> Prepared:
+    config.check()
+    loaded = load_model(config.model, config.pretrained, config.device)
+    data = load_data(config)
+    task = make_task(config, loaded, data.classnames)
+    cache = config.cache_dir if config.cache_dir is not None else default_cache_dir()
+    features, labels, hits = {}, {}, {}
+    for split in data.splits:
+        features[split], hits[split] = split_features(task, loaded, data, split, cache, progress)
+        labels[split] = data.labels(split).to(task.device)
+    return Prepared(config, loaded, data, task, features, labels, hits)

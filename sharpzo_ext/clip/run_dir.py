@@ -1,0 +1,115 @@
+"""The files of a run directory, each written atomically (an interrupted run leaves no partial
+file):
+
+  config.json         the resolved configuration (what --resume rebuilds the run from)
+  log.jsonl           one line per evaluation: forward passes, train loss, accuracies, time
+  state.pt            optimizer and progress at the last evaluation (what --resume continues)
+  prompt.safetensors  the selected prompt: w, its context vectors, and what they belong to
+  accuracy.png        validation and test accuracy against forward passes
+  summary.json        zero-shot and tuned accuracies, forward passes, wall time, peak memory
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from sharpzo_ext.clip.config import RunError, TrainConfig
+from sharpzo_ext.clip.data import Dataset
+from sharpzo_ext.clip.models import LoadedModel
+from sharpzo_ext.clip.prompt_task import PromptTask
+from sharpzo_ext.files import atomic_path, write_json, write_text
+
+__all__ = ["check_new", "read_config", "write_config", "save_progress", "load_progress",
+           "save_prompt", "read_prompt", "plot_accuracy", "write_summary"]
+
+
+def check_new(out: Path) -> None:
+    """Refuses a directory that already holds a run."""
+    if (out / "summary.json").exists() or (out / "state.pt").exists():
+        raise RunError(f"{out} already holds a run; use --resume to continue it, or another --out")
+
+
+def read_config(out: Path) -> dict:
+    """The saved configuration of a run to resume."""
+    if not (out / "config.json").is_file() or not (out / "state.pt").is_file():
+        raise RunError(f"{out} is not a run directory to resume (no config.json / state.pt)")
+    return json.loads((out / "config.json").read_text())
+
+
+def write_config(out: Path, config: TrainConfig) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", dataclasses.asdict(config))
+
+
+def save_progress(out: Path, optimizer: torch.optim.Optimizer, w: torch.Tensor, best: dict,
+                  log: list[dict]) -> None:
+    """log.jsonl and state.pt: everything --resume needs to continue the same trajectory."""
+    write_text(out / "log.jsonl", "".join(json.dumps(row) + "\n" for row in log))
+    with atomic_path(out / "state.pt") as tmp:
+        torch.save({"optimizer": copy.deepcopy(optimizer.state_dict()), "w": w.detach().clone(),
+                    "best": best, "log": log}, tmp)
+
+
+def load_progress(out: Path) -> dict:
+    """state.pt: {"optimizer": state dict, "w", "best", "log"}."""
+    return torch.load(out / "state.pt", weights_only=False)
+
+
+def save_prompt(path: Path, loaded: LoadedModel, data: Dataset, task: PromptTask,
+                w: torch.Tensor, extra: dict) -> None:
+    from safetensors.torch import save_file  # noqa: PLC0415
+
+    metadata = {"model": json.dumps(loaded.identity, sort_keys=True),
+                "classnames": json.dumps(data.classnames), "n_ctx": str(task.n_ctx),
+                "ctx_init": task.ctx_init or "", "intrinsic_dim": str(task.dim),
+                "seed": str(task.seed), **{k: str(v) for k, v in extra.items()}}
+    tensors = {"w": w.detach().float().cpu().contiguous(),
+               "ctx": task.context(w.reshape(1, -1))[0].detach().cpu().contiguous()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def read_prompt(path: Path) -> tuple[torch.Tensor, dict]:
+    """(w, metadata) of a saved prompt file."""
+    from safetensors import safe_open  # noqa: PLC0415
+
+    if not path.is_file():
+        raise RunError(f"prompt file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.get_tensor("w"), f.metadata() or {}
+    except Exception as error:  # noqa: BLE001 (anything unreadable is one error to the user)
+        raise RunError(f"cannot read prompt file {path}: {error}") from None
+
+
+def plot_accuracy(path: Path, log: list[dict], zero_shot: dict[str, float], title: str) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    x = [row["forward_passes"] for row in log]
+    for split, style in (("val", "-"), ("test", "-"), ("shifted", "--")):
+        if log and f"{split}_acc" in log[0]:
+            ax.plot(x, [row[f"{split}_acc"] for row in log], style, label=split)
+    if "test" in zero_shot:
+        ax.axhline(zero_shot["test"], color="gray", linestyle=":", label="zero-shot test")
+    ax.set_xlabel("forward passes")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def write_summary(out: Path, summary: dict) -> None:
+    write_json(out / "summary.json", summary)

@@ -1,0 +1,127 @@
+"""Sparse zeroth-order search over the flat parameter vector: the core of SparseZO and of
+SharpZO's stage 2.
+
+A step perturbs and updates only the k coordinates of a flat mask. The mask is chosen every
+``refresh`` steps by a score over all of x, and the estimate on the mask is normalized to zero
+mean and unit standard deviation (sz.ops.sparse_zscore) before the update
+x[mask] <- x[mask] (1 - lr weight_decay) - lr normalized(g).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import torch
+
+import sharpzo_ext.ops as ops
+from sharpzo_ext import checks
+from sharpzo_ext.optim import flat, streams, two_point
+from sharpzo_ext.optim.objective import Objective
+
+__all__ = ["Options", "MASKS", "resolve_k", "choose_mask", "update_", "Step", "step"]
+
+MASKS = ("score", "magnitude", "random")
+
+
+def resolve_k(density, k, n: int) -> int:
+    """The mask size: k if given, else ceil(density * n); in [1, n]."""
+    if k is None:
+        density = checks.real(density, "density", positive=True)
+        if density > 1:
+            raise ValueError(f"density must be in (0, 1], got {density}")
+        k = math.ceil(density * n)
+    return checks.integer(k, "k (of the parameters' elements)", 1, n)
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """How the mask is chosen (validated on construction).
+
+    k: coordinates in the mask. mask: "score" (|w|^2 * zscore(|G|), sz.ops.mask_score, G a
+    dense two-point estimate from mask_queries directions), "magnitude" (|w|) or "random".
+    refresh: steps between refreshes. normalize: z-score the estimate on the mask.
+    """
+    k: int
+    mask: str = "score"
+    refresh: int = 200
+    mask_queries: int = 5
+    normalize: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "k", checks.integer(self.k, "k", 1))
+        checks.choice(self.mask, "mask", MASKS)
+        object.__setattr__(self, "refresh", checks.integer(self.refresh, "refresh", 1))
+        object.__setattr__(self, "mask_queries",
+                           checks.integer(self.mask_queries, "mask_queries", 1))
+        object.__setattr__(self, "normalize", bool(self.normalize))
+
+
+def choose_mask(objective: Objective, params: Sequence[torch.Tensor], seed: int, refresh: int,
+                options: Options, zo: two_point.Options) -> tuple[torch.Tensor, int]:
+    """(a new flat bool mask of options.k coordinates, the objective evaluations it took) for
+    the `refresh`-th refresh."""
+    w = flat.gather(params, torch.float32)
+    evaluations = 0
+    if options.mask == "random":
+        score = ops.sample(w.numel(), seed, streams.stream_id(streams.RANDOM_MASK, refresh),
+                           device=w.device)
+    elif options.mask == "magnitude":
+        score = w.abs()
+    else:
+        ids = two_point.stream_ids(streams.MASK_DIRECTIONS, refresh, options.mask_queries)
+        grad = two_point.dense_estimate(objective, params, seed, ids, zo, torch.float32)
+        evaluations = two_point.cost(len(ids), zo.one_sided)
+        score = ops.mask_score(w, grad)
+    _, mask = ops.sparse_zscore(score, options.k, score=score, check_finite=False)
+    return mask, evaluations
+
+
+@torch.no_grad()
+def update_(params: Sequence[torch.Tensor], mask: torch.Tensor, seed: int, ids: Sequence[int],
+            grads: Sequence[float], dist: str, lrs: Sequence[float],
+            weight_decays: Sequence[float], normalize: bool) -> None:
+    """x[mask] <- x[mask] (1 - lr weight_decay) - lr normalized(g), g = (1/q) sum_j g_j z_j on
+    the mask, with each parameter's own lr and weight decay. Allocates one estimate of the size
+    of x (float32, or float64 when a parameter is float64)."""
+    dtype = torch.float64 if any(p.dtype == torch.float64 for p in params) else torch.float32
+    estimate = torch.zeros(mask.numel(), dtype=dtype, device=mask.device)
+    two_point.accumulate_(estimate, seed, ids, [g / len(ids) for g in grads], dist, mask=mask)
+    compact = estimate[mask]
+    if normalize:
+        compact = ops.sparse_zscore(compact, compact.numel())[0]
+    start = 0
+    for p, m, lr, decay in zip(params, flat.pieces(params, mask), lrs, weight_decays):
+        count = int(m.sum())
+        values = p[m] * (1 - lr * decay) - lr * compact[start:start + count].to(p.dtype)
+        p.masked_scatter_(m, values)
+        start += count
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """What one sparse step did: the loss estimate at x, the mask it used, the refreshes so
+    far, and the objective evaluations it took."""
+    loss: torch.Tensor
+    mask: torch.Tensor
+    refreshes: int
+    evaluations: int
+
+
+def step(objective: Objective, params: Sequence[torch.Tensor], seed: int, index: int,
+         mask: torch.Tensor | None, refreshes: int, zo: two_point.Options, options: Options,
+         lrs: Sequence[float], weight_decays: Sequence[float]) -> Step:
+    """Step `index` of the sparse search (0, 1, ...): refreshes the mask when it is due (or
+    None), then one masked two-point step along q directions and the update. The parameters
+    change only if every evaluation succeeds; the caller keeps the returned mask and count."""
+    evaluations = 0
+    if mask is None or index % options.refresh == 0:
+        mask, evaluations = choose_mask(objective, params, seed, refreshes, options, zo)
+        refreshes += 1
+    ids = two_point.stream_ids(streams.ZO_DIRECTIONS, index, zo.q)
+    plus, minus = two_point.losses(objective, params, seed, ids, zo, mask)
+    grads = two_point.projected_gradients(plus, minus, zo)
+    update_(params, mask, seed, ids, grads, zo.dist, lrs, weight_decays, options.normalize)
+    return Step(two_point.loss_estimate(plus, minus, zo.one_sided), mask, refreshes,
+                evaluations + two_point.cost(zo.q, zo.one_sided))
