@@ -3,6 +3,7 @@ reproducibility, bit-for-bit resumption, exception safety, documented memory."""
 
 import copy
 import math
+import warnings
 
 import pytest
 import torch
@@ -342,6 +343,60 @@ def test_memory_is_the_documented_buffers():
     step = lambda: safe.step(loss)  # noqa: E731
     step()
     assert 4 * d <= bytes_allocated(step) < 4 * d + 1024  # the one documented copy
+
+
+def test_momentum_allocates_its_buffer_once():
+    d = 1 << 18
+    p = torch.nn.Parameter(torch.zeros(d))
+    opt = sz.optim.ZOSGD([p], lr=1e-3, seed=0, momentum=0.9, exception_safe=False)
+    step = lambda: opt.step(lambda: torch.dot(p, p))  # noqa: E731
+    assert 4 * d <= bytes_allocated(step) < 4 * d + 1024  # the first step: the buffer
+    assert bytes_allocated(step) < 1024                   # then nothing parameter-sized
+
+
+@pytest.mark.parametrize("cls, kwargs", OPTIMIZERS)
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("kind", ["closure", "population"])
+def test_no_finite_loss_fails_the_step_and_changes_nothing(cls, kwargs, bad, kind):
+    p, opt = make(cls, 16, 0, dtype=torch.float32, **kwargs)
+    train(opt, lambda: quadratic(p), 4)
+    before, state = p.detach().clone(), copy.deepcopy(opt.state_dict())
+    objective = (lambda: torch.tensor(bad)) if kind == "closure" else population(
+        lambda X: torch.full((X.shape[0],), bad))
+    with pytest.raises(ValueError, match="non-finite|NaN or infinite|-inf|not finite"):
+        opt.step(objective)
+    assert torch.equal(p.detach(), before)
+    assert opt.shared["steps"] == state["sharpzo"]["steps"]
+    assert opt.forward_passes == state["sharpzo"]["forward_passes"]
+
+
+def test_sharpzo_validates_every_option_at_construction():
+    p = torch.nn.Parameter(torch.zeros(10))
+    for kwargs, error, match in [
+        (dict(mask="top"), ValueError, "mask"), (dict(refresh=0), ValueError, "refresh"),
+        (dict(q=0), ValueError, "q"), (dict(k=11), ValueError, "k"),
+        (dict(decomposition="qr"), ValueError, "decomposition"),
+        (dict(sigma=0.0), ValueError, "sigma"), (dict(popsize=1), ValueError, "popsize"),
+        (dict(bounds=(1.0, 0.0)), ValueError, "bounds"),
+        (dict(stall_generations=0), ValueError, "stall_generations"),
+        (dict(sparse_options={"refreh": 2}), TypeError, "refreh"),
+    ]:
+        with pytest.raises(error, match=match):
+            sz.optim.SharpZO([p], **kwargs)
+
+
+def test_sharpzo_deprecated_option_dicts_still_work():
+    runs = []
+    for kwargs in (dict(refresh=2, q=2, diagonal=True),
+                   dict(sparse_options={"refresh": 2, "q": 2}, cma_options={"diagonal": True})):
+        p = torch.nn.Parameter(torch.linspace(-1, 1, 10, dtype=torch.float64))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            opt = sz.optim.SharpZO([p], popsize=6, switch_step=2, seed=0, **kwargs)
+        runs.append((p, [w.category for w in caught]))
+        train(opt, lambda: quadratic(p), 5)
+    assert runs[0][1] == [] and runs[1][1] == [FutureWarning, FutureWarning]
+    assert torch.equal(runs[0][0].detach(), runs[1][0].detach())
 
 
 def test_parameter_groups_and_lr_schedulers():
