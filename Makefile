@@ -7,7 +7,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEPS := $(VENV)/.requirements-installed
 EXT := sharpzo_ext/_C.abi3.so
-SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h') setup.py pyproject.toml
+SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.cuh' -o -name '*.h') \
+	csrc/compile_flags.txt scripts/cuda_home.py setup.py pyproject.toml
 TORCH_PREFIX = $$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null)
 
 .PHONY: demo test build ctest pytest test-cpu-only-library bench clean
@@ -42,7 +43,8 @@ pytest: $(EXT)
 test-cpu-only-library: $(DEPS)
 	mkdir -p build
 	cmake -S . -B build/cpu-only -DSHARPZO_BUILD_TESTS=OFF -DSHARPZO_BUILD_EXTENSION=ON \
-		-DSHARPZO_EXT_CUDA=0 -DCMAKE_PREFIX_PATH="$(TORCH_PREFIX)" > build/cpu-only.log 2>&1 \
+		-DSHARPZO_EXT_CUDA=0 -DCMAKE_PREFIX_PATH="$(TORCH_PREFIX)" \
+		-DPython3_EXECUTABLE="$(abspath $(PY))" > build/cpu-only.log 2>&1 \
 		|| (cat build/cpu-only.log; exit 1)
 	cmake --build build/cpu-only -j 2 >> build/cpu-only.log 2>&1 || (cat build/cpu-only.log; exit 1)
 	SHARPZO_EXT_LIBRARY=build/cpu-only/libsharpzo_ops.so $(PY) -m pytest -q -m ops

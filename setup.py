@@ -6,7 +6,8 @@ Environment switches:
                               built with CUDA; 0: CPU only; 1: require CUDA (error otherwise).
                               Never decided by torch.cuda.is_available(): a CUDA build is useful
                               on a machine whose GPU is elsewhere (CI, containers).
-  CUDA_HOME                   the toolkit; otherwise found from nvcc on PATH.
+  CUDA_HOME                   the toolkit; otherwise found from nvcc on PATH
+                              (scripts/cuda_home.py).
   TORCH_CUDA_ARCH_LIST        GPU architectures; defaults to the visible GPUs, or to
                               "7.5+PTX" (runs on every GPU CUDA 13 supports) when none is visible.
   SHARPZO_EXT_DEBUG=1         -O0 -g.
@@ -14,38 +15,19 @@ Environment switches:
 
 import glob
 import os
-import re
-import shutil
-import subprocess
 import sys
 
 from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from cuda_home import find_cuda_home  # noqa: E402  (the lookup CMakeLists.txt runs too)
 
 
-def find_cuda_home():
-    """The CUDA toolkit directory, or None.
-
-    torch guesses CUDA_HOME from nvcc's location on PATH; where nvcc is a wrapper script (as on
-    our CI machines) that guess is wrong. nvcc itself knows its toolkit: `nvcc -v --dryrun`
-    prints it as TOP.
-    """
-    for var in ("CUDA_HOME", "CUDA_PATH"):
-        if os.environ.get(var):
-            return os.environ[var]
-    nvcc = shutil.which("nvcc")
-    if nvcc is None:
-        return None
-    try:
-        out = subprocess.run([nvcc, "-v", "--dryrun", "-x", "cu", os.devnull], capture_output=True,
-                             text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    match = re.search(r"^#\$ TOP=(.+)$", out.stdout + out.stderr, re.MULTILINE)
-    if match is None:
-        return None
-    return os.path.realpath(match.group(1).strip())
+def compile_flags(kind: str) -> list[str]:
+    """The flags of `kind` (cxx, nvcc, openmp) in csrc/compile_flags.txt, shared with CMake."""
+    with open(os.path.join(ROOT, "csrc", "compile_flags.txt")) as f:
+        return [line.split(None, 1)[1].strip() for line in f if line.startswith(kind + " ")]
 
 
 def cuda_wanted():
@@ -78,11 +60,8 @@ def build_extension():
 
     debug = os.environ.get("SHARPZO_EXT_DEBUG", "0") == "1"
     opt = ["-O0", "-g"] if debug else ["-O3"]
-    # -fno-math-errno lets sqrtf vectorize (Note [Polynomial log and sincos]). No -ffast-math
-    # and no FMA contraction (-ffp-contract=off, nvcc -fmad=false): Note [Same bits everywhere].
-    # -fopenmp: at::parallel_for is inline and runs serially in code compiled without it (the
-    # soname resolves to torch's own libgomp).
-    cxx_flags = opt + ["-fno-math-errno", "-ffp-contract=off", "-fopenmp"]
+    openmp = compile_flags("openmp")
+    cxx_flags = opt + compile_flags("cxx") + openmp
     include_dirs = [os.path.join(ROOT, "csrc"), os.path.join(ROOT, "csrc", "include")]
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     extension = CppExtension
@@ -94,11 +73,11 @@ def build_extension():
             os.environ["TORCH_CUDA_ARCH_LIST"] = "7.5+PTX"
         sources += sorted(glob.glob("csrc/cuda/*.cu"))
         extension = CUDAExtension
-        extra["nvcc"] = opt + ["-fmad=false"]
+        extra["nvcc"] = opt + compile_flags("nvcc")
     print(f"sharpzo_ext: building {'CPU + CUDA' if with_cuda else 'CPU'} kernels from "
           f"{len(sources)} sources")
     ext = extension("sharpzo_ext._C", sources, include_dirs=include_dirs, extra_compile_args=extra,
-                    extra_link_args=["-fopenmp"], py_limited_api=True)
+                    extra_link_args=openmp, py_limited_api=True)
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
 
 

@@ -78,7 +78,8 @@ def test_constants_equal_pycma(n, popsize, diagonal):
 
 # ---- convergence -------------------------------------------------------------------------------
 
-# pycma 4.5's medians over 15 seeds (shared/reference/cma_es.md): x0 ~ U[-3, 3]^n, sigma0 = 2
+# pycma 4.5's medians over 15 seeds (docs/algorithms.md, "Convergence anchors"): x0 ~ U[-3, 3]^n,
+# sigma0 = 2
 @pytest.mark.parametrize("f, n, pycma_median", [(sphere, 10, 1410), (ellipsoid, 10, 4050),
                                                 (sphere, 40, 5025)])
 @pytest.mark.parametrize("decomposition", ["cholesky", "eigh"])

@@ -1,4 +1,4 @@
-"""perturb_ and sample: the perturbation stream of DESIGN.md, against sharpzo_ext.reference."""
+"""perturb_ and sample: the perturbation stream of docs/stream.md, against sharpzo_ext.reference."""
 
 import math
 

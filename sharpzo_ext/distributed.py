@@ -21,13 +21,14 @@ Note [Distributed forward-only training]
 Candidates (CMA-ES populations, the 2q points of two-point estimates) are functions of the
 optimizer's state and seed, so every rank generates the same ones; only their losses differ in
 where they are computed. PopulationShard evaluates a contiguous block of rows per rank and
-all-gathers the losses; DataShard evaluates all rows on a rank's part of the data,
-all-gathers the weighted losses and sums them in rank order (an all-reduce would be free to sum
-in any order, and ranks could round differently). Either way a step moves O(popsize) numbers, never O(d), and
-every rank then applies the identical update. Each collective also carries a checksum of the
-population, so ranks whose states drifted apart (say, linear algebra that rounds differently
-on two machines) stop with a clear error instead of silently training different models. A rank
-that dies makes the others fail within the process group's timeout with a DistributedError.
+all-gathers the losses; DataShard evaluates all rows on a rank's part of the data, all-gathers
+the weighted losses and sums them in rank order (an all-reduce would be free to sum in any
+order, and ranks could round differently). Either way a step moves O(popsize) numbers, never
+O(d), and every rank then applies the identical update. Each collective also carries a checksum
+of the population, so ranks whose states drifted apart (say, linear algebra that rounds
+differently on two machines) stop with a clear error instead of silently training different
+models. A rank that dies makes the others fail within the process group's timeout with a
+DistributedError.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Plain numpy/PyTorch oracles with the same contracts as the sharpzo ops (the tests' reference).
 
-Nothing here is fast; everything here is short enough to check by eye against DESIGN.md.
+Nothing here is fast; everything here is short enough to check by eye against the
+specification (docs/stream.md for the stream, the ops' docstrings for the rest).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def _blocks(seed: int, stream: int, blocks: np.ndarray) -> np.ndarray:
 
 def stream_values(n: int, seed: int, stream: int = 0, dist: str = "gaussian",
                   offset: int = 0) -> np.ndarray:
-    """Stream elements offset .. offset + n - 1 in float64 (DESIGN.md, "The perturbation stream")."""
+    """Stream elements offset .. offset + n - 1 in float64 (docs/stream.md)."""
     j = np.uint64(offset) + np.arange(n, dtype=np.uint64)
     if dist == "rademacher":
         words = _blocks(seed, stream, j // np.uint64(128))

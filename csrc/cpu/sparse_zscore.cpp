@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cpu/moments.h"
+#include "sharpzo/acc_type.h"
 #include "sharpzo/order_key.h"
 #include "sparse_zscore.h"
 
@@ -169,7 +170,6 @@ SHARPZO_CPU_CLONES void zscore_range(const value_t* __restrict g, value_t* __res
 
 template <typename value_t>
 void sparse_zscore_typed(const SparseZScoreJob& job) {
-  using acc_t = std::conditional_t<std::is_same_v<value_t, double>, double, float>;
   const int64_t n = job.g.numel();
   const value_t* g = job.g.const_data_ptr<value_t>();
   value_t* values = job.values.mutable_data_ptr<value_t>();
@@ -192,14 +192,17 @@ void sparse_zscore_typed(const SparseZScoreJob& job) {
     zscore_range(g, values, m, begin, end);
   });
   if (!job.score.defined()) {  // score = |values| as stored
-    const auto key_of = [values](int64_t i) { return magnitude_key(static_cast<acc_t>(values[i])); };
+    const auto key_of = [values](int64_t i) {
+      return magnitude_key(static_cast<acc_type<value_t>>(values[i]));
+    };
     select_top_k<key_type<value_t>>(key_of, n, job.k, mask, values);
     return;
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, job.score.scalar_type(), "score", [&] {
-    using score_acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
     const scalar_t* score = job.score.const_data_ptr<scalar_t>();
-    const auto key_of = [score](int64_t i) { return order_key(static_cast<score_acc_t>(score[i])); };
+    const auto key_of = [score](int64_t i) {
+      return order_key(static_cast<acc_type<scalar_t>>(score[i]));
+    };
     select_top_k<key_type<scalar_t>>(key_of, n, job.k, mask, values);
   });
 }

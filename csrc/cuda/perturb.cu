@@ -11,13 +11,11 @@
 
 #include "cuda/launch.cuh"
 #include "perturb.h"
+#include "sharpzo/acc_type.h"
 #include "sharpzo/stream.h"
 
 namespace sharpzo {
 namespace {
-
-template <typename scalar_t>
-using acc_type = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
 
 // Each thread owns aligned quads of stream indices (4 quad .. 4 quad + 3): one Philox block gives
 // their values (Note [Philox per quad on CUDA]). Values depend on the element's stream index only,

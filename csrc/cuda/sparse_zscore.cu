@@ -20,6 +20,7 @@
 
 #include "cuda/launch.cuh"
 #include "cuda/moments.cuh"
+#include "sharpzo/acc_type.h"
 #include "sharpzo/order_key.h"
 #include "sparse_zscore.h"
 
@@ -31,9 +32,6 @@ __device__ __forceinline__ int64_t signed_key(uint32_t key) { return static_cast
 __device__ __forceinline__ int64_t signed_key(uint64_t key) {
   return static_cast<int64_t>(key ^ (uint64_t{1} << 63));
 }
-
-template <typename value_t>
-using acc_type = std::conditional_t<std::is_same_v<value_t, double>, double, float>;
 
 // values[i] = z-score of g[i] (NaN if the moments are not finite) and its default key |values[i]|.
 template <typename value_t>

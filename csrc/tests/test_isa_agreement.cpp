@@ -1,62 +1,80 @@
-// Note [Same bits everywhere]: the Gaussian transform, vectorized for each ISA the CPU kernels
-// are cloned for, gives the same bits as the scalar code (run for the ISAs this CPU has).
+// Note [Same bits everywhere]: the tile generators that the CPU kernels ship
+// (sharpzo/cpu_tiles.h), compiled for each ISA the kernels are cloned for, give the same bits as
+// the scalar definition of the stream (one Philox block per element: stream_block, box_muller,
+// rademacher_from_block), for the ISAs this CPU has.
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 
 #include "check.h"
+#include "sharpzo/cpu_tiles.h"
 #include "sharpzo/stream.h"
 
 using namespace sharpzo;
 
 namespace {
 
-constexpr int kBlocks = 4096;
+using TileFn = void (*)(StreamKey, uint64_t, float*);
 
-#define SHARPZO_GAUSSIAN_LOOP                                                    \
-  for (uint32_t b = 0; b < kBlocks; ++b) {                                      \
-    const Words4 w = stream_block(key, b, 0u);                                  \
-    const GaussianPair first = box_muller(w.w0, w.w1), second = box_muller(w.w2, w.w3); \
-    out[4 * b] = first.z_cos, out[4 * b + 1] = first.z_sin;                     \
-    out[4 * b + 2] = second.z_cos, out[4 * b + 3] = second.z_sin;               \
+#define SHARPZO_TILES_FOR(suffix, attributes)                                         \
+  attributes void gaussian_##suffix(StreamKey key, uint64_t tile, float* out) {      \
+    gaussian_tile(key, tile, out);                                                    \
+  }                                                                                   \
+  attributes void rademacher_##suffix(StreamKey key, uint64_t tile, float* out) {    \
+    rademacher_tile(key, tile, out);                                                  \
   }
 
-__attribute__((target("arch=x86-64-v4"), noinline)) void gaussians_v4(StreamKey key, float* __restrict out) {
-  SHARPZO_GAUSSIAN_LOOP
-}
-__attribute__((target("arch=x86-64-v3"), noinline)) void gaussians_v3(StreamKey key, float* __restrict out) {
-  SHARPZO_GAUSSIAN_LOOP
-}
-__attribute__((noinline)) void gaussians_baseline(StreamKey key, float* __restrict out) {
-  SHARPZO_GAUSSIAN_LOOP
+SHARPZO_TILES_FOR(v4, __attribute__((target("arch=x86-64-v4"), noinline)))
+SHARPZO_TILES_FOR(v3, __attribute__((target("arch=x86-64-v3"), noinline)))
+SHARPZO_TILES_FOR(baseline, __attribute__((noinline)))
+
+// Element j of the stream by its definition, one element at a time and never vectorized.
+__attribute__((optimize("no-tree-vectorize"), noinline)) void scalar_tile(
+    StreamKey key, Distribution dist, uint64_t tile, float* out) {
+  for (uint64_t e = 0; e < kTileElements; ++e) {
+    const uint64_t j = tile * kTileElements + e;
+    if (dist == Distribution::kRademacher) {
+      out[e] = rademacher_from_block(stream_block(key, j / kRademacherPerBlock),
+                                     static_cast<uint32_t>(j % kRademacherPerBlock));
+      continue;
+    }
+    const Words4 w = stream_block(key, j / kGaussianPerBlock);
+    const GaussianPair pair = j % 4 < 2 ? box_muller(w.w0, w.w1) : box_muller(w.w2, w.w3);
+    out[e] = j % 2 == 0 ? pair.z_cos : pair.z_sin;
+  }
 }
 
-__attribute__((optimize("no-tree-vectorize"), noinline)) void gaussians_scalar(StreamKey key, float* __restrict out) {
-  SHARPZO_GAUSSIAN_LOOP
-}
-
-float reference[4 * kBlocks], candidate[4 * kBlocks];
-
-void expect_same(const char* isa) {
-  EXPECT(std::memcmp(reference, candidate, sizeof(reference)) == 0,
-         "%s Gaussians differ from the scalar code", isa);
+void expect_same(const char* isa, TileFn gaussian, TileFn rademacher) {
+  const StreamKey key = make_stream_key(20251123, (uint64_t{7} << 40) | 5);
+  float expected[kTileElements], got[kTileElements];
+  // tiles at the start, in the middle, and around the carries into the block counter's high word
+  const uint64_t last_low = (uint64_t{1} << 32) / kGaussianBlocksPerTile - 1;
+  for (const uint64_t tile : {uint64_t{0}, uint64_t{1}, uint64_t{12345}, last_low, last_low + 1,
+                              uint64_t{1} << 40}) {
+    scalar_tile(key, Distribution::kGaussian, tile, expected);
+    gaussian(key, tile, got);
+    EXPECT(std::memcmp(expected, got, sizeof(got)) == 0,
+           "%s Gaussian tile %llu differs from the scalar definition", isa,
+           static_cast<unsigned long long>(tile));
+    scalar_tile(key, Distribution::kRademacher, tile, expected);
+    rademacher(key, tile, got);
+    EXPECT(std::memcmp(expected, got, sizeof(got)) == 0,
+           "%s Rademacher tile %llu differs from the scalar definition", isa,
+           static_cast<unsigned long long>(tile));
+  }
 }
 
 }  // namespace
 
 int main() {
-  const StreamKey key = make_stream_key(20251123, 5);
-  gaussians_scalar(key, reference);
-  gaussians_baseline(key, candidate);
-  expect_same("baseline");
+  expect_same("baseline", gaussian_baseline, rademacher_baseline);
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    gaussians_v3(key, candidate);
-    expect_same("x86-64-v3");
+    expect_same("x86-64-v3", gaussian_v3, rademacher_v3);
   }
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")) {
-    gaussians_v4(key, candidate);
-    expect_same("x86-64-v4");
+    expect_same("x86-64-v4", gaussian_v4, rademacher_v4);
   }
   return TEST_MAIN_RESULT("test_isa_agreement");
 }

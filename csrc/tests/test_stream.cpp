@@ -1,5 +1,5 @@
 // The stream's transforms (uniform, Gaussian, Rademacher) against float64 evaluations of the
-// formulas in DESIGN.md, exhaustively where the input space allows it.
+// formulas of docs/stream.md, exhaustively where the input space allows it.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>

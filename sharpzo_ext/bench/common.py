@@ -31,7 +31,8 @@ class BenchConfig:
 
 @dataclasses.dataclass
 class Target:
-    """One performance target of DESIGN.md, checked on a measured ratio."""
+    """One performance target (docs/design.md, "Performance targets"), checked on a measured
+    ratio."""
     name: str
     value: float
     goal: str        # e.g. ">= 20" or "<= 3"

@@ -53,7 +53,8 @@ class TrainConfig:
         for name in ("shots", "budget", "eval_every", "popsize", "q"):
             if getattr(self, name) < 1:
                 raise RunError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.device != "cpu" and not (self.device.startswith("cuda") and torch.cuda.is_available()):
+        cuda = self.device.startswith("cuda") and torch.cuda.is_available()
+        if self.device != "cpu" and not cuda:
             raise RunError(f"device {self.device!r} is not available")
         if self.shard not in ("population", "data"):
             raise RunError(f"shard must be 'population' or 'data', got {self.shard!r}")

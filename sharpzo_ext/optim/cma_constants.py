@@ -1,4 +1,4 @@
-"""CMA-ES strategy parameters: pycma's CSA defaults (see shared/reference/cma_es.md)."""
+"""CMA-ES strategy parameters: pycma's CSA defaults (docs/algorithms.md, "Constants")."""
 
 from __future__ import annotations
 

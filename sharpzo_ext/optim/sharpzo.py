@@ -13,7 +13,7 @@ from sharpzo_ext import checks
 from sharpzo_ext.optim import cma, flat, sparse, streams, two_point
 from sharpzo_ext.optim.base import ForwardOnlyOptimizer, options_from_groups
 from sharpzo_ext.optim.objective import Objective, check_objective, evaluate_rows
-from sharpzo_ext.optim.sparse_zo import group_rates
+from sharpzo_ext.optim.sparse_zo import group_rates, sparse_step
 
 __all__ = ["SharpZO", "SHARPNESS", "Settings", "sharpness_step"]
 
@@ -56,11 +56,11 @@ def _deprecated(options: dict | None, argument: str) -> dict:
     arguments of SharpZO (they override the keywords, as they did)."""
     if not options:
         return {}
-    warnings.warn(f"SharpZO({argument}=...) is deprecated: pass its entries as keyword "
-                  f"arguments of SharpZO", FutureWarning, stacklevel=3)
     unknown = sorted(set(options) - _DEPRECATED_KEYS[argument])
     if unknown:
         raise TypeError(f"SharpZO has no {argument} entry {unknown[0]!r}")
+    warnings.warn(f"SharpZO({argument}=...) is deprecated: pass its entries as keyword "
+                  f"arguments of SharpZO", FutureWarning, stacklevel=3)
     return dict(options)
 
 
@@ -248,12 +248,8 @@ class SharpZO(ForwardOnlyOptimizer):
     # ---- stage 2 -------------------------------------------------------------------------------
 
     def _stage2_step(self, objective: Objective) -> torch.Tensor:
-        zo = options_from_groups(two_point.Options, self.param_groups)
-        options = options_from_groups(sparse.Options, self.param_groups)
-        lrs, decays = group_rates(self.param_groups)
-        s = self.shared
-        done = sparse.step(objective, self._params(), self.seed, s["sparse_steps"], s["mask"],
-                           s["refreshes"], zo, options, lrs, decays)
-        s.update(mask=done.mask, refreshes=done.refreshes, sparse_steps=s["sparse_steps"] + 1)
+        done = sparse_step(self.param_groups, self.shared, objective, self.seed,
+                           self.shared["sparse_steps"])
+        self.shared["sparse_steps"] += 1
         self._commit(done.evaluations)
         return done.loss

@@ -13,7 +13,7 @@ from sharpzo_ext.optim import flat, sparse, two_point
 from sharpzo_ext.optim.base import ForwardOnlyOptimizer, options_from_groups
 from sharpzo_ext.optim.objective import Objective, check_objective
 
-__all__ = ["SparseZO", "MASKS", "group_rates"]
+__all__ = ["SparseZO", "MASKS", "group_rates", "sparse_step"]
 
 MASKS = sparse.MASKS
 
@@ -27,6 +27,20 @@ def group_rates(param_groups) -> tuple[list[float], list[float]]:
         lrs += [lr] * len(group["params"])
         decays += [decay] * len(group["params"])
     return lrs, decays
+
+
+def sparse_step(param_groups, shared: dict, objective: Objective, seed: int,
+                index: int) -> sparse.Step:
+    """Step `index` of a sparse search with the hyperparameters of `param_groups`, from the mask
+    and refresh count in `shared` (updated with the step's)."""
+    zo = options_from_groups(two_point.Options, param_groups)
+    options = options_from_groups(sparse.Options, param_groups)
+    lrs, decays = group_rates(param_groups)
+    params = [p for group in param_groups for p in group["params"]]
+    done = sparse.step(objective, params, seed, index, shared["mask"], shared["refreshes"], zo,
+                       options, lrs, decays)
+    shared.update(mask=done.mask, refreshes=done.refreshes)
+    return done
 
 
 class SparseZO(ForwardOnlyOptimizer):
@@ -101,12 +115,7 @@ class SparseZO(ForwardOnlyOptimizer):
         """One masked two-point step (and a mask refresh when due); returns the estimate of the
         loss at x."""
         objective = check_objective(closure, "SparseZO")
-        zo = options_from_groups(two_point.Options, self.param_groups)
-        options = options_from_groups(sparse.Options, self.param_groups)
-        lrs, decays = group_rates(self.param_groups)
-        s = self.shared
-        done = sparse.step(objective, self._params(), self.seed, s["steps"], s["mask"],
-                           s["refreshes"], zo, options, lrs, decays)
-        s.update(mask=done.mask, refreshes=done.refreshes)
+        done = sparse_step(self.param_groups, self.shared, objective, self.seed,
+                           self.shared["steps"])
         self._commit(done.evaluations)
         return done.loss

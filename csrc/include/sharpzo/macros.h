@@ -28,3 +28,7 @@
 #else
 #define SHARPZO_CPU_CLONES
 #endif
+
+// Host-only code that a cloned loop calls: inlined into each clone, it is compiled for that
+// clone's ISA (sharpzo/cpu_tiles.h).
+#define SHARPZO_INLINE inline __attribute__((always_inline))

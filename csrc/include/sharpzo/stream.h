@@ -1,5 +1,5 @@
-// The perturbation stream (DESIGN.md, contract): element j of stream `stream` under `seed` is a
-// pure function of (seed, stream, j), computed from one Philox4x32-10 block.
+// The perturbation stream (specified in docs/stream.md): element j of stream `stream` under `seed`
+// is a pure function of (seed, stream, j), computed from one Philox4x32-10 block.
 //
 //   key     = (seed mod 2^32, seed >> 32)
 //   counter = (block mod 2^32, block >> 32, stream mod 2^32, stream >> 32)
