@@ -25,9 +25,19 @@ from cuda_home import find_cuda_home  # noqa: E402  (the lookup CMakeLists.txt r
 
 
 def compile_flags(kind: str) -> list[str]:
-    """The flags of `kind` (cxx, nvcc, openmp) in csrc/compile_flags.txt, shared with CMake."""
+    """The flags of `kind` (cxx, nvcc, openmp) in csrc/compile_flags.txt, shared with CMake:
+    every line but comments and blank ones is exactly "<kind> <flag>"."""
+    flags = []
     with open(os.path.join(ROOT, "csrc", "compile_flags.txt")) as f:
-        return [line.split(None, 1)[1].strip() for line in f if line.startswith(kind + " ")]
+        for line in f:
+            words = line.split()
+            if not words or words[0].startswith("#"):
+                continue
+            if len(words) != 2:
+                sys.exit(f"csrc/compile_flags.txt: expected '<kind> <flag>', got {line.strip()!r}")
+            if words[0] == kind:
+                flags.append(words[1])
+    return flags
 
 
 def cuda_wanted():

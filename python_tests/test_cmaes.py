@@ -1,5 +1,6 @@
 """CMAES: pycma's constants, convergence, reproducibility, resumption, bounds, bad input."""
 
+import copy
 import math
 
 import numpy as np
@@ -242,6 +243,32 @@ def test_a_raising_closure_changes_nothing():
         opt.step(failing)
     assert torch.equal(p.detach(), before_p)
     assert opt.generation == 3 and torch.equal(opt.mean, before["sharpzo"]["cma"]["mean"])
+
+
+def test_a_failed_step_with_a_restart_due_changes_nothing():
+    p, opt = start(4, seed=0, tolx=1e-3, restarts=1)
+    while opt.stop_reason is None:
+        opt.step(sz.optim.Population(sphere))
+    before_p, before = p.detach().clone(), copy.deepcopy(opt.state_dict())
+
+    @sz.optim.Population
+    def failing(X):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        opt.step(failing)
+    assert torch.equal(p.detach(), before_p) and opt.shared["cma"]["restart"] == 0
+    assert opt.popsize == before["sharpzo"]["cma"]["popsize"]
+    assert torch.equal(opt.mean, before["sharpzo"]["cma"]["mean"])
+    opt.step(sz.optim.Population(sphere))  # the restart happens with the step that succeeds
+    assert opt.shared["cma"]["restart"] == 1
+
+
+def test_step_returns_the_best_finite_loss_when_some_are_nan():
+    _, opt = start(5, seed=0)
+    best = opt.step(sz.optim.Population(
+        lambda X: torch.where(torch.arange(X.shape[0]) % 2 == 0, math.nan, sphere(X))))
+    assert math.isfinite(best) and best == opt.best[1]
 
 
 def test_nan_and_inf_losses_rank_last():

@@ -150,3 +150,62 @@ def test_a_bad_value_set_between_steps_is_refused_at_the_next_step(name, value):
     opt.param_groups[0][name] = value
     with pytest.raises((ValueError, TypeError), match=name):
         opt.step(lambda: quadratic(p))
+
+
+def test_parameters_added_later_join_the_search_and_the_state_dict():
+    a = torch.nn.Parameter(torch.linspace(-1, 1, 6, dtype=torch.float64))
+    b = torch.nn.Parameter(torch.linspace(0, 1, 4, dtype=torch.float64))
+    opt = sz.optim.ZOSGD([a], lr=0.05, q=2, seed=1)
+    opt.step(lambda: quadratic(a))
+    opt.add_param_group({"params": [b], "lr": 0.01})
+    opt.step(lambda: quadratic(a) + quadratic(b))
+    state = copy.deepcopy(opt.state_dict())
+    c, d = torch.nn.Parameter(a.detach().clone()), torch.nn.Parameter(b.detach().clone())
+    twin = sz.optim.ZOSGD([{"params": [c]}, {"params": [d], "lr": 0.01}], lr=0.05, q=2, seed=1)
+    twin.load_state_dict(state)
+    opt.step(lambda: quadratic(a) + quadratic(b))
+    twin.step(lambda: quadratic(c) + quadratic(d))
+    assert torch.equal(a.detach(), c.detach()) and torch.equal(b.detach(), d.detach())
+
+    sparse = sz.optim.SparseZO([a], lr=0.05, k=3, seed=1)
+    sparse.step(lambda: quadratic(a))
+    sparse.add_param_group({"params": [b]})
+    sparse.step(lambda: quadratic(a) + quadratic(b))  # a new mask over all 10 elements
+    assert sparse.mask.numel() == 10 and int(sparse.mask.sum()) == 3
+
+
+@pytest.mark.parametrize("cls, kwargs", [(sz.optim.CMAES, dict(sigma=0.5)),
+                                         (sz.optim.SharpZO, dict())])
+def test_one_vector_optimizers_refuse_a_second_group(cls, kwargs):
+    a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))
+    with pytest.raises(ValueError, match="searches one vector"):
+        cls([{"params": [a]}, {"params": [b]}], **kwargs)
+    opt = cls([a], **kwargs)
+    with pytest.raises(ValueError, match="add none later"):
+        opt.add_param_group({"params": [b]})
+
+
+def test_sharpzo_keeps_the_sparse_settings_of_its_group():
+    p = torch.nn.Parameter(torch.zeros(10))
+    opt = sz.optim.SharpZO([{"params": [p], "refresh": 5, "k": 3, "mask": "random"}])
+    group = opt.param_groups[0]
+    assert (group["refresh"], group["k"], group["mask"]) == (5, 3, "random")
+
+
+def test_cma_es_diagonal_is_fixed_for_a_run():
+    p, opt = make(sz.optim.CMAES, dict(sigma=0.5, popsize=6))
+    steps(opt, p, 2)
+    before = p.detach().clone()
+    opt.param_groups[0]["diagonal"] = True
+    with pytest.raises(ValueError, match="diagonal is fixed for a run"):
+        opt.step(lambda: quadratic(p))
+    assert torch.equal(p.detach(), before)
+
+
+def test_an_integral_float_for_an_int_is_accepted_with_a_warning():
+    p = torch.nn.Parameter(torch.zeros(4))
+    with pytest.warns(FutureWarning, match="q should be an int"):
+        opt = sz.optim.ZOSGD([p], lr=0.1, q=2.0)
+    assert opt.param_groups[0]["q"] == 2 and type(opt.param_groups[0]["q"]) is int
+    with pytest.raises(TypeError, match="q must be an int"):
+        sz.optim.ZOSGD([p], lr=0.1, q=2.5)

@@ -1,6 +1,8 @@
 """The two objective kinds: a closure (no argument) or a Population (rows of X), declared at the
 call site and never guessed; a callable of the wrong kind is a clear TypeError at its first call."""
 
+import functools
+
 import pytest
 import torch
 
@@ -41,6 +43,34 @@ def test_a_closure_wrapped_in_population_is_a_type_error(cls, kwargs):
     assert torch.equal(p.detach(), before) and opt.forward_passes == 0
 
 
+class RowLoss(torch.nn.Module):
+    def forward(self, X):
+        return sphere(X)
+
+
+@torch.no_grad()
+def decorated_rows(X):
+    return sphere(X)
+
+
+@pytest.mark.parametrize("wrapped", [RowLoss(), decorated_rows], ids=["module", "no_grad"])
+def test_wrappers_of_a_function_of_x_get_the_hint_too(wrapped):
+    _, opt = make(sz.optim.ZOSGD, dict(lr=0.1))
+    with pytest.raises(TypeError, match="missing 1 required positional argument.*Population"):
+        opt.step(wrapped)
+
+
+def test_a_decorated_closure_wrapped_in_population_gets_the_hint():
+    p, opt = make(sz.optim.CMAES, dict(sigma=0.5, popsize=6))
+
+    @torch.no_grad()
+    def closure():
+        return sphere(p)
+
+    with pytest.raises(TypeError, match=r"takes 0 positional arguments.*called as fn\(X\)"):
+        opt.step(sz.optim.Population(closure))
+
+
 @pytest.mark.parametrize("cls, kwargs", OPTIMIZERS)
 def test_a_type_error_raised_inside_the_objective_is_not_rewritten(cls, kwargs):
     p, opt = make(cls, kwargs)
@@ -50,6 +80,9 @@ def test_a_type_error_raised_inside_the_objective_is_not_rewritten(cls, kwargs):
 
     with pytest.raises(TypeError) as raised:
         opt.step(closure)
+    assert "Population" not in str(raised.value)
+    with pytest.raises(TypeError) as raised:  # a TypeError of torch's argument parser, in C
+        opt.step(functools.partial(torch.dot, p, "x"))
     assert "Population" not in str(raised.value)
 
 

@@ -160,3 +160,16 @@ def test_unknown_open_clip_tag_and_ill_fitting_checkpoint(tmp_path):
     torch.save({"state_dict": {"visual.conv1.weight": torch.zeros(1)}}, bad)
     with pytest.raises(ModelError, match="does not fit model RN50"):
         load_model("RN50", pretrained=str(bad))
+
+
+def test_coop_is_a_method_of_train_and_resumes_its_trajectory(tmp_path, cache):
+    coop = dict(method="coop", budget=40, eval_every=10)
+    straight = run(tmp_path, cache, "straight", **coop)
+    assert straight["forward_passes"] == 40  # steps of a forward and a backward pass
+    assert straight["test_acc"] > straight["zero_shot_test_acc"]
+    run(tmp_path, cache, "resumed", **{**coop, "budget": 20})
+    config = TrainConfig(cache_dir=cache, **coop)
+    resumed = train(config, tmp_path / "resumed", resume=True, progress=False,
+                    report=lambda s: None)
+    for key in ("test_acc", "val_acc", "forward_passes", "selected_at_forward_passes"):
+        assert resumed[key] == straight[key]

@@ -2,14 +2,16 @@
 messages that name the argument.
 
 Integers are Python ints, numpy integers or 0-dim integer tensors (anything with
-``__index__``), never bools or floats (even integral ones: ``3.0`` is a TypeError, as in
-``range(3.0)``). Wrong types raise TypeError, values out of range ValueError.
+``__index__``), never bools or fractions. Integral floats (``3.0``), which the optimizers of
+sharpzo_ext 0.1.0 accepted, are accepted with a FutureWarning and will be a TypeError, as in
+``range(3.0)``. Wrong types raise TypeError, values out of range ValueError.
 """
 
 from __future__ import annotations
 
 import math
 import operator
+import warnings
 from typing import Sequence
 
 __all__ = ["integer", "stream_integer", "real", "choice", "STREAM_INT_LIMIT"]
@@ -30,6 +32,10 @@ def integer(value, name: str, least: int | None = None, most: int | None = None)
     what = f"an int{_bounds(least, most)}"
     if isinstance(value, bool):
         raise TypeError(f"{name} must be {what}, got a bool")
+    if isinstance(value, float) and value.is_integer():
+        warnings.warn(f"{name} should be an int, got {value!r}; floats will be refused",
+                      FutureWarning, stacklevel=3)
+        value = int(value)
     try:
         value = operator.index(value)
     except TypeError:

@@ -5,8 +5,9 @@
     features = task.encode_images(images)                         # cached once
     losses = task.losses(W, features, labels)                     # a population, batched
 
-The command line (`sharpzo-ext train`) wraps the data, the feature cache and the run directory
-(sharpzo_ext/clip/train.py).
+The command line (`sharpzo-ext train`) adds the data, the feature cache and the run directory:
+config.py, prepare.py (model, data, features), methods.py (each method's task, optimizer and
+objective), train.py (the run loop), run_dir.py (its files), evaluate.py, compare.py.
 """
 
 from sharpzo_ext.clip.models import LoadedModel, ModelError, load_model

@@ -30,7 +30,8 @@ from typing import Callable
 from sharpzo_ext.clip import methods
 from sharpzo_ext.clip.config import RunError, TrainConfig
 from sharpzo_ext.clip.prepare import Prepared, prepare
-from sharpzo_ext.clip.train import accuracies, initial_progress, optimize
+from sharpzo_ext.clip.evaluate import accuracies
+from sharpzo_ext.clip.train import initial_progress, optimize
 from sharpzo_ext.files import atomic_path, write_json, write_text
 
 __all__ = ["COMPARE_METHODS", "CompareConfig", "compare", "method_config"]

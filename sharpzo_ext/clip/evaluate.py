@@ -1,16 +1,25 @@
-"""`sharpzo-ext eval`: the accuracies of a saved prompt on data of the same model and classes."""
+"""Accuracies of prompts: during a run, and `sharpzo-ext eval` of a saved prompt on data of the
+same model and classes."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import torch
+
 from sharpzo_ext.clip import run_dir
 from sharpzo_ext.clip.config import RunError, TrainConfig
-from sharpzo_ext.clip.prepare import prepare
-from sharpzo_ext.clip.train import accuracies
+from sharpzo_ext.clip.prepare import Prepared, prepare
+from sharpzo_ext.clip.prompt_task import PromptTask
 
-__all__ = ["evaluate_prompt"]
+__all__ = ["accuracies", "evaluate_prompt"]
+
+
+def accuracies(p: Prepared, task: PromptTask, w: torch.Tensor, splits) -> dict[str, float]:
+    """{split: accuracy of the prompt w} for those of `splits` that the prepared data has."""
+    return {split: task.accuracy(w, p.features[split], p.labels[split]) for split in splits
+            if split in p.features}
 
 
 def evaluate_prompt(prompt: str | Path, config: TrainConfig, progress: bool = True) -> dict:

@@ -16,23 +16,32 @@ import torch
 from sharpzo_ext import distributed
 from sharpzo_ext.clip import run_dir
 from sharpzo_ext.clip.config import METHODS, RunError, TrainConfig
+from sharpzo_ext.clip.evaluate import accuracies
 from sharpzo_ext.clip.methods import Method, build, forward_passes
 from sharpzo_ext.clip.prepare import Prepared, prepare
 from sharpzo_ext.clip.prompt_task import PromptTask
 
 __all__ = ["TrainConfig", "RunError", "METHODS", "train", "optimize", "initial_progress",
-           "accuracies", "summarize", "format_summary", "zero_shot"]
+           "summarize", "format_summary", "zero_shot"]
+
+
+def __getattr__(name: str):
+    """evaluate_prompt lived here in sharpzo_ext 0.1.0."""
+    if name == "evaluate_prompt":
+        import warnings  # noqa: PLC0415
+
+        from sharpzo_ext.clip import evaluate  # noqa: PLC0415
+
+        warnings.warn("sharpzo_ext.clip.train.evaluate_prompt moved to "
+                      "sharpzo_ext.clip.evaluate.evaluate_prompt", FutureWarning, stacklevel=2)
+        return evaluate.evaluate_prompt
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def peak_memory_mb(device: str) -> float:
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def accuracies(p: Prepared, task: PromptTask, w: torch.Tensor, splits) -> dict[str, float]:
-    return {split: task.accuracy(w, p.features[split], p.labels[split]) for split in splits
-            if split in p.features}
 
 
 def initial_progress(p: Prepared, task: PromptTask) -> tuple[dict, list[dict]]:

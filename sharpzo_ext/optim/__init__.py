@@ -7,9 +7,19 @@ Each counts its objective evaluations in ``forward_passes``, keeps its randomnes
 (the perturbation stream), keeps every hyperparameter in ``param_groups``, resumes bit for bit
 from ``state_dict()``, and leaves the parameters bitwise unchanged when a step fails.
 
-The algorithms themselves are functions over the flat parameter vector, which the classes wrap:
-``two_point`` (two-point estimates), ``sparse`` (masked, normalized search) and ``cma``
-(CMA-ES); ``objective`` evaluates points, ``flat`` views the parameters as one vector.
+The algorithms themselves are functions over the flat parameter vector, which the classes wrap.
+Modules, by job:
+
+    zosgd.py, sparse_zo.py, cmaes.py, sharpzo.py   the torch.optim classes (thin)
+    two_point.py    two-point estimates (ZOSGD, mask scores, SharpZO's sharpness)
+    sparse.py       masked, normalized steps (SparseZO, SharpZO's stage 2)
+    cma.py          CMA-ES over a state dict (CMAES, SharpZO's stage 1), with
+                    cma_constants.py (pycma's constants) and cma_factors.py (factors of C)
+    objective.py    the two objective kinds, and evaluating points
+    flat.py         the parameters as one flat vector
+    base.py         seed, counters, hyperparameters in param_groups, state dicts
+    streams.py      which stream each random quantity uses
+    legacy.py       state dicts of sharpzo_ext 0.1.0
 """
 
 from sharpzo_ext.optim.cmaes import CMAES

@@ -4,7 +4,8 @@ hyperparameters in ``param_groups``, and ``state_dict`` with the optimizer-wide 
 Note [Hyperparameters and state]
 Every hyperparameter lives in ``param_groups`` (torch.optim's place for them: ``defaults`` and
 each group), and each step reads it from there, so schedulers and users can change lr, eps or
-any other between steps, and ``state_dict()`` saves them. Those that shape the shared search
+any other between steps, and ``state_dict()`` saves them (CMA-ES's sigma and popsize are its
+starting values; its running ones are state). Those that shape the shared search
 (eps, q, the mask, everything of CMA-ES) must be the same in every group: a step refuses
 groups that disagree, naming the hyperparameter. ``load_state_dict`` adopts the saved
 hyperparameters, as torch.optim does for lr: a resumed run continues with the values it was
@@ -28,9 +29,12 @@ from typing import Iterable, Sequence, TypeVar
 import torch
 
 from sharpzo_ext import checks
-from sharpzo_ext.optim import flat
+from sharpzo_ext.optim import flat, legacy
 
-__all__ = ["ForwardOnlyOptimizer", "common_hyperparameters", "options_from_groups"]
+__all__ = ["ForwardOnlyOptimizer", "common_hyperparameters", "options_from_groups",
+           "group_rates", "STATE_FORMAT"]
+
+STATE_FORMAT = 2  # of the "sharpzo" record in state_dict(); 1 was sharpzo_ext 0.1.0's (legacy.py)
 
 _Options = TypeVar("_Options")
 
@@ -59,13 +63,24 @@ def options_from_groups(cls: type[_Options], param_groups: Sequence[dict]) -> _O
     return cls(**common_hyperparameters(param_groups, names))
 
 
+def group_rates(param_groups: Sequence[dict]) -> tuple[list[float], list[float]]:
+    """(lr, weight_decay) of every parameter, from its group, validated."""
+    lrs, decays = [], []
+    for group in param_groups:
+        lr = checks.real(group["lr"], "lr", nonnegative=True)
+        decay = checks.real(group["weight_decay"], "weight_decay", nonnegative=True)
+        lrs += [lr] * len(group["params"])
+        decays += [decay] * len(group["params"])
+    return lrs, decays
+
+
 class ForwardOnlyOptimizer(torch.optim.Optimizer):
     """Base of the forward-only optimizers (Note [Hyperparameters and state])."""
 
     def __init__(self, params: Iterable, defaults: dict, seed: int):
         super().__init__(params, defaults)
         self.shared: dict = {"seed": checks.stream_integer(seed, "seed"), "forward_passes": 0,
-                             "steps": 0, "numel": flat.numel(self._params())}
+                             "steps": 0}
 
     @property
     def seed(self) -> int:
@@ -79,6 +94,26 @@ class ForwardOnlyOptimizer(torch.optim.Optimizer):
     def _params(self) -> list[torch.Tensor]:
         return [p for group in self.param_groups for p in group["params"]]
 
+    def _numel(self) -> int:
+        """d, the length of the flat parameter vector."""
+        return flat.numel(self._params())
+
+    one_vector = False  # CMAES and SharpZO: one parameter group, none added later
+
+    def add_param_group(self, param_group: dict) -> None:
+        if self.one_vector and self.param_groups:
+            raise ValueError(f"{type(self).__name__} searches one vector: pass one parameter "
+                             f"group, and add none later")
+        super().add_param_group(param_group)
+
+    def _add_defaults(self, values: dict) -> None:
+        """Hyperparameters known only once the parameters are (k from density and d): into
+        ``defaults``, and into every group that does not set them itself."""
+        self.defaults.update(values)
+        for group in self.param_groups:
+            for name, value in values.items():
+                group.setdefault(name, value)
+
     def _check_hyperparameters(self, param_groups: Sequence[dict]) -> None:
         """Raises ValueError if the hyperparameters in `param_groups` are invalid (each
         subclass reads its options as its steps do)."""
@@ -91,27 +126,32 @@ class ForwardOnlyOptimizer(torch.optim.Optimizer):
 
     def state_dict(self) -> dict:
         state = super().state_dict()
-        state["sharpzo"] = {"class": type(self).__name__, **copy.deepcopy(self.shared)}
+        state["sharpzo"] = {"class": type(self).__name__, "format": STATE_FORMAT,
+                            "numel": self._numel(), **copy.deepcopy(self.shared)}
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Resumes from a ``state_dict()`` of the same class over as many parameter elements,
-        adopting its hyperparameters (Note [Hyperparameters and state])."""
+        adopting its hyperparameters (Note [Hyperparameters and state]). State dicts of
+        sharpzo_ext 0.1.0 are upgraded (legacy.py)."""
         state_dict = dict(state_dict)
-        shared = state_dict.pop("sharpzo", None)
-        name = type(self).__name__
-        if not isinstance(shared, dict) or shared.get("class") != name:
-            found = shared.get("class") if isinstance(shared, dict) else None
+        record = state_dict.pop("sharpzo", None)
+        name, numel = type(self).__name__, self._numel()
+        if not isinstance(record, dict) or record.get("class") != name:
+            found = record.get("class") if isinstance(record, dict) else None
             raise ValueError(f"not a {name} state dict (saved by {found or 'something else'})")
-        numel = self.shared["numel"]
-        if shared.get("numel") != numel:
-            raise ValueError(f"the state dict is of {shared.get('numel')} parameter elements, "
-                             f"this {name} has {numel}")
+        if "format" not in record:  # sharpzo_ext 0.1.0
+            state_dict, record = legacy.upgrade(name, state_dict, record, self.param_groups, numel)
+        elif record["format"] != STATE_FORMAT:
+            raise ValueError(f"the state dict has format {record['format']}; this version of "
+                             f"sharpzo_ext reads formats 1 and {STATE_FORMAT}")
+        if record["numel"] != numel:
+            raise ValueError(f"the state dict is of {record['numel']} parameter elements, this "
+                             f"{name} has {numel}")
         self._check_hyperparameters(state_dict["param_groups"])
         super().load_state_dict(state_dict)
-        device = self._params()[0].device
-        self.shared = _to_device(copy.deepcopy({k: v for k, v in shared.items() if k != "class"}),
-                                 device)
+        shared = {k: v for k, v in record.items() if k not in ("class", "format", "numel")}
+        self.shared = _to_device(copy.deepcopy(shared), self._params()[0].device)
 
 
 def _to_device(value, device):

@@ -23,13 +23,16 @@ from sharpzo_ext import checks
 from sharpzo_ext.optim import cma_factors, streams
 from sharpzo_ext.optim.cma_constants import CMAConstants
 
-__all__ = ["Options", "constants", "bounds_tensors", "feasible", "init", "ask", "tell",
+__all__ = ["Options", "constants", "bounds_tensors", "feasible", "ranked", "init", "ask", "tell",
            "restart_due", "restart_"]
 
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-    """CMA-ES settings (validated on construction; see CMAES for their meaning)."""
+    """CMA-ES settings (validated on construction; see CMAES for their meaning). sigma and
+    popsize are the starting step size and population (at the start and at each restart; the
+    running ones are in the state). diagonal is fixed for a run: the state's covariance is a
+    vector or a matrix."""
     sigma: float
     popsize: int | None = None
     diagonal: bool = False
@@ -92,11 +95,12 @@ def bounds_tensors(bounds, n: int, device) -> tuple[torch.Tensor, torch.Tensor] 
     return lower, upper
 
 
-def feasible(X: torch.Tensor, bounds: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-    """X mapped into the bounds (Note [Bounds by reflection]); X itself without bounds."""
+def feasible(X: torch.Tensor, bounds) -> torch.Tensor:
+    """X (rows, or one vector) mapped into `bounds` (Options.bounds: None or a pair, Note
+    [Bounds by reflection]); X itself without bounds."""
     if bounds is None:
         return X
-    lower, upper = bounds
+    lower, upper = bounds_tensors(bounds, X.shape[-1], X.device)
     width = upper - lower
     u = torch.remainder(X - lower, 2 * width)
     return lower + torch.where(u <= width, u, 2 * width - u)
@@ -104,11 +108,15 @@ def feasible(X: torch.Tensor, bounds: tuple[torch.Tensor, torch.Tensor] | None) 
 
 # ---- state -------------------------------------------------------------------------------------
 
+def ranked(losses: torch.Tensor) -> torch.Tensor:
+    """Losses as CMA-ES ranks them: NaN (a failed evaluation) as +inf."""
+    return torch.where(losses.isnan(), math.inf, losses)
+
+
 def init(x0: torch.Tensor, options: Options) -> dict:
     """A fresh state around the flat float64 mean x0."""
-    bounds = bounds_tensors(options.bounds, x0.numel(), x0.device)
     state = {"x0": x0.clone(), "restart": 0, "best_loss": math.inf,
-             "best_x": feasible(x0, bounds).clone()}
+             "best_x": feasible(x0, options.bounds).clone()}
     _start(state, x0, options.popsize, options)
     return state
 
@@ -156,9 +164,18 @@ def _standard_normal(state: dict, seed: int, extra: int = 0) -> torch.Tensor:
 
 # ---- a generation ------------------------------------------------------------------------------
 
+def _check_model(state: dict, options: Options) -> None:
+    if (state["C"].dim() == 1) != options.diagonal:
+        raise ValueError(f"diagonal is fixed for a run (its covariance is "
+                         f"{'diagonal' if state['C'].dim() == 1 else 'full'}), got "
+                         f"diagonal={options.diagonal}")
+
+
 def ask(state: dict, seed: int, options: Options) -> torch.Tensor:
     """The population of the current generation: (popsize, d), float64, in the unbounded space
-    (evaluate ``feasible(X, bounds)``). The same until ``tell``; decomposes C when due."""
+    (evaluate ``feasible(X, options.bounds)``). The same until ``tell``; decomposes C when due
+    (which changes no later result)."""
+    _check_model(state, options)
     if state["generation"] - state["decomposed_at"] >= _constants(state, options).lazy_gap:
         _decompose(state, options)
     return state["mean"] + state["sigma"] * cma_factors.sample(state["factor"],
@@ -175,10 +192,10 @@ def _checked_losses(state: dict, X: torch.Tensor, losses) -> tuple[torch.Tensor,
         raise ValueError(f"losses must hold {popsize} values, got {losses.numel()}")
     if bool((losses == -math.inf).any()):
         raise ValueError("losses must not be -inf")
-    ranked = torch.where(losses.isnan(), math.inf, losses)
-    if not bool(ranked.isfinite().any()):
+    order = ranked(losses)
+    if not bool(order.isfinite().any()):
         raise ValueError("every loss of the population is NaN or infinite")
-    return X, ranked
+    return X, order
 
 
 @torch.no_grad()
@@ -186,10 +203,11 @@ def tell(state: dict, X: torch.Tensor, losses, seed: int, options: Options) -> N
     """Updates the distribution from the population X (as returned by ``ask``, in the
     unbounded space) and its losses. NaN and +inf rank last; -inf, or no finite loss at all, is
     a ValueError that leaves the state unchanged."""
-    X, ranked = _checked_losses(state, X, losses)
+    _check_model(state, options)
+    X, ranks = _checked_losses(state, X, losses)
     s, k, n = state, _constants(state, options), state["mean"].numel()
-    order = torch.sort(ranked, stable=True).indices
-    _record(s, X, ranked, order, options)
+    order = torch.sort(ranks, stable=True).indices
+    _record(s, X, ranks, order, options)
     on_device = order.to(X.device)
     Y = (X[on_device] - s["mean"]) / s["sigma"]
     white = _whitened(s, Y, on_device, seed)
@@ -213,7 +231,7 @@ def tell(state: dict, X: torch.Tensor, losses, seed: int, options: Options) -> N
     s.update(ps=ps, pc=pc, generation=t)
     if options.diagonal:
         _decompose(s, options)  # O(d): every generation
-    s["stop"] = _stop_test(s, ranked, options)
+    s["stop"] = _stop_test(s, ranks, options)
 
 
 # Note [Whitening without solves]
@@ -239,18 +257,17 @@ def _horizon(state: dict) -> int:
     return 10 + math.ceil(30 * state["mean"].numel() / state["popsize"])
 
 
-def _record(state: dict, X: torch.Tensor, ranked: torch.Tensor, order: torch.Tensor,
+def _record(state: dict, X: torch.Tensor, ranks: torch.Tensor, order: torch.Tensor,
             options: Options) -> None:
-    best = float(ranked[order[0]])
+    best = float(ranks[order[0]])
     if best < state["best_loss"]:
-        bounds = bounds_tensors(options.bounds, X.shape[1], X.device)
         state["best_loss"] = best
-        state["best_x"] = feasible(X[int(order[0])], bounds).clone()
+        state["best_x"] = feasible(X[int(order[0])], options.bounds).clone()
     state["history"] = (state["history"] + [best])[-_horizon(state):]
 
 
-def _stop_test(state: dict, ranked: torch.Tensor, options: Options) -> str | None:
-    finite = ranked[ranked.isfinite()]
+def _stop_test(state: dict, ranks: torch.Tensor, options: Options) -> str | None:
+    finite = ranks[ranks.isfinite()]
     if len(state["history"]) >= _horizon(state) and finite.numel() > 0:
         values = state["history"] + finite.tolist()
         if max(values) - min(values) < options.tolfun:

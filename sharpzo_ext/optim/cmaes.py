@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Iterable
 
@@ -42,11 +43,15 @@ class CMAES(ForwardOnlyOptimizer):
         restarts: IPOP restarts after a stop: each doubles popsize and starts again from the
             initial mean and sigma.
 
-    Every argument but ``seed`` is a hyperparameter in ``param_groups``. Losses: NaN and +inf
-    rank last (a failed evaluation); -inf is an error. If a step fails (the closure raises, or
-    no loss is finite), the parameters are bitwise as before and the state is unchanged.
-    ``state_dict()`` holds everything, so ``load_state_dict`` resumes bit for bit.
+    Every argument but ``seed`` is a hyperparameter in ``param_groups``; sigma and popsize are
+    the starting values (``sigma`` and ``popsize`` are the running ones), diagonal is fixed for a
+    run. Losses: NaN and +inf rank last (a failed evaluation); -inf is an error. If a step fails
+    (the closure raises, or no loss is finite), the parameters are bitwise as before and the run
+    goes on as if the step had not been tried. ``state_dict()`` holds everything, so
+    ``load_state_dict`` resumes bit for bit.
     """
+
+    one_vector = True
 
     def __init__(self, params: Iterable, sigma: float, popsize: int | None = None, seed: int = 0,
                  diagonal: bool = False, bounds=None, decomposition: str = "cholesky",
@@ -55,24 +60,18 @@ class CMAES(ForwardOnlyOptimizer):
         options = cma.Options(sigma, popsize, diagonal, decomposition, active, bounds, tolfun,
                               tolx, max_condition)
         super().__init__(params, {**dataclasses.asdict(options), "restarts": restarts}, seed)
-        if len(self.param_groups) != 1:
-            raise ValueError("CMAES searches one vector: pass one parameter group")
         self._check_hyperparameters(self.param_groups)
         params = self._params()
         self.shared["cma"] = cma.init(flat.gather(params), options)
-        flat.scatter_(params, self._feasible(self.mean))
+        flat.scatter_(params, cma.feasible(self.mean, options.bounds))
 
     def _check_hyperparameters(self, param_groups) -> None:
         options = options_from_groups(cma.Options, param_groups)
-        cma.bounds_tensors(options.bounds, self.shared["numel"], "cpu")
+        cma.bounds_tensors(options.bounds, self._numel(), "cpu")
         checks.integer(param_groups[0]["restarts"], "restarts", 0)
 
     def _options(self) -> cma.Options:
         return options_from_groups(cma.Options, self.param_groups)
-
-    def _feasible(self, X: torch.Tensor) -> torch.Tensor:
-        bounds = cma.bounds_tensors(self._options().bounds, self.shared["numel"], X.device)
-        return cma.feasible(X, bounds)
 
     # ---- the search distribution ---------------------------------------------------------------
 
@@ -113,7 +112,7 @@ class CMAES(ForwardOnlyOptimizer):
 
     def feasible(self, X: torch.Tensor) -> torch.Tensor:
         """X mapped into the bounds (Note [Bounds by reflection]); X itself without bounds."""
-        return self._feasible(X)
+        return cma.feasible(X, self._options().bounds)
 
     def tell(self, X: torch.Tensor, losses) -> None:
         """Updates the distribution from the population X (as returned by ``ask``, in the
@@ -127,11 +126,13 @@ class CMAES(ForwardOnlyOptimizer):
         objective = check_objective(closure, "CMAES")
         options, state, params = self._options(), self.shared["cma"], self._params()
         if cma.restart_due(state, checks.integer(self.param_groups[0]["restarts"], "restarts", 0)):
+            state = copy.deepcopy(state)  # kept only if the step succeeds
             cma.restart_(state, options)
         with flat.restored_on_error(flat.snapshot(params)):
             X = cma.ask(state, self.seed, options)
-            losses = evaluate_rows(objective, params, self._feasible(X))
+            losses = evaluate_rows(objective, params, cma.feasible(X, options.bounds))
             cma.tell(state, X, losses, self.seed, options)
-        flat.scatter_(params, self._feasible(state["mean"]))
+        self.shared["cma"] = state
+        flat.scatter_(params, cma.feasible(state["mean"], options.bounds))
         self._commit(X.shape[0])
-        return float(losses.min())
+        return float(cma.ranked(losses).min())

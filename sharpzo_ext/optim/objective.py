@@ -9,7 +9,8 @@
 
 Nothing is inferred from a callable's signature: a plain callable is always a closure, and only
 a Population (or a subclass, such as the distributed shards) is evaluated by rows. A callable
-of the wrong kind fails at its first call with a TypeError that says which kind was expected.
+of the wrong kind fails at its first call with a TypeError that says which kind was expected
+(Note [Wrong objective kinds]).
 
 Note [Evaluation model]
 Every optimizer step is: the algorithm's core proposes points (flat vectors, or directions
@@ -21,6 +22,7 @@ only decides how points reach the model; the numbers the algorithm sees are the 
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Sequence
 
 import torch
@@ -30,10 +32,26 @@ from sharpzo_ext.optim import flat
 __all__ = ["Population", "Objective", "check_objective", "closure_loss", "evaluate_rows"]
 
 
-def _raised_at_the_call(error: TypeError) -> bool:
-    """Whether a TypeError came from calling a function with the wrong arguments rather than
-    from inside it: the traceback then ends in the caller's frame (no frame of the callee)."""
-    return error.__traceback__ is not None and error.__traceback__.tb_next is None
+# Note [Wrong objective kinds]
+# Which kind an objective is comes from its type only. The messages below only help when a
+# callable of the other kind is passed: calling it with the wrong number of arguments raises
+# Python's argument-binding TypeError, at the call or in a wrapper that forwards the call
+# (torch.no_grad(), nn.Module.__call__), so that error, wherever it is raised, gets a note
+# saying which kind was expected; the original error is kept as its cause. Any other TypeError
+# from inside an objective is the objective's own and passes through untouched.
+_NEEDS_AN_ARGUMENT = re.compile(r"missing \d+ required (positional|keyword-only) argument")
+_TAKES_NO_ARGUMENT = re.compile(r"takes (\d+ positional arguments?|no arguments) but \d+ "
+                                r"(was|were) given")
+
+
+def _call(fn: Callable, args: tuple, binding: re.Pattern, advice: str):
+    """fn(*args); an argument-binding TypeError matching `binding` gets `advice` appended."""
+    try:
+        return fn(*args)
+    except TypeError as error:
+        if binding.search(str(error)):
+            raise TypeError(f"{error}: {advice}") from error
+        raise
 
 
 class Population:
@@ -52,15 +70,10 @@ class Population:
 
     def __call__(self, X: torch.Tensor) -> torch.Tensor:
         """The losses of the rows of X: float64, on the CPU, one per row."""
-        try:
-            raw = self.fn(X)
-        except TypeError as error:
-            if _raised_at_the_call(error):
-                raise TypeError(
-                    f"a Population objective is called as fn(X) with the candidates as the rows "
-                    f"of X, and this one cannot be ({error}); a closure that takes no argument "
-                    f"is passed to step() as it is, without Population") from None
-            raise
+        raw = _call(self.fn, (X,), _TAKES_NO_ARGUMENT,
+                    "a Population objective is called as fn(X) with the candidates as the rows "
+                    "of X; a closure that takes no argument is passed to step() as it is, "
+                    "without Population")
         losses = torch.as_tensor(raw).detach().to("cpu", torch.float64).flatten()
         if losses.numel() != X.shape[0]:
             raise ValueError(f"the population objective must return {X.shape[0]} losses (one "
@@ -86,15 +99,10 @@ def check_objective(closure, owner: str) -> Objective:
 
 def closure_loss(closure: Callable[[], object]) -> float:
     """One call of a closure, as a Python float."""
-    try:
-        loss = closure()
-    except TypeError as error:
-        if _raised_at_the_call(error):
-            raise TypeError(
-                f"step(closure) calls closure() with no argument, as torch.optim does, and this "
-                f"callable needs one ({error}); to evaluate candidates as the rows of a matrix "
-                f"in one call, pass sz.optim.Population(fn)") from None
-        raise
+    loss = _call(closure, (), _NEEDS_AN_ARGUMENT,
+                 "step(closure) calls closure() with no argument, as torch.optim does; to "
+                 "evaluate candidates as the rows of a matrix in one call, pass "
+                 "sz.optim.Population(fn)")
     if isinstance(loss, torch.Tensor):
         if loss.numel() != 1:
             raise ValueError(f"the closure must return a scalar loss, got a tensor of shape "

@@ -11,9 +11,8 @@ import torch
 
 from sharpzo_ext import checks
 from sharpzo_ext.optim import cma, flat, sparse, streams, two_point
-from sharpzo_ext.optim.base import ForwardOnlyOptimizer, options_from_groups
+from sharpzo_ext.optim.base import ForwardOnlyOptimizer, group_rates, options_from_groups
 from sharpzo_ext.optim.objective import Objective, check_objective, evaluate_rows
-from sharpzo_ext.optim.sparse_zo import group_rates, sparse_step
 
 __all__ = ["SharpZO", "SHARPNESS", "Settings", "sharpness_step"]
 
@@ -44,7 +43,7 @@ class Settings:
 
 
 _DEPRECATED_KEYS = {
-    "cma_options": {f.name for f in dataclasses.fields(cma.Options)},
+    "cma_options": {f.name for f in dataclasses.fields(cma.Options)} | {"restarts"},
     "sparse_options": ({f.name for f in dataclasses.fields(two_point.Options)}
                        | {f.name for f in dataclasses.fields(sparse.Options)}
                        | {"lr", "weight_decay", "density"}),
@@ -61,7 +60,10 @@ def _deprecated(options: dict | None, argument: str) -> dict:
         raise TypeError(f"SharpZO has no {argument} entry {unknown[0]!r}")
     warnings.warn(f"SharpZO({argument}=...) is deprecated: pass its entries as keyword "
                   f"arguments of SharpZO", FutureWarning, stacklevel=3)
-    return dict(options)
+    if "restarts" in options:  # accepted by 0.1.0, and ignored there too
+        warnings.warn("restarts has no effect in SharpZO: a CMA-ES stop ends stage 1 (with "
+                      "auto_switch) instead of restarting it", FutureWarning, stacklevel=3)
+    return {k: v for k, v in options.items() if k != "restarts"}
 
 
 def sharpness_step(objective: Objective, params: Sequence[torch.Tensor], seed: int,
@@ -118,7 +120,8 @@ class SharpZO(ForwardOnlyOptimizer):
 
     CMA-ES options (sigma, popsize, diagonal, decomposition, active, bounds, tolfun, tolx,
     max_condition) have CMAES's meaning. Every argument but ``seed`` is a hyperparameter in the
-    one parameter group, validated here, at construction.
+    one parameter group (density as the k it gives), validated here, at construction;
+    ``cma_options`` and ``sparse_options``, dicts of those keywords, are deprecated.
 
     None of the released code's defects (docs/algorithms.md): the radius is rho, not
     rho / sqrt(popsize); the stage-2 estimate is rebuilt every step (no accumulating buffer)
@@ -158,29 +161,26 @@ class SharpZO(ForwardOnlyOptimizer):
         super().__init__(params, {"lr": h["lr"], "weight_decay": h["weight_decay"],
                                   **dataclasses.asdict(zo), **dataclasses.asdict(search),
                                   **dataclasses.asdict(settings)}, seed)
-        if len(self.param_groups) != 1:
-            raise ValueError("SharpZO searches one vector: pass one parameter group")
-        local_search = sparse.Options(sparse.resolve_k(h["density"], h["k"], self.shared["numel"]),
-                               h["mask"], h["refresh"], h["mask_queries"], h["normalize"])
-        self.defaults.update(dataclasses.asdict(local_search))
-        self.param_groups[0].update(dataclasses.asdict(local_search))
+        local_search = sparse.Options(sparse.resolve_k(h["density"], h["k"], self._numel()),
+                                      h["mask"], h["refresh"], h["mask_queries"], h["normalize"])
+        self._add_defaults(dataclasses.asdict(local_search))
         self._check_hyperparameters(self.param_groups)
         params = self._params()
         self.shared.update({"stage": 1, "generation": 0, "best_history": [], "sparse_steps": 0,
                             "mask": None, "refreshes": 0,
                             "cma": cma.init(flat.gather(params), search)})
-        flat.scatter_(params, self._feasible(self.shared["cma"]["mean"]))
+        flat.scatter_(params, cma.feasible(self.mean, search.bounds))
         if settings.switch_step == 0:
             self.shared["stage"] = 2
 
-    def _check_hyperparameters(self, param_groups) -> None:
-        for cls in (two_point.Options, cma.Options, Settings, sparse.Options):
-            options_from_groups(cls, param_groups)
-        group_rates(param_groups)
+    one_vector = True
 
-    def _feasible(self, X: torch.Tensor) -> torch.Tensor:
-        bounds = options_from_groups(cma.Options, self.param_groups).bounds
-        return cma.feasible(X, cma.bounds_tensors(bounds, self.shared["numel"], X.device))
+    def _check_hyperparameters(self, param_groups) -> None:
+        for cls in (two_point.Options, Settings, sparse.Options):
+            options_from_groups(cls, param_groups)
+        search = options_from_groups(cma.Options, param_groups)
+        cma.bounds_tensors(search.bounds, self._numel(), "cpu")
+        group_rates(param_groups)
 
     @property
     def stage(self) -> int:
@@ -216,11 +216,11 @@ class SharpZO(ForwardOnlyOptimizer):
             shift, evaluations = sharpness_step(objective, params, self.seed, s["generation"],
                                                 settings, zo)
             X = cma.ask(state, self.seed, search)
-            losses = evaluate_rows(objective, params, self._feasible(X + shift))
+            losses = evaluate_rows(objective, params, cma.feasible(X + shift, search.bounds))
             cma.tell(state, X, losses, self.seed, search)
-        flat.scatter_(params, self._feasible(state["mean"]))
+        flat.scatter_(params, cma.feasible(state["mean"], search.bounds))
         s["generation"] += 1
-        best = float(losses.nan_to_num(math.inf).min())
+        best = float(cma.ranked(losses).min())
         s["best_history"] = (s["best_history"] + [best])[-(settings.stall_generations + 1):]
         if s["generation"] >= settings.switch_step or self._stalled(settings):
             s["stage"] = 2
@@ -248,7 +248,7 @@ class SharpZO(ForwardOnlyOptimizer):
     # ---- stage 2 -------------------------------------------------------------------------------
 
     def _stage2_step(self, objective: Objective) -> torch.Tensor:
-        done = sparse_step(self.param_groups, self.shared, objective, self.seed,
+        done = sparse.step(objective, self.param_groups, self.shared, self.seed,
                            self.shared["sparse_steps"])
         self.shared["sparse_steps"] += 1
         self._commit(done.evaluations)

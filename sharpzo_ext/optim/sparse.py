@@ -1,5 +1,5 @@
 """Sparse zeroth-order search over the flat parameter vector: the core of SparseZO and of
-SharpZO's stage 2.
+SharpZO's stage 2 (both call `step`).
 
 A step perturbs and updates only the k coordinates of a flat mask. The mask is chosen every
 ``refresh`` steps by a score over all of x, and the estimate on the mask is normalized to zero
@@ -18,6 +18,7 @@ import torch
 import sharpzo_ext.ops as ops
 from sharpzo_ext import checks
 from sharpzo_ext.optim import flat, streams, two_point
+from sharpzo_ext.optim.base import group_rates, options_from_groups
 from sharpzo_ext.optim.objective import Objective
 
 __all__ = ["Options", "MASKS", "resolve_k", "choose_mask", "update_", "Step", "step"]
@@ -83,16 +84,21 @@ def update_(params: Sequence[torch.Tensor], mask: torch.Tensor, seed: int, ids: 
             grads: Sequence[float], dist: str, lrs: Sequence[float],
             weight_decays: Sequence[float], normalize: bool) -> None:
     """x[mask] <- x[mask] (1 - lr weight_decay) - lr normalized(g), g = (1/q) sum_j g_j z_j on
-    the mask, with each parameter's own lr and weight decay. Allocates one estimate of the size
-    of x (float32, or float64 when a parameter is float64)."""
-    dtype = torch.float64 if any(p.dtype == torch.float64 for p in params) else torch.float32
-    estimate = torch.zeros(mask.numel(), dtype=dtype, device=mask.device)
-    two_point.accumulate_(estimate, seed, ids, [g / len(ids) for g in grads], dist, mask=mask)
-    compact = estimate[mask]
+    the mask, with each parameter's own lr and weight decay. Allocates one estimate per
+    parameter, of its size (float32, float64 for float64 parameters)."""
+    coefficients = [g / len(ids) for g in grads]
+    masks = flat.pieces(params, mask)
+    compact = []
+    for p, m, offset in zip(params, masks, flat.offsets(params)):
+        estimate = torch.zeros_like(p, dtype=torch.float64 if p.dtype == torch.float64
+                                    else torch.float32)
+        two_point.accumulate_(estimate, seed, ids, coefficients, dist, offset, m)
+        compact.append(estimate[m])
+    compact = torch.cat(compact)
     if normalize:
         compact = ops.sparse_zscore(compact, compact.numel())[0]
     start = 0
-    for p, m, lr, decay in zip(params, flat.pieces(params, mask), lrs, weight_decays):
+    for p, m, lr, decay in zip(params, masks, lrs, weight_decays):
         count = int(m.sum())
         values = p[m] * (1 - lr * decay) - lr * compact[start:start + count].to(p.dtype)
         p.masked_scatter_(m, values)
@@ -101,27 +107,29 @@ def update_(params: Sequence[torch.Tensor], mask: torch.Tensor, seed: int, ids: 
 
 @dataclasses.dataclass(frozen=True)
 class Step:
-    """What one sparse step did: the loss estimate at x, the mask it used, the refreshes so
-    far, and the objective evaluations it took."""
+    """What one sparse step did: the loss estimate at x and the objective evaluations."""
     loss: torch.Tensor
-    mask: torch.Tensor
-    refreshes: int
     evaluations: int
 
 
-def step(objective: Objective, params: Sequence[torch.Tensor], seed: int, index: int,
-         mask: torch.Tensor | None, refreshes: int, zo: two_point.Options, options: Options,
-         lrs: Sequence[float], weight_decays: Sequence[float]) -> Step:
-    """Step `index` of the sparse search (0, 1, ...): refreshes the mask when it is due (or
-    None), then one masked two-point step along q directions and the update. The parameters
-    change only if every evaluation succeeds; the caller keeps the returned mask and count."""
-    evaluations = 0
+def step(objective: Objective, param_groups: Sequence[dict], state: dict, seed: int,
+         index: int) -> Step:
+    """Step `index` (0, 1, ...) of the sparse search over the parameters of `param_groups`, with
+    their hyperparameters: refreshes the mask in `state` ("mask", "refreshes") when it is due
+    (or None), then one masked two-point step along q directions and the update. The parameters
+    and `state` change only if every evaluation succeeds."""
+    zo = options_from_groups(two_point.Options, param_groups)
+    options = options_from_groups(Options, param_groups)
+    lrs, decays = group_rates(param_groups)
+    params = [p for group in param_groups for p in group["params"]]
+    mask, refreshes, evaluations = state["mask"], state["refreshes"], 0
     if mask is None or index % options.refresh == 0:
         mask, evaluations = choose_mask(objective, params, seed, refreshes, options, zo)
         refreshes += 1
     ids = two_point.stream_ids(streams.ZO_DIRECTIONS, index, zo.q)
     plus, minus = two_point.losses(objective, params, seed, ids, zo, mask)
     grads = two_point.projected_gradients(plus, minus, zo)
-    update_(params, mask, seed, ids, grads, zo.dist, lrs, weight_decays, options.normalize)
-    return Step(two_point.loss_estimate(plus, minus, zo.one_sided), mask, refreshes,
+    update_(params, mask, seed, ids, grads, zo.dist, lrs, decays, options.normalize)
+    state.update(mask=mask, refreshes=refreshes)
+    return Step(two_point.loss_estimate(plus, minus, zo.one_sided),
                 evaluations + two_point.cost(zo.q, zo.one_sided))

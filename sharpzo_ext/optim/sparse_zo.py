@@ -8,39 +8,13 @@ from typing import Iterable
 
 import torch
 
-from sharpzo_ext import checks
 from sharpzo_ext.optim import flat, sparse, two_point
-from sharpzo_ext.optim.base import ForwardOnlyOptimizer, options_from_groups
+from sharpzo_ext.optim.base import ForwardOnlyOptimizer, group_rates, options_from_groups
 from sharpzo_ext.optim.objective import Objective, check_objective
 
-__all__ = ["SparseZO", "MASKS", "group_rates", "sparse_step"]
+__all__ = ["SparseZO", "MASKS"]
 
 MASKS = sparse.MASKS
-
-
-def group_rates(param_groups) -> tuple[list[float], list[float]]:
-    """(lr, weight_decay) of every parameter, from its group."""
-    lrs, decays = [], []
-    for group in param_groups:
-        lr = checks.real(group["lr"], "lr", nonnegative=True)
-        decay = checks.real(group["weight_decay"], "weight_decay", nonnegative=True)
-        lrs += [lr] * len(group["params"])
-        decays += [decay] * len(group["params"])
-    return lrs, decays
-
-
-def sparse_step(param_groups, shared: dict, objective: Objective, seed: int,
-                index: int) -> sparse.Step:
-    """Step `index` of a sparse search with the hyperparameters of `param_groups`, from the mask
-    and refresh count in `shared` (updated with the step's)."""
-    zo = options_from_groups(two_point.Options, param_groups)
-    options = options_from_groups(sparse.Options, param_groups)
-    lrs, decays = group_rates(param_groups)
-    params = [p for group in param_groups for p in group["params"]]
-    done = sparse.step(objective, params, seed, index, shared["mask"], shared["refreshes"], zo,
-                       options, lrs, decays)
-    shared.update(mask=done.mask, refreshes=done.refreshes)
-    return done
 
 
 class SparseZO(ForwardOnlyOptimizer):
@@ -68,7 +42,8 @@ class SparseZO(ForwardOnlyOptimizer):
         mask_queries: directions of the gradient estimate behind a "score" mask.
 
     Every argument but ``seed`` is a hyperparameter in ``param_groups`` (density as the k it
-    gives); lr and weight_decay may differ between groups, the others may not.
+    gives); lr and weight_decay may differ between groups, the others may not. A group added
+    later joins the search: the next step chooses a mask of k coordinates over all parameters.
 
     Memory: the parameters, the flat bool mask (d bytes), the copy of the masked values for
     ``exception_safe`` (k values), and per step one estimate of size d; at a refresh, a few
@@ -83,21 +58,18 @@ class SparseZO(ForwardOnlyOptimizer):
         zo = two_point.Options(eps, q, dist, one_sided, exception_safe)
         super().__init__(params, {"lr": lr, "weight_decay": weight_decay,
                                   **dataclasses.asdict(zo)}, seed)
-        options = sparse.Options(sparse.resolve_k(density, k, self.shared["numel"]), mask,
-                                 refresh, mask_queries, normalize)
-        self.defaults.update(dataclasses.asdict(options))
-        for group in self.param_groups:
-            for name, value in dataclasses.asdict(options).items():
-                group.setdefault(name, value)
+        options = sparse.Options(sparse.resolve_k(density, k, self._numel()), mask, refresh,
+                                 mask_queries, normalize)
+        self._add_defaults(dataclasses.asdict(options))
         self._check_hyperparameters(self.param_groups)
         self.shared.update({"mask": None, "refreshes": 0})
 
     def _check_hyperparameters(self, param_groups) -> None:
         options_from_groups(two_point.Options, param_groups)
         options = options_from_groups(sparse.Options, param_groups)
-        if options.k > self.shared["numel"]:
-            raise ValueError(f"k must be at most the parameters' {self.shared['numel']} "
-                             f"elements, got {options.k}")
+        if options.k > self._numel():
+            raise ValueError(f"k must be at most the parameters' {self._numel()} elements, got "
+                             f"{options.k}")
         group_rates(param_groups)
 
     @property
@@ -115,7 +87,13 @@ class SparseZO(ForwardOnlyOptimizer):
         """One masked two-point step (and a mask refresh when due); returns the estimate of the
         loss at x."""
         objective = check_objective(closure, "SparseZO")
-        done = sparse_step(self.param_groups, self.shared, objective, self.seed,
+        done = sparse.step(objective, self.param_groups, self.shared, self.seed,
                            self.shared["steps"])
         self._commit(done.evaluations)
         return done.loss
+
+    def add_param_group(self, param_group: dict) -> None:
+        """Adds parameters; the next step chooses a mask over all of them (k stays)."""
+        super().add_param_group(param_group)
+        if getattr(self, "shared", None) is not None:  # not while __init__ adds the first groups
+            self.shared["mask"] = None

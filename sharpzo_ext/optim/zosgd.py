@@ -9,7 +9,7 @@ import torch
 
 from sharpzo_ext import checks
 from sharpzo_ext.optim import flat, streams, two_point
-from sharpzo_ext.optim.base import ForwardOnlyOptimizer, options_from_groups
+from sharpzo_ext.optim.base import ForwardOnlyOptimizer, group_rates, options_from_groups
 from sharpzo_ext.optim.objective import Objective, check_objective
 
 __all__ = ["ZOSGD", "zosgd_"]
@@ -18,16 +18,17 @@ __all__ = ["ZOSGD", "zosgd_"]
 @torch.no_grad()
 def zosgd_(params: Sequence[torch.Tensor], offsets: Sequence[int],
            momentum_buffers: Sequence[torch.Tensor | None], seed: int, ids: Sequence[int],
-           grads: Sequence[float], dist: str, *, lr: float, weight_decay: float,
-           momentum: float) -> None:
-    """The update of one parameter group, in place: with the estimate g = (1/q) sum_j g_j z_j,
-    x <- x (1 - lr weight_decay) - lr g, or with momentum b <- momentum b + g, x <- x - lr b
-    (b in `momentum_buffers`). `offsets` are the parameters' flat offsets, `ids` the streams of
-    the directions, `grads` their projected gradients g_j."""
+           grads: Sequence[float], dist: str, lrs: Sequence[float],
+           weight_decays: Sequence[float], momenta: Sequence[float]) -> None:
+    """The ZOSGD update, in place, each parameter with its own rates: with the estimate
+    g = (1/q) sum_j g_j z_j, x <- x (1 - lr weight_decay) - lr g, or with momentum
+    b <- momentum b + g, x <- x - lr b (b in `momentum_buffers`). `offsets` are the parameters'
+    flat offsets, `ids` the streams of the directions, `grads` their projected gradients g_j."""
     coefficients = [g / len(ids) for g in grads]
-    for p, offset, buffer in zip(params, offsets, momentum_buffers):
-        if weight_decay:
-            p.mul_(1 - lr * weight_decay)
+    for p, offset, buffer, lr, decay, momentum in zip(params, offsets, momentum_buffers, lrs,
+                                                      weight_decays, momenta):
+        if decay:
+            p.mul_(1 - lr * decay)
         if momentum:
             buffer.mul_(momentum)
             two_point.accumulate_(buffer, seed, ids, coefficients, dist, offset)
@@ -36,10 +37,13 @@ def zosgd_(params: Sequence[torch.Tensor], offsets: Sequence[int],
             two_point.accumulate_(p, seed, ids, [-lr * c for c in coefficients], dist, offset)
 
 
-def _group_rates(group: dict) -> tuple[float, float, float]:
-    return (checks.real(group["lr"], "lr", nonnegative=True),
-            checks.real(group["weight_decay"], "weight_decay", nonnegative=True),
-            checks.real(group["momentum"], "momentum", nonnegative=True, below=1))
+def _momenta(param_groups) -> list[float]:
+    """The momentum of every parameter, from its group, validated."""
+    momenta = []
+    for group in param_groups:
+        momentum = checks.real(group["momentum"], "momentum", nonnegative=True, below=1)
+        momenta += [momentum] * len(group["params"])
+    return momenta
 
 
 class ZOSGD(ForwardOnlyOptimizer):
@@ -85,26 +89,23 @@ class ZOSGD(ForwardOnlyOptimizer):
 
     def _check_hyperparameters(self, param_groups) -> None:
         options_from_groups(two_point.Options, param_groups)
-        for group in param_groups:
-            _group_rates(group)
+        group_rates(param_groups)
+        _momenta(param_groups)
 
     @torch.no_grad()
     def step(self, closure: Objective) -> torch.Tensor:
         """One two-point step; returns the estimate of the loss at x (see the class docs)."""
         objective = check_objective(closure, "ZOSGD")
         zo = options_from_groups(two_point.Options, self.param_groups)
-        rates = [_group_rates(group) for group in self.param_groups]
+        lrs, decays = group_rates(self.param_groups)
+        momenta = _momenta(self.param_groups)
         ids = two_point.stream_ids(streams.ZO_DIRECTIONS, self.shared["steps"], zo.q)
         params = self._params()
         plus, minus = two_point.losses(objective, params, self.seed, ids, zo)
         grads = two_point.projected_gradients(plus, minus, zo)
-        offsets = iter(flat.offsets(params))
-        for group, (lr, weight_decay, momentum) in zip(self.param_groups, rates):
-            group_params = group["params"]
-            group_offsets = [next(offsets) for _ in group_params]
-            buffers = [self._momentum_buffer(p) if momentum else None for p in group_params]
-            zosgd_(group_params, group_offsets, buffers, self.seed, ids, grads, zo.dist, lr=lr,
-                   weight_decay=weight_decay, momentum=momentum)
+        buffers = [self._momentum_buffer(p) if m else None for p, m in zip(params, momenta)]
+        zosgd_(params, flat.offsets(params), buffers, self.seed, ids, grads, zo.dist, lrs, decays,
+               momenta)
         self._commit(two_point.cost(zo.q, zo.one_sided))
         return two_point.loss_estimate(plus, minus, zo.one_sided)
 

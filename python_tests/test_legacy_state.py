@@ -1,0 +1,43 @@
+"""State dicts saved by sharpzo_ext 0.1.0 load and continue exactly where that version went.
+
+data/state_dicts_0.1.0.pt holds, for each optimizer, a state dict that 0.1.0 saved after 5 steps
+of a rugged quadratic, the parameters then, and the parameters and forward-pass count that 0.1.0
+reached 5 steps later (made once with that version's code; the file is 18 KB)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import sharpzo_ext as sz
+
+SAVED = torch.load(Path(__file__).parent / "data" / "state_dicts_0.1.0.pt", weights_only=False)
+CLASSES = {"ZOSGD": sz.optim.ZOSGD, "SparseZO": sz.optim.SparseZO, "CMAES": sz.optim.CMAES,
+           "SharpZO-stage1": sz.optim.SharpZO, "SharpZO-stage2": sz.optim.SharpZO}
+
+
+def rugged(x):
+    return 0.5 * (x * x).sum(-1) + 0.1 * (1 - torch.cos(5 * x)).sum(-1)
+
+
+@pytest.mark.parametrize("name", sorted(SAVED))
+def test_a_state_dict_of_0_1_0_continues_its_run_bit_for_bit(name):
+    case = SAVED[name]
+    kwargs = {**case["kwargs"], **(case["sparse_options"] or {})}  # the same run, today's keywords
+    p = torch.nn.Parameter(case["at"].clone())
+    opt = CLASSES[name]([p], seed=5, **kwargs)
+    opt.load_state_dict(case["state"])
+    for _ in range(5):
+        opt.step(lambda: rugged(p))
+    assert torch.equal(p.detach(), case["after"])
+    assert opt.forward_passes == case["forward_passes"]
+    assert opt.state_dict()["sharpzo"]["format"] == 2  # and it saves today's format
+
+
+def test_an_unknown_format_is_refused():
+    p = torch.nn.Parameter(torch.zeros(4))
+    opt = sz.optim.ZOSGD([p], lr=0.1)
+    state = opt.state_dict()
+    state["sharpzo"]["format"] = 99
+    with pytest.raises(ValueError, match="format 99"):
+        opt.load_state_dict(state)
