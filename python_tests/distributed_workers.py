@@ -80,6 +80,7 @@ def diverged(rank, world, port, out):
     except sz.distributed.DistributedError as error:
         with open(f"{out}/rank{rank}.txt", "w") as f:
             f.write(str(error))
-    # both ranks are alive (they exchanged checksums): shut down cleanly, as an exit with a live
-    # gloo group can abort in its destructor
-    dist.destroy_process_group()
+    # Leave without tearing gloo down: under load, its destructors (or destroy_process_group)
+    # can abort a process whose peer has already gone (std::terminate, exit -6), which is not
+    # what this test checks; the result is in the file.
+    os._exit(0)
