@@ -223,7 +223,7 @@ def test_auto_switch_when_cma_stalls():
         opt.step(population(lambda X: quadratic(X) + 1.0))  # a floor at 1: progress stalls
         if opt.stage == 2:
             break
-    assert opt.stage == 2 and opt.shared["generation"] < 400
+    assert opt.stage == 2 and opt.generation < 400
 
 
 def test_switch_starts_stage2_from_the_cma_mean():

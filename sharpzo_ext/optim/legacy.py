@@ -42,8 +42,8 @@ def upgrade(name: str, state_dict: dict, record: dict, param_groups: list[dict],
     elif name == "SharpZO":
         stage1 = record["stage1"]["sharpzo"]
         stage2 = record["stage2"]["sharpzo"] if record["stage2"] is not None else None
-        new.update(stage=record["stage"], generation=record["generation"],
-                   best_history=record["best_history"], cma={k: stage1[k] for k in _CMA_KEYS},
+        new.update(stage=record["stage"], best_history=record["best_history"],
+                   cma={k: stage1[k] for k in _CMA_KEYS},  # its generation: SharpZO's
                    numel=stage1["mean"].numel(),
                    mask=None if stage2 is None else _flat_mask(stage2["masks"]),
                    refreshes=0 if stage2 is None else stage2["refreshes"],

@@ -166,7 +166,7 @@ class SharpZO(ForwardOnlyOptimizer):
         self._add_defaults(dataclasses.asdict(local_search))
         self._check_hyperparameters(self.param_groups)
         params = self._params()
-        self.shared.update({"stage": 1, "generation": 0, "best_history": [], "sparse_steps": 0,
+        self.shared.update({"stage": 1, "best_history": [], "sparse_steps": 0,
                             "mask": None, "refreshes": 0,
                             "cma": cma.init(flat.gather(params), search)})
         flat.scatter_(params, cma.feasible(self.mean, search.bounds))
@@ -185,6 +185,11 @@ class SharpZO(ForwardOnlyOptimizer):
     @property
     def stage(self) -> int:
         return self.shared["stage"]
+
+    @property
+    def generation(self) -> int:
+        """Stage-1 generations so far (CMA-ES's own count: stage 1 never restarts)."""
+        return self.shared["cma"]["generation"]
 
     @property
     def mean(self) -> torch.Tensor:
@@ -213,16 +218,15 @@ class SharpZO(ForwardOnlyOptimizer):
         s, params = self.shared, self._params()
         state = s["cma"]
         with flat.restored_on_error(flat.snapshot(params)):
-            shift, evaluations = sharpness_step(objective, params, self.seed, s["generation"],
-                                                settings, zo)
+            shift, evaluations = sharpness_step(objective, params, self.seed,
+                                                state["generation"], settings, zo)
             X = cma.ask(state, self.seed, search)
             losses = evaluate_rows(objective, params, cma.feasible(X + shift, search.bounds))
             cma.tell(state, X, losses, self.seed, search)
         flat.scatter_(params, cma.feasible(state["mean"], search.bounds))
-        s["generation"] += 1
         best = float(cma.ranked(losses).min())
         s["best_history"] = (s["best_history"] + [best])[-(settings.stall_generations + 1):]
-        if s["generation"] >= settings.switch_step or self._stalled(settings):
+        if state["generation"] >= settings.switch_step or self._stalled(settings):
             s["stage"] = 2
         self._commit(evaluations + X.shape[0])
         return torch.tensor(best, dtype=torch.float64)
