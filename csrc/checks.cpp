@@ -1,5 +1,6 @@
 #include "checks.h"
 
+#include <ATen/MemoryOverlap.h>
 #include <c10/util/Exception.h>
 
 #include <cmath>
@@ -20,6 +21,14 @@ void check_like(const char* op, const at::Tensor& x, const char* x_name, const a
                     x_name, " ", x.sizes(), ", got ", other.sizes());
   TORCH_CHECK_VALUE(other.device() == x.device(), op, ": ", other_name, " must be on ", x_name,
                     "'s device ", x.device(), ", got ", other.device());
+}
+
+void check_no_overlap(const char* op, const at::Tensor& written, const char* written_name,
+                      const at::Tensor& other, const char* other_name) {
+  const auto status = at::get_overlap_status(written, other);
+  TORCH_CHECK_VALUE(status != at::MemOverlapStatus::Full && status != at::MemOverlapStatus::Partial,
+                    op, ": ", other_name, " must not share memory with ", written_name,
+                    ", which the op writes");
 }
 
 void check_nonnegative(const char* op, double value, const char* name) {

@@ -13,6 +13,11 @@ void check_floating(const char* op, const at::Tensor& x, const char* name);
 void check_like(const char* op, const at::Tensor& x, const char* x_name, const at::Tensor& other,
                 const char* other_name);
 
+// `other` shares no memory with `written`, which the op writes while it reads `other` (as
+// torch.addr_ refuses: the result would depend on the order of the loops).
+void check_no_overlap(const char* op, const at::Tensor& written, const char* written_name,
+                      const at::Tensor& other, const char* other_name);
+
 // `value` is finite and >= 0.
 void check_nonnegative(const char* op, double value, const char* name);
 

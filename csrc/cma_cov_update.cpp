@@ -1,5 +1,7 @@
 #include "cma_cov_update.h"
 
+#include "checks.h"
+
 #include <c10/util/Exception.h>
 
 #include <cmath>
@@ -40,6 +42,9 @@ void cma_cov_update_with(at::Tensor& C, const at::Tensor& pc, const at::Tensor& 
                     "), got ", Y.sizes());
   check_companion(C, Y, "Y", {Y.size(0), d});
   check_companion(C, weights, "weights", {Y.size(0)});
+  check_no_overlap(op, C, "C", pc, "pc");
+  check_no_overlap(op, C, "C", Y, "Y");
+  check_no_overlap(op, C, "C", weights, "weights");
   check_coefficient(c1, "c1");
   check_coefficient(cmu, "cmu");
   check_coefficient(decay, "decay");

@@ -24,6 +24,7 @@ void check_mask(const char* op, const at::Tensor& x, const at::Tensor& mask) {
   TORCH_CHECK_TYPE(mask.scalar_type() == at::kBool, op, ": mask must be a bool tensor, got ",
                    mask.scalar_type());
   check_like(op, x, "x", mask, "mask");
+  check_no_overlap(op, x, "x", mask, "mask");
 }
 
 PerturbJob make_job(const char* op, int64_t seed, int64_t stream, c10::string_view dist,

@@ -2,6 +2,7 @@
 
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/isfinite.h>
 #include <c10/util/Exception.h>
 
 #include "checks.h"
@@ -17,7 +18,8 @@ void check_k(const char* op, const at::Tensor& g, int64_t k) {
 }
 
 SparseZScoreJob make_job(const char* op, const at::Tensor& g, int64_t k,
-                         const std::optional<at::Tensor>& score, double eps, bool check_finite) {
+                         const std::optional<at::Tensor>& score, double eps, bool check_finite,
+                         bool in_place) {
   check_floating(op, g, "g");
   check_k(op, g, k);
   check_nonnegative(op, eps, "eps");
@@ -26,6 +28,7 @@ SparseZScoreJob make_job(const char* op, const at::Tensor& g, int64_t k,
   if (score.has_value()) {
     check_floating(op, *score, "score");
     check_like(op, g, "g", *score, "score");
+    if (in_place) check_no_overlap(op, g, "g", *score, "score");
     job.score = score->contiguous();
   }
   job.mask = at::empty(g.sizes(), g.options().dtype(at::kBool));
@@ -38,8 +41,18 @@ SparseZScoreJob make_job(const char* op, const at::Tensor& g, int64_t k,
 
 }  // namespace
 
-void check_finite_data(const char* op, bool check_finite, bool finite, const char* name) {
-  TORCH_CHECK_VALUE(finite || !check_finite, op, ": ", name,
+// Note [Overflowing statistics]
+// The kernels learn that data are not finite from their statistics (free: no extra pass), but
+// finite data whose squares overflow float64 (|values| beyond about 1e154) give the same
+// infinite std. Only on that error path is the data checked again, so that the message says
+// which of the two it is.
+void check_finite_data(const char* op, bool check_finite, bool finite, const char* name,
+                       const at::Tensor& data) {
+  if (finite || !check_finite) return;
+  TORCH_CHECK_VALUE(!at::isfinite(data).all().item<bool>(), op, ": the standard deviation of ",
+                    name, " overflows float64 (its values reach ", data.abs().max().item<double>(),
+                    "); scale it down");
+  TORCH_CHECK_VALUE(false, op, ": ", name,
                     " holds NaN or infinite values (with check_finite=False they propagate "
                     "instead: see the op's documentation)");
 }
@@ -48,7 +61,7 @@ std::tuple<at::Tensor, at::Tensor> sparse_zscore_with(const at::Tensor& g, int64
                                                       const std::optional<at::Tensor>& score,
                                                       double eps, bool check_finite,
                                                       SparseZScoreLauncher launch) {
-  SparseZScoreJob job = make_job("sparse_zscore", g, k, score, eps, check_finite);
+  SparseZScoreJob job = make_job("sparse_zscore", g, k, score, eps, check_finite, false);
   job.values = at::empty_like(job.g);
   launch(job);
   return {job.values, job.mask};
@@ -57,7 +70,7 @@ std::tuple<at::Tensor, at::Tensor> sparse_zscore_with(const at::Tensor& g, int64
 at::Tensor sparse_zscore_inplace_with(at::Tensor& g, int64_t k,
                                       const std::optional<at::Tensor>& score, double eps,
                                       bool check_finite, SparseZScoreLauncher launch) {
-  SparseZScoreJob job = make_job("sparse_zscore_", g, k, score, eps, check_finite);
+  SparseZScoreJob job = make_job("sparse_zscore_", g, k, score, eps, check_finite, true);
   job.values = job.g;  // Note [Non-contiguous tensors]: a copy of g if g is not contiguous
   launch(job);
   if (!g.is_same(job.values)) g.copy_(job.values);

@@ -33,9 +33,11 @@ struct MaskScoreJob {
   bool check_finite = true;
 };
 
-// With check_finite, refuses data that hold a NaN or an infinity, naming the argument. Device code
-// calls it before it writes any output, so an in-place op leaves its input untouched.
-void check_finite_data(const char* op, bool check_finite, bool finite, const char* name);
+// With check_finite, refuses data that hold a NaN or an infinity (finite: false), naming the
+// argument; `data` is what `name` refers to (Note [Overflowing statistics]). Device code calls it
+// before it writes any output, so an in-place op leaves its input untouched.
+void check_finite_data(const char* op, bool check_finite, bool finite, const char* name,
+                       const at::Tensor& data);
 
 using SparseZScoreLauncher = void (*)(const SparseZScoreJob& job);
 using MaskScoreLauncher = void (*)(const MaskScoreJob& job);

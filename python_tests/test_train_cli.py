@@ -29,7 +29,7 @@ def test_a_run_writes_its_directory_and_beats_zero_shot(tmp_path, cache):
     out = tmp_path / "run"
     assert {p.name for p in out.iterdir()} == {"config.json", "log.jsonl", "state.pt",
                                                "prompt.safetensors", "accuracy.png",
-                                               "summary.json"}
+                                               "summary.json", ".lock"}
     saved = json.loads((out / "summary.json").read_text())
     for key in ("zero_shot_test_acc", "test_acc", "forward_passes", "wall_time_s",
                 "peak_memory_mb"):

@@ -80,7 +80,7 @@ def logistic_problem(n=200, d=10, seed=0):
 @pytest.mark.parametrize("cls, kwargs, fraction", [
     (sz.optim.ZOSGD, dict(lr=0.05, q=4), 0.45),
     # normalized steps keep a per-coordinate size of about lr: it stops short of ZOSGD's optimum
-    (sz.optim.SparseZO, dict(lr=0.02, density=0.5, q=2, refresh=20), 0.5),
+    (sz.optim.SparseZO, dict(lr=0.02, density=0.8, q=2, refresh=20), 0.5),
 ])
 def test_logistic_regression(cls, kwargs, fraction):
     loss = logistic_problem()

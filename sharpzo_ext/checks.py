@@ -56,8 +56,8 @@ def stream_integer(value, name: str) -> int:
 def real(value, name: str, *, positive: bool = False, nonnegative: bool = False,
          below: float | None = None) -> float:
     """`value` as a finite float (> 0 if positive, >= 0 if nonnegative, < below if given)."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a number, got a bool")
+    if isinstance(value, (bool, str, bytes)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
     try:
         value = float(value)
     except (TypeError, ValueError):

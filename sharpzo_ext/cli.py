@@ -41,12 +41,15 @@ def _run_bench(args) -> None:
 
     from sharpzo_ext.bench import SUITES, BenchConfig, run_suites  # noqa: PLC0415
     from sharpzo_ext.bench.common import environment  # noqa: PLC0415
-    from sharpzo_ext.files import write_json  # noqa: PLC0415
+    from sharpzo_ext.files import path_problem, write_json  # noqa: PLC0415
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise CliError(f"--device {args.device}: no CUDA device is available")
     if args.device not in ("cpu",) and not args.device.startswith("cuda"):
         raise CliError(f"--device must be cpu or cuda, got {args.device!r}")
+    problem = args.json and path_problem(args.json, directory=False)
+    if problem:
+        raise CliError(f"--json: {problem}")
     config = BenchConfig(device=args.device, quick=args.quick, min_run_time=args.min_run_time)
     suites = run_suites(args.suite or SUITES, config, progress=lambda m: print(m, file=sys.stderr))
     for suite in suites:
@@ -65,29 +68,36 @@ def _run_bench(args) -> None:
         print(f"\nwrote {args.json}", file=sys.stderr)
 
 
-def _add_run_options(p, defaults) -> None:
-    """Model, data and task options shared by train and eval."""
-    p.add_argument("--model", default=defaults.model,
-                   help="open_clip model name (e.g. ViT-B-16, RN50) or 'embedded' (default)")
-    p.add_argument("--pretrained", default=defaults.pretrained,
-                   help="open_clip pretrained tag (e.g. openai; needs a network once) or a "
-                   "local checkpoint file")
-    p.add_argument("--data", default=defaults.data,
-                   help="'embedded' (default), 'embedded-cluttered' (its harder variant), an "
-                   "ImageFolder tree, or CoOp's data root with --dataset")
-    p.add_argument("--dataset", default=defaults.dataset,
-                   help="a CoOp data set under --data (caltech101, oxford_pets, stanford_cars, "
-                   "oxford_flowers, food101, sun397, dtd, eurosat, ucf101, fgvc_aircraft, "
-                   "imagenet)")
-    p.add_argument("--shots", type=int, default=defaults.shots, help="images per class (16)")
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--device", default=defaults.device)
-    p.add_argument("--ctx-init", default=defaults.ctx_init,
-                   help="words that start the context (default: 'a photo of a')")
-    p.add_argument("--intrinsic-dim", type=int, default=defaults.intrinsic_dim,
-                   help="length of the tuned vector (default: min(512, context size / 2))")
-    p.add_argument("--cache-dir", default=defaults.cache_dir,
-                   help="feature cache (default: $SHARPZO_EXT_CACHE or ~/.cache/sharpzo_ext)")
+# Note [Explicit options]
+# Options of a run default to argparse.SUPPRESS: the namespace holds only what the command line
+# gave, the TrainConfig dataclass supplies every default (one place), and the commands know
+# which values were set on purpose. That matters where a saved value competes with an option:
+# a resumed run or an evaluated prompt keeps what it recorded, and an explicit value that
+# contradicts it is refused rather than silently ignored or silently applied.
+def _option(p, flag: str, default, help: str | None = None, **kwargs) -> None:
+    """An option of a run: absent from the namespace unless given (Note [Explicit options])."""
+    text = f"{help} " if help else ""
+    p.add_argument(flag, default=argparse.SUPPRESS, help=f"{text}(default: {default})".replace(
+        "%", "%%"), **kwargs)
+
+
+def _add_run_options(p, d) -> None:
+    """Model, data and task options shared by train, eval and compare."""
+    _option(p, "--model", d.model, "open_clip model name (e.g. ViT-B-16, RN50) or 'embedded'")
+    _option(p, "--pretrained", d.pretrained, "open_clip pretrained tag (e.g. openai; needs a "
+            "network once) or a local checkpoint file")
+    _option(p, "--data", d.data, "'embedded', 'embedded-cluttered' (its harder variant), an "
+            "ImageFolder tree, or CoOp's data root with --dataset")
+    _option(p, "--dataset", d.dataset, "a CoOp data set under --data (caltech101, oxford_pets, "
+            "stanford_cars, oxford_flowers, food101, sun397, dtd, eurosat, ucf101, "
+            "fgvc_aircraft, imagenet)")
+    _option(p, "--shots", d.shots, "images per class", type=int)
+    _option(p, "--seed", d.seed, type=int)
+    _option(p, "--device", d.device)
+    _option(p, "--ctx-init", d.ctx_init, "words that start the context")
+    _option(p, "--intrinsic-dim", "min(512, context size / 2)", "length of the tuned vector",
+            type=int)
+    _option(p, "--cache-dir", "$SHARPZO_EXT_CACHE or ~/.cache/sharpzo_ext", "feature cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -100,35 +110,40 @@ def _add_train(sub) -> None:
                        "it on validation and reports test (and shifted-split) accuracy. With no "
                        "arguments: SharpZO on the embedded default model and task.")
     _add_run_options(p, d)
-    p.add_argument("--method", choices=METHODS, default=d.method,
-                   help="a forward-only optimizer, or coop: first-order CoOp (Adam, backward "
-                   "passes), the reference")
-    p.add_argument("--budget", type=int, default=d.budget,
-                   help=f"training forward passes ({d.budget}); coop: steps")
+    _option(p, "--method", d.method, "a forward-only optimizer, or coop: first-order CoOp "
+            "(Adam, backward passes), the reference", choices=METHODS)
+    _option(p, "--budget", d.budget, "training forward passes; coop: steps", type=int)
     p.add_argument("--out", help="run directory (default: runs/<method>-<time>)")
     p.add_argument("--resume", metavar="DIR",
                    help="continue the run in DIR (to --budget if larger than its own)")
-    p.add_argument("--eval-every", type=int, default=d.eval_every,
-                   help="forward passes between validation evaluations")
+    _option(p, "--eval-every", d.eval_every, "forward passes between validation evaluations",
+            type=int)
     for name in ("lr", "eps", "sigma", "rho", "density"):
-        p.add_argument(f"--{name}", type=float, default=getattr(d, name))
-    p.add_argument("--coop-lr", type=float, default=d.coop_lr, help="Adam's lr for coop")
+        _option(p, f"--{name}", getattr(d, name), type=float)
+    _option(p, "--coop-lr", d.coop_lr, "Adam's lr for coop", type=float)
     for name in ("popsize", "switch_step", "sharpness_queries", "q"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
-    p.add_argument("--sharpness", choices=("rge", "cge", "none"), default=d.sharpness)
-    p.add_argument("--shard", choices=("population", "data"), default=d.shard,
-                   help="under torchrun: split the candidates or the training images across "
-                   "the processes (only losses travel; every process applies the same update)")
+        _option(p, f"--{name.replace('_', '-')}", getattr(d, name), type=int)
+    _option(p, "--sharpness", d.sharpness, choices=("rge", "cge", "none"))
+    _option(p, "--shard", d.shard, "under torchrun: split the candidates or the training "
+            "images across the processes (only losses travel; every process applies the same "
+            "update)", choices=("population", "data"))
     p.set_defaults(handler=_run_train)
 
 
-def _config_from(args):
+def _explicit(args) -> set[str]:
+    """The TrainConfig fields the command line set (Note [Explicit options])."""
     import dataclasses  # noqa: PLC0415
 
     from sharpzo_ext.clip.config import TrainConfig  # noqa: PLC0415
 
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    return {f.name for f in dataclasses.fields(TrainConfig)} & set(vars(args))
+
+
+def _config_from(args, **changes):
+    """TrainConfig from the options given, its defaults for the others."""
+    from sharpzo_ext.clip.config import TrainConfig  # noqa: PLC0415
+
+    return TrainConfig(**{**{k: getattr(args, k) for k in _explicit(args)}, **changes})
 
 
 def _run_train(args) -> None:
@@ -136,12 +151,12 @@ def _run_train(args) -> None:
 
     from sharpzo_ext.clip.train import train  # noqa: PLC0415
 
+    if args.resume and args.out:
+        raise CliError("--resume DIR continues the run in DIR; --out does not apply")
     config = _config_from(args)
-    if args.resume:
-        out = args.resume
-    else:
-        out = args.out or f"runs/{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if train(config, out, resume=bool(args.resume), progress=not args.quiet):
+    out = args.resume or args.out or f"runs/{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if train(config, out, resume=bool(args.resume), progress=not args.quiet,
+             explicit=_explicit(args)):
         print(f"run directory: {out}")  # rank 0 (the only one that writes)
 
 
@@ -158,20 +173,22 @@ def _add_eval(sub) -> None:
 
 
 def _run_eval(args) -> None:
-    import json  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
 
-    from sharpzo_ext.clip.config import TrainConfig  # noqa: PLC0415
+    from sharpzo_ext.clip import run_dir  # noqa: PLC0415
     from sharpzo_ext.clip.evaluate import evaluate_prompt  # noqa: PLC0415
 
     target = Path(args.target)
+    if not target.exists():
+        raise CliError(f"{target} does not exist (expected a run directory or a prompt file)")
     prompt = target / "prompt.safetensors" if target.is_dir() else target
     config = _config_from(args)
     if target.is_dir() and (target / "config.json").is_file():  # the run's own settings ...
-        saved = json.loads((target / "config.json").read_text())
-        explicit = {k: v for k, v in vars(config).items() if v != getattr(TrainConfig(), k)}
-        config = TrainConfig(**{**saved, **explicit})  # ... unless given on the command line
-    accuracies = evaluate_prompt(prompt, config, progress=not args.quiet)
+        saved = run_dir.read_config_file(target / "config.json")
+        config = _config_from(args, **{k: getattr(saved, k) for k in vars(saved)
+                                       if k not in _explicit(args)})  # ... unless given here
+    accuracies = evaluate_prompt(prompt, config, progress=not args.quiet,
+                                 explicit=_explicit(args))
     for split, acc in accuracies.items():
         print(f"{split:8s} {100 * acc:.1f}%")
 

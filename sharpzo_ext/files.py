@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-__all__ = ["atomic_path", "write_text", "write_json"]
+__all__ = ["atomic_path", "write_text", "write_json", "path_problem"]
 
 
 @contextlib.contextmanager
@@ -41,3 +41,16 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, obj, default: Callable | None = None) -> None:
     write_text(path, json.dumps(obj, indent=2, default=default) + "\n")
+
+
+def path_problem(path: str | os.PathLike, directory: bool) -> str | None:
+    """Why `path` cannot be written as a directory (or a file), or None: it is a file (or a
+    directory), or it is under a file."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != directory:
+        return f"{path} is a {'file' if directory else 'directory'}, not a " \
+               f"{'directory' if directory else 'file'}"
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            return f"{path} is under {parent}, which is a file"
+    return None

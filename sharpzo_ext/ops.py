@@ -1,6 +1,7 @@
-"""Typed Python wrappers of the sharpzo ops, next to their fake (meta) registrations.
+"""Typed Python wrappers of the sharpzo ops.
 
-Schemas live in csrc/ops.cpp, kernels in csrc/cpu and csrc/cuda, oracles in reference.py.
+Schemas live in csrc/ops.cpp, kernels in csrc/cpu and csrc/cuda, fake (meta) kernels in
+fakes.py, oracles in reference.py.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from typing import Sequence
 
 import torch
 
-from sharpzo_ext.checks import integer, stream_integer
+from sharpzo_ext import fakes  # noqa: F401 (registers the fake kernels)
+from sharpzo_ext.checks import STREAM_INT_LIMIT, integer, real, stream_integer
 
 __all__ = ["perturb_", "sample", "sparse_zscore", "sparse_zscore_", "mask_score",
            "cma_cov_update_", "DISTRIBUTIONS"]
@@ -38,7 +40,7 @@ def perturb_(
         x,
         stream_integer(seed, "seed"),
         stream_integer(stream, "stream"),
-        float(scale),
+        real(scale, "scale"),
         dist,
         stream_integer(offset, "offset"),
         mask,
@@ -72,6 +74,11 @@ def sample(
     return out
 
 
+def _k(k) -> int:
+    """k as the int64 the schema takes (its range, [1, g.numel()], is checked by the op)."""
+    return integer(k, "k", most=STREAM_INT_LIMIT - 1)
+
+
 def sparse_zscore(
     g: torch.Tensor,
     k: int,
@@ -91,9 +98,12 @@ def sparse_zscore(
     Non-finite input: with ``check_finite`` (default) a ValueError naming g or score (free on
     the CPU, where the statistics' pass detects it; on CUDA one synchronization for g and one
     more for a given score); without it values are all NaN and the mask all False when g holds
-    a NaN or an infinity, and NaN scores rank below every number.
+    a NaN or an infinity, and NaN scores rank below every number. Finite values so large that
+    their standard deviation overflows float64 (beyond about 1e154) are treated alike, and the
+    error says so. Tensors share one device; the in-place variant refuses a score that shares
+    memory with g.
     """
-    return torch.ops.sharpzo.sparse_zscore.default(g, integer(k, "k"), score, float(eps),
+    return torch.ops.sharpzo.sparse_zscore.default(g, _k(k), score, real(eps, "eps"),
                                                    bool(check_finite))
 
 
@@ -107,7 +117,7 @@ def sparse_zscore_(
 ) -> torch.Tensor:
     """``sparse_zscore`` writing the values into g; returns the mask. g is untouched when the
     finiteness check fails."""
-    return torch.ops.sharpzo.sparse_zscore_.default(g, integer(k, "k"), score, float(eps),
+    return torch.ops.sharpzo.sparse_zscore_.default(g, _k(k), score, real(eps, "eps"),
                                                     bool(check_finite))
 
 
@@ -125,7 +135,7 @@ def mask_score(
     grad is float64). Non-finite input: ValueError with ``check_finite`` (on CUDA, one
     synchronization each for grad and w), else NaN everywhere.
     """
-    return torch.ops.sharpzo.mask_score.default(w, grad, float(eps), bool(check_finite))
+    return torch.ops.sharpzo.mask_score.default(w, grad, real(eps, "eps"), bool(check_finite))
 
 
 def cma_cov_update_(
@@ -142,46 +152,9 @@ def cma_cov_update_(
 
     One pass over C: reads its upper triangle and writes an exactly symmetric result (C is
     assumed symmetric). C (d, d), pc (d,), Y (lambda, d) and weights (lambda,) share a dtype
-    (float32 or float64) and a device; weights may be negative (active CMA-ES).
+    (float32 or float64) and a device; weights may be negative (active CMA-ES). pc, Y and
+    weights must not share memory with C (as torch.addr_ refuses).
     """
-    torch.ops.sharpzo.cma_cov_update_.default(C, pc, Y, weights, float(c1), float(cmu),
-                                              float(decay))
+    torch.ops.sharpzo.cma_cov_update_.default(C, pc, Y, weights, real(c1, "c1"), real(cmu, "cmu"),
+                                              real(decay, "decay"))
     return C
-
-
-@torch.library.register_fake("sharpzo::perturb_")
-def _perturb_fake(x, seed, stream, scale, dist, offset, mask):
-    torch._check(mask is None or mask.shape == x.shape, lambda: "perturb_: mask must have x's shape")
-
-
-@torch.library.register_fake("sharpzo::sample_")
-def _sample_fake(out, seed, stream, dist, offset):
-    return None
-
-
-def _check_k(g: torch.Tensor, k: int) -> None:
-    torch._check(1 <= k <= g.numel(), lambda: f"sparse_zscore: k must be in [1, {g.numel()}]")
-
-
-@torch.library.register_fake("sharpzo::sparse_zscore")
-def _sparse_zscore_fake(g, k, score, eps, check_finite):
-    _check_k(g, k)
-    return torch.empty_like(g, memory_format=torch.contiguous_format), torch.empty(
-        g.shape, dtype=torch.bool, device=g.device)
-
-
-@torch.library.register_fake("sharpzo::sparse_zscore_")
-def _sparse_zscore_inplace_fake(g, k, score, eps, check_finite):
-    _check_k(g, k)
-    return torch.empty(g.shape, dtype=torch.bool, device=g.device)
-
-
-@torch.library.register_fake("sharpzo::mask_score")
-def _mask_score_fake(w, grad, eps, check_finite):
-    wide = torch.float64 in (w.dtype, grad.dtype)
-    return torch.empty(w.shape, dtype=torch.float64 if wide else torch.float32, device=w.device)
-
-
-@torch.library.register_fake("sharpzo::cma_cov_update_")
-def _cma_cov_update_fake(C, pc, Y, weights, c1, cmu, decay):
-    return None

@@ -31,10 +31,11 @@ void mask_score_typed(const MaskScoreJob& job) {
   out_t* out = job.out.mutable_data_ptr<out_t>();
   const auto magnitude = [grad](int64_t i) { return std::abs(static_cast<double>(grad[i])); };
   const Moments m = moments_cpu(magnitude, n, job.eps);
-  check_finite_data("mask_score", job.check_finite, m.finite, "grad");
+  check_finite_data("mask_score", job.check_finite, m.finite, "grad", job.grad);
   if (job.check_finite) {
     const auto value = [w](int64_t i) { return static_cast<double>(w[i]); };
-    check_finite_data("mask_score", true, all_finite_cpu(value, n), "w");
+    check_finite_data("mask_score", true, all_finite_cpu(value, n), "w",
+                      job.w);
   }
   if (!m.finite) {
     std::fill(out, out + n, std::numeric_limits<out_t>::quiet_NaN());

@@ -175,12 +175,13 @@ void sparse_zscore_typed(const SparseZScoreJob& job) {
   value_t* values = job.values.mutable_data_ptr<value_t>();
   bool* mask = job.mask.mutable_data_ptr<bool>();
   const Moments m = moments_cpu([g](int64_t i) { return static_cast<double>(g[i]); }, n, job.eps);
-  check_finite_data(job.op, job.check_finite, m.finite, "g");
+  check_finite_data(job.op, job.check_finite, m.finite, "g", job.g);
   if (job.check_finite && job.score.defined()) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, job.score.scalar_type(), "score", [&] {
       const scalar_t* score = job.score.const_data_ptr<scalar_t>();
       const auto value = [score](int64_t i) { return static_cast<double>(score[i]); };
-      check_finite_data(job.op, true, all_finite_cpu(value, n), "score");
+      check_finite_data(job.op, true, all_finite_cpu(value, n), "score",
+                        job.score);
     });
   }
   if (!m.finite) {

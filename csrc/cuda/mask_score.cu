@@ -31,8 +31,10 @@ void mask_score_typed(const MaskScoreJob& job) {
   const grad_t* grad = job.grad.const_data_ptr<grad_t>();
   const at::Tensor moments = moments_cuda(AbsAsDouble<grad_t>{grad}, n, job.eps, job.grad);
   if (job.check_finite) {
-    check_finite_data("mask_score", true, moments_finite(moments), "grad");
-    check_finite_data("mask_score", true, at::isfinite(job.w).all().item<bool>(), "w");
+    check_finite_data("mask_score", true, moments_finite(moments), "grad",
+                      job.grad);
+    check_finite_data("mask_score", true, at::isfinite(job.w).all().item<bool>(), "w",
+                      job.w);
   }
   mask_score_kernel_cuda<<<blocks_for(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
       job.w.const_data_ptr<w_t>(), grad, job.out.mutable_data_ptr<out_t>(), n,

@@ -73,9 +73,10 @@ void sparse_zscore_typed(const SparseZScoreJob& job) {
   const at::Tensor moments = moments_cuda(AsDouble<value_t>{g}, n, job.eps, job.g);
   const Moments* m = reinterpret_cast<const Moments*>(moments.const_data_ptr<uint8_t>());
   if (job.check_finite) {  // before any output is written
-    check_finite_data(job.op, true, moments_finite(moments), "g");
+    check_finite_data(job.op, true, moments_finite(moments), "g", job.g);
     if (job.score.defined()) {
-      check_finite_data(job.op, true, at::isfinite(job.score).all().item<bool>(), "score");
+      check_finite_data(job.op, true, at::isfinite(job.score).all().item<bool>(),
+                        "score", job.score);
     }
   }
   at::Tensor keys = at::empty({n}, job.g.options().dtype(at::kLong));

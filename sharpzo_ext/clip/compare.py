@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from sharpzo_ext.clip import methods
+from sharpzo_ext import checks
+from sharpzo_ext.clip import methods, run_dir
 from sharpzo_ext.clip.config import RunError, TrainConfig
 from sharpzo_ext.clip.prepare import Prepared, prepare
 from sharpzo_ext.clip.evaluate import accuracies
@@ -50,6 +51,28 @@ class CompareConfig:
     coop_budget: int = 2000
     coop_lr: float = 2e-3
     target: float | None = None  # test accuracy; None: 95% of CoOp's mean (else the best's)
+
+    def check(self) -> None:
+        """Raises RunError, naming the field, unless every field is valid (the base
+        configuration with each method and seed included)."""
+        unknown = [m for m in self.methods if m not in COMPARE_METHODS]
+        if unknown or not self.methods:
+            raise RunError(f"methods must be some of {', '.join(COMPARE_METHODS)}, got "
+                           f"{list(self.methods)}")
+        if not self.seeds:
+            raise RunError("seeds must name at least one seed")
+        try:
+            checks.integer(self.coop_budget, "coop_budget", 1)
+            if self.target is not None:
+                target = checks.real(self.target, "target", positive=True)
+                if target > 1:
+                    raise ValueError(f"target must be a test accuracy in (0, 1], got {target}")
+        except (TypeError, ValueError) as error:
+            raise RunError(f"invalid configuration: {error}") from None
+        for seed in self.seeds:
+            for method in self.methods:
+                method_config(dataclasses.replace(self, base=dataclasses.replace(
+                    self.base, seed=seed)), method).check()
 
 
 def method_config(config: CompareConfig, method: str) -> TrainConfig:
@@ -185,10 +208,9 @@ def _plot(path: Path, records: list[dict], methods: tuple[str, ...], target: flo
 
 def compare(config: CompareConfig, out: str | Path, progress: bool = True,
             report: Callable[[str], None] = print) -> list[dict]:
-    unknown = [m for m in config.methods if m not in COMPARE_METHODS]
-    if unknown:
-        raise RunError(f"unknown method(s) {unknown}; known: {', '.join(COMPARE_METHODS)}")
+    config.check()
     out = Path(out)
+    run_dir.check_out(out)
     start = time.time()
     records = []
     for seed in config.seeds:

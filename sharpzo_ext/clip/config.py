@@ -6,10 +6,16 @@ import dataclasses
 
 import torch
 
+import sharpzo_ext as sz
+from sharpzo_ext import checks
+
 __all__ = ["TrainConfig", "RunError", "METHODS", "FORWARD_ONLY"]
 
 FORWARD_ONLY = ("sharpzo", "zosgd", "sparsezo", "cmaes")
 METHODS = FORWARD_ONLY + ("coop",)  # coop: first-order CoOp, the reference upper bound
+
+
+ADDED_LATER = frozenset({"batched", "coop_lr"})  # fields that older run directories lack
 
 
 class RunError(Exception):
@@ -48,13 +54,48 @@ class TrainConfig:
     coop_lr: float = 2e-3             # Adam's learning rate for coop
 
     def check(self) -> None:
-        if self.method not in METHODS:
-            raise RunError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        for name in ("shots", "budget", "eval_every", "popsize", "q"):
-            if getattr(self, name) < 1:
-                raise RunError(f"{name} must be >= 1, got {getattr(self, name)}")
+        """Raises RunError, naming the field, unless every field is valid: a run refuses a
+        configuration before it writes anything."""
+        try:
+            self._check()
+        except (TypeError, ValueError) as error:
+            raise RunError(f"invalid configuration: {error}") from None
+
+    def _check(self) -> None:
+        checks.choice(self.method, "method", METHODS)
+        for name in ("shots", "budget", "eval_every", "n_ctx"):
+            checks.integer(getattr(self, name), name, 1)
+        checks.stream_integer(self.seed, "seed")
+        if self.intrinsic_dim is not None:
+            checks.integer(self.intrinsic_dim, "intrinsic_dim", 1)
+        checks.real(self.coop_lr, "coop_lr", positive=True)
+        checks.choice(self.shard, "shard", ("population", "data"))
+        # every forward-only hyperparameter, by the rules of the optimizer that takes it
+        # (SharpZO takes them all), whichever method runs
+        sz.optim.SharpZO([torch.zeros(2)], lr=self.lr, eps=self.eps, sigma=self.sigma,
+                         popsize=self.popsize, rho=self.rho, switch_step=self.switch_step,
+                         sharpness=self.sharpness, sharpness_queries=self.sharpness_queries,
+                         density=self.density, q=self.q, seed=self.seed)
         cuda = self.device.startswith("cuda") and torch.cuda.is_available()
         if self.device != "cpu" and not cuda:
-            raise RunError(f"device {self.device!r} is not available")
-        if self.shard not in ("population", "data"):
-            raise RunError(f"shard must be 'population' or 'data', got {self.shard!r}")
+            raise ValueError(f"device {self.device!r} is not available")
+
+    @classmethod
+    def from_saved(cls, saved, source: str) -> "TrainConfig":
+        """The configuration a run directory saved (config.json's contents), or RunError
+        naming `source` if it is not a complete, valid one. Fields added after sharpzo_ext
+        0.1.0 (ADDED_LATER) may be missing: they take their defaults."""
+        if not isinstance(saved, dict):
+            raise RunError(f"{source} is not a run configuration (a JSON object)")
+        names = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(saved) - names)
+        missing = sorted(names - set(saved) - ADDED_LATER)
+        if unknown or missing:
+            what = f"unknown fields {unknown}" if unknown else f"no {', '.join(missing)}"
+            raise RunError(f"{source} is not a run configuration of this version: {what}")
+        config = cls(**saved)
+        try:
+            config.check()
+        except RunError as error:
+            raise RunError(f"{source}: {error}") from None
+        return config

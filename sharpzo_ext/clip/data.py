@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 from pathlib import Path
 from typing import Callable, Sequence
@@ -89,6 +90,9 @@ def image_folder(root: str | Path, seed: int = 0, test_fraction: float = 0.5) ->
     train and test (test_fraction) with the seed. Class names are the folder names with
     underscores as spaces, in sorted order."""
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise DataError(f"--data {root} is a file; expected an ImageFolder tree (a folder of "
+                        "class folders), 'embedded' or 'embedded-cluttered'")
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist")
     splits: dict[str, tuple[list, list[int]]] = {}
@@ -244,11 +248,31 @@ def _imagenet(base: Path) -> Dataset:
 
 # ---- few-shot sampling and loading -------------------------------------------------------------
 
+def _val_share(n: int, shots: int, val_shots: int) -> int:
+    """How many of a class's n train images go to validation when the data set has no val
+    split (Note [Few-shot splits of small classes])."""
+    if n < 2:
+        return 0
+    return min(val_shots, max(n - shots, math.ceil(n / 5)))
+
+
+# Note [Few-shot splits of small classes]
+# Without a val split, validation is carved from train: min(shots, 4) images per class beside
+# the `shots` training ones. A class with fewer than shots + 4 images cannot give both, and
+# taking all of them for training would leave validation empty (and prompt selection blind).
+# Such a class gives v = min(4, max(n - shots, ceil(n / 5))) images to validation and the rest,
+# up to shots, to training: at least one of each from two images on (a single image trains).
+# Classes with enough images split exactly as before. If no class can spare an image, the data
+# has no val split, and a run selects its prompt by training loss instead.
 def few_shot(data: Dataset, shots: int, seed: int = 0) -> Dataset:
     """At most `shots` items per class from train, and min(shots, 4) per class from val (val drawn
-    from the rest of train when the data set has no val split), chosen with the seed."""
+    from the rest of train when the data set has no val split, Note [Few-shot splits of small
+    classes]), chosen with the seed."""
     if shots < 1:
         raise DataError(f"shots must be >= 1, got {shots}")
+    if len(data.classnames) < 2:
+        raise DataError(f"the data has {len(data.classnames)} class(es); classification needs "
+                        "at least 2")
     rng = random.Random(seed)
     items, labels = data.splits["train"]
     by_class: dict[int, list[int]] = {}
@@ -257,15 +281,18 @@ def few_shot(data: Dataset, shots: int, seed: int = 0) -> Dataset:
     missing = [data.classnames[c] for c in range(len(data.classnames)) if c not in by_class]
     if missing:
         raise DataError(f"the train split has no images of {len(missing)} class(es): {missing[:5]}")
+    val_shots = min(shots, 4)
+    carve = "val" not in data.splits
     train_idx, rest_idx = [], []
     for label in sorted(by_class):
-        chosen = rng.sample(by_class[label], min(shots, len(by_class[label])))
+        n = len(by_class[label])
+        keep = n - _val_share(n, shots, val_shots) if carve else n
+        chosen = rng.sample(by_class[label], min(shots, keep))
         train_idx += chosen
         rest_idx += [i for i in by_class[label] if i not in set(chosen)]
     splits = dict(data.splits)
     splits["train"] = ([items[i] for i in train_idx], [labels[i] for i in train_idx])
-    val_shots = min(shots, 4)
-    if "val" in data.splits:
+    if not carve:
         v_items, v_labels = data.splits["val"]
         pool = list(range(len(v_items)))
     else:
@@ -275,7 +302,8 @@ def few_shot(data: Dataset, shots: int, seed: int = 0) -> Dataset:
         by_class.setdefault(v_labels[i], []).append(i)
     val_idx = [i for label in sorted(by_class)
                for i in rng.sample(by_class[label], min(val_shots, len(by_class[label])))]
-    splits["val"] = ([v_items[i] for i in val_idx], [v_labels[i] for i in val_idx])
+    if val_idx:
+        splits["val"] = ([v_items[i] for i in val_idx], [v_labels[i] for i in val_idx])
     identity = {**data.identity, "few_shot": {"shots": shots, "seed": seed}}
     return Dataset(data.classnames, splits, identity)
 

@@ -3,8 +3,10 @@ same model and classes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from typing import Iterable
 
 import torch
 
@@ -13,7 +15,7 @@ from sharpzo_ext.clip.config import RunError, TrainConfig
 from sharpzo_ext.clip.prepare import Prepared, prepare
 from sharpzo_ext.clip.prompt_task import PromptTask
 
-__all__ = ["accuracies", "evaluate_prompt"]
+__all__ = ["accuracies", "prompt_config", "evaluate_prompt", "RECORDED"]
 
 
 def accuracies(p: Prepared, task: PromptTask, w: torch.Tensor, splits) -> dict[str, float]:
@@ -22,15 +24,47 @@ def accuracies(p: Prepared, task: PromptTask, w: torch.Tensor, splits) -> dict[s
             if split in p.features}
 
 
-def evaluate_prompt(prompt: str | Path, config: TrainConfig, progress: bool = True) -> dict:
+# What a saved prompt records about its projection (metadata key -> TrainConfig field, parser).
+RECORDED = {"seed": ("seed", int), "intrinsic_dim": ("intrinsic_dim", int),
+            "ctx_init": ("ctx_init", lambda text: text or None)}
+
+
+def prompt_config(metadata: dict, config: TrainConfig, explicit: Iterable[str],
+                  source: str) -> TrainConfig:
+    """`config` with the values the prompt recorded (its projection's seed, intrinsic_dim and
+    ctx_init): they win over the others; one named in `explicit` (set on purpose) that
+    contradicts the record is refused, as the prompt means nothing under another projection."""
+    recorded = {}
+    for key, (field, parse) in RECORDED.items():
+        if key not in metadata:
+            continue
+        try:
+            recorded[field] = parse(metadata[key])
+        except ValueError:
+            raise RunError(f"{source} records an invalid {key}: {metadata[key]!r}") from None
+        if field in explicit and getattr(config, field) != recorded[field]:
+            raise RunError(f"{source} was tuned with {field} = {recorded[field]!r} (its "
+                           f"projection); got {field} = {getattr(config, field)!r}")
+    return dataclasses.replace(config, **recorded)
+
+
+def evaluate_prompt(prompt: str | Path, config: TrainConfig, progress: bool = True,
+                    explicit: Iterable[str] = ()) -> dict:
     """Accuracies of a saved prompt on every split of the data of `config` (same model and
-    classes; refused with a RunError otherwise)."""
+    classes; refused with a RunError otherwise). The values the prompt recorded win over
+    `config`'s (prompt_config; `explicit` names the fields set on purpose)."""
     w, metadata = run_dir.read_prompt(Path(prompt))
+    config = prompt_config(metadata, config, explicit, str(prompt))
+    config.check()
     p = prepare(config, progress)
-    saved_model = json.loads(metadata.get("model", "{}"))
+    try:
+        saved_model = json.loads(metadata.get("model", "{}"))
+        classnames = json.loads(metadata.get("classnames", "[]"))
+    except json.JSONDecodeError:
+        raise RunError(f"{prompt} has damaged metadata") from None
     if saved_model != p.loaded.identity:
         raise RunError(f"{prompt} was tuned for {saved_model}, not for {p.loaded.identity}")
-    if json.loads(metadata.get("classnames", "[]")) != p.data.classnames:
+    if classnames != p.data.classnames:
         raise RunError(f"{prompt} was tuned for other classes than the data's")
     if w.numel() != p.task.dim:
         raise RunError(f"{prompt} holds a {w.numel()}-dimensional prompt; this task's is "

@@ -35,6 +35,11 @@ def _file_identity(path: Path) -> dict:
     return {"file": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
+def _refuse_directory(path: Path) -> None:
+    if path.is_dir():
+        raise ModelError(f"--pretrained {path} is a directory; expected a checkpoint file")
+
+
 def _embedded(checkpoint: str | None, device) -> LoadedModel:
     from open_clip import tokenizer  # noqa: PLC0415
     from torchvision import transforms  # noqa: PLC0415
@@ -42,13 +47,14 @@ def _embedded(checkpoint: str | None, device) -> LoadedModel:
     from sharpzo_ext.clip import embedded, synthetic  # noqa: PLC0415
 
     path = Path(checkpoint) if checkpoint else embedded.asset_path()
+    _refuse_directory(path)
     try:
         model = embedded.load(path, device)
     except FileNotFoundError as error:
         raise ModelError(str(error)) from None
-    except (RuntimeError, KeyError, ValueError, OSError) as error:
+    except Exception as error:  # noqa: BLE001 (safetensors' errors have no common base)
         raise ModelError(f"{path} is not a checkpoint of the embedded model: "
-                         f"{str(error).splitlines()[0]}") from None
+                         f"{(str(error) or type(error).__name__).splitlines()[0]}") from None
     normalize = transforms.Normalize(MEAN, STD)
     size = synthetic.IMAGE_SIZE
     from_pil = transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size),
@@ -75,6 +81,8 @@ def load_model(name: str = "embedded", pretrained: str | None = None,
         close = [m for m in open_clip.list_models() if name.lower() in m.lower()][:8]
         hint = f"; did you mean {', '.join(close)}?" if close else " (see open_clip.list_models())"
         raise ModelError(f"unknown model {name!r}{hint}")
+    if pretrained is not None:
+        _refuse_directory(Path(pretrained))
     if pretrained is None:
         identity = {"model": name, "weights": "random"}
     elif Path(pretrained).is_file():
@@ -94,10 +102,12 @@ def load_model(name: str = "embedded", pretrained: str | None = None,
         if pretrained and Path(pretrained).is_file():
             raise ModelError(f"checkpoint {pretrained} does not fit model {name}: {first}") from None
         raise ModelError(f"cannot create {name} with weights {pretrained!r}: {first}") from None
-    except (OSError, ValueError) as error:  # downloads without a network, unreadable files
-        raise ModelError(f"cannot load weights {pretrained!r} for {name}: "
-                         f"{str(error).splitlines()[0]} (no network? pass a local checkpoint "
-                         "file instead)") from None
+    except Exception as error:  # noqa: BLE001 (unpickling a damaged file raises anything)
+        first = (str(error) or type(error).__name__).splitlines()[0]
+        if Path(pretrained).is_file():
+            raise ModelError(f"cannot read checkpoint {pretrained} for {name}: {first}") from None
+        raise ModelError(f"cannot load weights {pretrained!r} for {name}: {first} (no network? "
+                         "pass a local checkpoint file instead)") from None
     pil_preprocess = preprocess
 
     def preprocess_any(image):

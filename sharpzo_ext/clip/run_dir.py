@@ -7,14 +7,21 @@ file):
   prompt.safetensors  the selected prompt: w, its context vectors, and what they belong to
   accuracy.png        validation and test accuracy against forward passes
   summary.json        zero-shot and tuned accuracies, forward passes, wall time, peak memory
+  .lock               held (flock) by the process that writes the run: a second writer is
+                      refused (Note [One writer per run directory])
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import fcntl
 import json
+import pickle
+import zipfile
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -22,10 +29,18 @@ from sharpzo_ext.clip.config import RunError, TrainConfig
 from sharpzo_ext.clip.data import Dataset
 from sharpzo_ext.clip.models import LoadedModel
 from sharpzo_ext.clip.prompt_task import PromptTask
-from sharpzo_ext.files import atomic_path, write_json, write_text
+from sharpzo_ext.files import atomic_path, path_problem, write_json, write_text
 
-__all__ = ["check_new", "read_config", "write_config", "save_progress", "load_progress",
+__all__ = ["check_out", "check_new", "locked", "read_config", "read_config_file", "write_config", "save_progress", "load_progress",
            "save_prompt", "read_prompt", "plot_accuracy", "write_summary"]
+
+
+def check_out(out: Path) -> None:
+    """Refuses an output path that cannot be a directory: an existing file, or a path under
+    one."""
+    problem = path_problem(out, directory=True)
+    if problem:
+        raise RunError(problem)
 
 
 def check_new(out: Path) -> None:
@@ -34,11 +49,43 @@ def check_new(out: Path) -> None:
         raise RunError(f"{out} already holds a run; use --resume to continue it, or another --out")
 
 
-def read_config(out: Path) -> dict:
+# Note [One writer per run directory]
+# Two processes writing one run directory would interleave their logs, states and prompts, and
+# leave a directory that resumes neither run. The writer holds an exclusive advisory lock
+# (flock) on out/.lock for as long as it runs; a second writer finds it held and is refused at
+# once. The kernel drops the lock when its holder exits, however it exits, so a crashed run
+# never leaves the directory locked.
+@contextlib.contextmanager
+def locked(out: Path) -> Iterator[None]:
+    """Holds the run directory's lock (creating the directory), or raises RunError if another
+    process holds it."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunError(f"{out} is in use by another run (it holds {out / '.lock'}); wait "
+                           "for it to end, or use another --out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def read_config(out: Path) -> TrainConfig:
     """The saved configuration of a run to resume."""
     if not (out / "config.json").is_file() or not (out / "state.pt").is_file():
         raise RunError(f"{out} is not a run directory to resume (no config.json / state.pt)")
-    return json.loads((out / "config.json").read_text())
+    return read_config_file(out / "config.json")
+
+
+def read_config_file(path: Path) -> TrainConfig:
+    """A run's config.json, or RunError if it is unreadable, incomplete or invalid."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RunError(f"cannot read {path}: {error}") from None
+    return TrainConfig.from_saved(saved, str(path))
 
 
 def write_config(out: Path, config: TrainConfig) -> None:
@@ -56,8 +103,16 @@ def save_progress(out: Path, optimizer: torch.optim.Optimizer, w: torch.Tensor, 
 
 
 def load_progress(out: Path) -> dict:
-    """state.pt: {"optimizer": state dict, "w", "best", "log"}."""
-    return torch.load(out / "state.pt", weights_only=False)
+    """state.pt: {"optimizer": state dict, "w", "best", "log"}, or RunError if it is damaged."""
+    path = out / "state.pt"
+    try:
+        state = torch.load(path, weights_only=False)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError,
+            zipfile.BadZipFile) as error:
+        raise RunError(f"cannot read {path} (damaged?): {str(error).splitlines()[0]}") from None
+    if not (isinstance(state, dict) and {"optimizer", "w", "best", "log"} <= set(state)):
+        raise RunError(f"{path} is not the state of a run")
+    return state
 
 
 def save_prompt(path: Path, loaded: LoadedModel, data: Dataset, task: PromptTask,

@@ -6,10 +6,12 @@ split), and keep everything in a run directory (run_dir.py).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import resource
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 
@@ -21,7 +23,7 @@ from sharpzo_ext.clip.methods import Method, build, forward_passes
 from sharpzo_ext.clip.prepare import Prepared, prepare
 from sharpzo_ext.clip.prompt_task import PromptTask
 
-__all__ = ["TrainConfig", "RunError", "METHODS", "train", "optimize", "initial_progress",
+__all__ = ["TrainConfig", "RunError", "METHODS", "train", "resumed_config", "optimize", "initial_progress",
            "summarize", "format_summary", "zero_shot"]
 
 
@@ -98,32 +100,77 @@ def optimize(p: Prepared, method: Method, budget: int, eval_every: int, best: di
     return best
 
 
+RESUME_MAY_CHANGE = ("budget", "cache_dir")  # what a resumed run may differ in
+
+
+def resumed_config(out: Path, config: TrainConfig, explicit: Iterable[str]) -> TrainConfig:
+    """The configuration that resumes the run in `out`: the saved one, going on to
+    config.budget if that is larger. Fields named in `explicit` (set on purpose, e.g. on the
+    command line) must agree with the saved run, but for RESUME_MAY_CHANGE."""
+    saved = run_dir.read_config(out)
+    for name in sorted(set(explicit) - set(RESUME_MAY_CHANGE)):
+        if getattr(config, name) != getattr(saved, name):
+            raise RunError(f"{out} was run with {name} = {getattr(saved, name)!r}; a resume "
+                           f"continues it as it was (only {' and '.join(RESUME_MAY_CHANGE)} may "
+                           f"change), got {name} = {getattr(config, name)!r}")
+    return dataclasses.replace(saved, budget=max(config.budget, saved.budget),
+                               cache_dir=config.cache_dir if "cache_dir" in explicit
+                               else saved.cache_dir)
+
+
+def _resume_(out: Path, method: Method) -> tuple[dict, list[dict]]:
+    """Loads the run's state.pt into `method`: (best, log)."""
+    state = run_dir.load_progress(out)
+    try:
+        method.optimizer.load_state_dict(state["optimizer"])
+        w = torch.as_tensor(state["w"])
+        if w.shape != method.w.shape:
+            raise ValueError(f"its prompt has shape {tuple(w.shape)}, this task's "
+                             f"{tuple(method.w.shape)}")
+    except (KeyError, TypeError, ValueError) as error:
+        raise RunError(f"cannot resume from {out / 'state.pt'}: {error}") from None
+    with torch.no_grad():
+        method.w.copy_(w)
+    return state["best"], state["log"]
+
+
 def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
-          report: Callable[[str], None] = print) -> dict:
-    """Runs (or with `resume`, continues) the job in run directory `out`; returns the summary."""
+          report: Callable[[str], None] = print, explicit: Iterable[str] = ()) -> dict:
+    """Runs (or with `resume`, continues) the job in run directory `out`; returns the summary.
+
+    Everything is checked before anything is written: the configuration, the output path, the
+    model and the data (and with `resume`, the saved state), so a run that cannot start leaves
+    no file behind and a failed resume changes none. One process at a time writes a run
+    directory (Note [One writer per run directory]). `explicit`: see resumed_config."""
     out = Path(out)
+    run_dir.check_out(out)
     if resume:
-        saved = run_dir.read_config(out)
-        budget = config.budget  # the one thing a resume may change: how far to go
-        config = TrainConfig(**{**saved, "budget": max(budget, saved["budget"])})
+        config = resumed_config(out, config, explicit)
     else:
+        config.check()
         run_dir.check_new(out)
     start = time.time()
     rank, world = distributed.init(timeout_s=120)
     writer = rank == 0  # the other ranks of a distributed run step, and write nothing
     progress = progress and writer
     p = prepare(config, progress)
-    if writer:
-        run_dir.write_config(out, config)
     method = build(config, p.task, p.features["train"], p.labels["train"], world)
-    if resume:
-        state = run_dir.load_progress(out)
-        method.optimizer.load_state_dict(state["optimizer"])
-        with torch.no_grad():
-            method.w.copy_(state["w"])
-        best, log = state["best"], state["log"]
-    else:
-        best, log = initial_progress(p, p.task)
+    with run_dir.locked(out) if writer else contextlib.nullcontext():
+        if resume:
+            best, log = _resume_(out, method)
+        else:
+            run_dir.check_new(out)  # again, now that no other writer can start one
+            best, log = initial_progress(p, p.task)
+        if writer:
+            run_dir.write_config(out, config)
+        return _run(p, method, out, best, log, start, world, progress, writer, report)
+
+
+def _run(p: Prepared, method: Method, out: Path, best: dict, log: list[dict], start: float,
+         world: int, progress: bool, writer: bool, report: Callable[[str], None]) -> dict:
+    """Optimizes to the budget, saving progress at each evaluation, then writes the prompt,
+    the plot and the summary."""
+    config = p.config
 
     def save(best, log):
         run_dir.save_progress(out, method.optimizer, method.w, best, log)

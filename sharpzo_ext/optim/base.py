@@ -29,7 +29,7 @@ from typing import Iterable, Sequence, TypeVar
 import torch
 
 from sharpzo_ext import checks
-from sharpzo_ext.optim import flat, legacy
+from sharpzo_ext.optim import flat, legacy, state_checks
 
 __all__ = ["ForwardOnlyOptimizer", "common_hyperparameters", "options_from_groups",
            "group_rates", "STATE_FORMAT"]
@@ -104,7 +104,13 @@ class ForwardOnlyOptimizer(torch.optim.Optimizer):
         if self.one_vector and self.param_groups:
             raise ValueError(f"{type(self).__name__} searches one vector: pass one parameter "
                              f"group, and add none later")
-        super().add_param_group(param_group)
+        params = param_group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        for i, p in enumerate(params):
+            if isinstance(p, torch.Tensor) and not p.is_floating_point():
+                raise TypeError(f"{type(self).__name__} tunes floating-point parameters; "
+                                f"parameter {i} of group {len(self.param_groups)} is {p.dtype}")
+        super().add_param_group({**param_group, "params": params})
 
     def _add_defaults(self, values: dict) -> None:
         """Hyperparameters known only once the parameters are (k from density and d): into
@@ -118,6 +124,19 @@ class ForwardOnlyOptimizer(torch.optim.Optimizer):
         """Raises ValueError if the hyperparameters in `param_groups` are invalid (each
         subclass reads its options as its steps do)."""
         raise NotImplementedError
+
+    state_keys: tuple[str, ...] = ()  # the algorithm's entries of ``shared``, beyond the counters
+
+    def _check_state(self, shared: dict, state_dict: dict) -> None:
+        """Raises state_checks.InvalidState unless ``shared`` (a loaded "sharpzo" record without
+        its header) and ``state_dict`` (its per-parameter state and hyperparameters, already
+        validated) are a state this optimizer can continue. Subclasses check their entries and
+        call this."""
+        state_checks.keys(shared, "sharpzo", ("seed", "forward_passes", "steps",
+                                              *self.state_keys))
+        state_checks.seed(shared["seed"], "seed")
+        state_checks.count(shared["forward_passes"], "forward_passes")
+        state_checks.count(shared["steps"], "steps")
 
     def _commit(self, evaluations: int) -> None:
         """Counts a step that succeeded and the objective evaluations it took."""
@@ -133,7 +152,9 @@ class ForwardOnlyOptimizer(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict) -> None:
         """Resumes from a ``state_dict()`` of the same class over as many parameter elements,
         adopting its hyperparameters (Note [Hyperparameters and state]). State dicts of
-        sharpzo_ext 0.1.0 are upgraded (legacy.py)."""
+        sharpzo_ext 0.1.0 are upgraded (legacy.py). Everything is checked before anything
+        changes: a bad state dict (wrong shapes or types, missing entries, negative counters)
+        is a ValueError naming the entry, and the optimizer is left as it was."""
         state_dict = dict(state_dict)
         record = state_dict.pop("sharpzo", None)
         name, numel = type(self).__name__, self._numel()
@@ -149,8 +170,9 @@ class ForwardOnlyOptimizer(torch.optim.Optimizer):
             raise ValueError(f"the state dict is of {record['numel']} parameter elements, this "
                              f"{name} has {numel}")
         self._check_hyperparameters(state_dict["param_groups"])
-        super().load_state_dict(state_dict)
         shared = {k: v for k, v in record.items() if k not in ("class", "format", "numel")}
+        self._check_state(shared, state_dict)
+        super().load_state_dict(state_dict)
         self.shared = _to_device(copy.deepcopy(shared), self._params()[0].device)
 
 

@@ -20,11 +20,11 @@ import torch
 
 import sharpzo_ext.ops as ops
 from sharpzo_ext import checks
-from sharpzo_ext.optim import cma_factors, streams
+from sharpzo_ext.optim import cma_factors, state_checks, streams
 from sharpzo_ext.optim.cma_constants import CMAConstants
 
 __all__ = ["Options", "constants", "bounds_tensors", "feasible", "ranked", "init", "ask", "tell",
-           "restart_due", "restart_"]
+           "restart_due", "restart_", "STATE_KEYS", "check_state"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +119,36 @@ def init(x0: torch.Tensor, options: Options) -> dict:
              "best_x": feasible(x0, options.bounds).clone()}
     _start(state, x0, options.popsize, options)
     return state
+
+
+STATE_KEYS = ("x0", "restart", "best_loss", "best_x", "mean", "sigma", "popsize", "C", "pc", "ps",
+              "generation", "decomposed_at", "history", "stop", "factor")
+STOP_REASONS = (None, "tolfun", "tolx", "condition")
+_FACTOR_KEYS = {"diagonal": ("std",), "cholesky": ("L",), "eigh": ("B", "D")}
+
+
+def check_state(state, n: int, options: Options, name: str = "cma") -> None:
+    """Raises state_checks.InvalidState unless `state` is a state of this module (init's
+    layout) over n coordinates with the covariance model of `options`."""
+    check = state_checks
+    check.keys(state, name, STATE_KEYS)
+    for key in ("x0", "best_x", "mean", "pc", "ps"):
+        check.tensor(state[key], f"{name}.{key}", (n,), torch.float64)
+    check.tensor(state["C"], f"{name}.C", (n,) if options.diagonal else (n, n), torch.float64)
+    factor = check.keys(state["factor"], f"{name}.factor", _FACTOR_KEYS[options.kind])
+    for key, value in factor.items():
+        shape = (n, n) if key in ("L", "B") else (n,)
+        check.tensor(value, f"{name}.factor.{key}", shape, torch.float64)
+    for key in ("restart", "generation", "decomposed_at"):
+        check.count(state[key], f"{name}.{key}")
+    check.count(state["popsize"], f"{name}.popsize", 2)
+    check.number(state["sigma"], f"{name}.sigma", positive=True)
+    check.number(state["best_loss"], f"{name}.best_loss")
+    if not isinstance(state["history"], list):
+        raise check.InvalidState(f"{name}.history", "must be a list of losses")
+    for loss in state["history"]:
+        check.number(loss, f"{name}.history[...]")
+    check.one_of(state["stop"], f"{name}.stop", STOP_REASONS)
 
 
 def _start(state: dict, mean: torch.Tensor, popsize: int | None, options: Options) -> None:

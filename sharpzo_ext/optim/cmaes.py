@@ -70,6 +70,13 @@ class CMAES(ForwardOnlyOptimizer):
         cma.bounds_tensors(options.bounds, self._numel(), "cpu")
         checks.integer(param_groups[0]["restarts"], "restarts", 0)
 
+    state_keys = ("cma",)
+
+    def _check_state(self, shared: dict, state_dict: dict) -> None:
+        super()._check_state(shared, state_dict)
+        options = options_from_groups(cma.Options, state_dict["param_groups"])
+        cma.check_state(shared["cma"], self._numel(), options)
+
     def _options(self) -> cma.Options:
         return options_from_groups(cma.Options, self.param_groups)
 

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import torch
 
+from sharpzo_ext.optim import cma
+
 __all__ = ["upgrade"]
-
-_CMA_KEYS = ("x0", "restart", "best_loss", "best_x", "mean", "sigma", "popsize", "C", "pc", "ps",
-             "generation", "decomposed_at", "history", "stop", "factor")
-
 
 def _flat_mask(masks) -> torch.Tensor | None:
     return None if masks is None else torch.cat([m.reshape(-1) for m in masks])
@@ -37,13 +35,13 @@ def upgrade(name: str, state_dict: dict, record: dict, param_groups: list[dict],
     if name == "SparseZO":
         new.update(mask=_flat_mask(record["masks"]), refreshes=record["refreshes"])
     elif name == "CMAES":
-        new["cma"] = {k: record[k] for k in _CMA_KEYS}
+        new["cma"] = {k: record[k] for k in cma.STATE_KEYS}
         new["numel"] = record["mean"].numel()
     elif name == "SharpZO":
         stage1 = record["stage1"]["sharpzo"]
         stage2 = record["stage2"]["sharpzo"] if record["stage2"] is not None else None
         new.update(stage=record["stage"], best_history=record["best_history"],
-                   cma={k: stage1[k] for k in _CMA_KEYS},  # its generation: SharpZO's
+                   cma={k: stage1[k] for k in cma.STATE_KEYS},  # its generation: SharpZO's
                    numel=stage1["mean"].numel(),
                    mask=None if stage2 is None else _flat_mask(stage2["masks"]),
                    refreshes=0 if stage2 is None else stage2["refreshes"],

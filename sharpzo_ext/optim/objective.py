@@ -74,7 +74,11 @@ class Population:
                     "a Population objective is called as fn(X) with the candidates as the rows "
                     "of X; a closure that takes no argument is passed to step() as it is, "
                     "without Population")
-        losses = torch.as_tensor(raw).detach().to("cpu", torch.float64).flatten()
+        losses = torch.as_tensor(raw).detach()
+        if losses.dtype == torch.bool or losses.is_complex():
+            raise TypeError(f"the population objective must return real losses, got "
+                            f"{losses.dtype}")
+        losses = losses.to("cpu", torch.float64).flatten()
         if losses.numel() != X.shape[0]:
             raise ValueError(f"the population objective must return {X.shape[0]} losses (one "
                              f"per row of X), got {losses.numel()}")
@@ -107,8 +111,15 @@ def closure_loss(closure: Callable[[], object]) -> float:
         if loss.numel() != 1:
             raise ValueError(f"the closure must return a scalar loss, got a tensor of shape "
                              f"{tuple(loss.shape)}")
+        if loss.dtype == torch.bool or loss.is_complex():
+            raise TypeError(f"the closure must return a real loss, got {loss.dtype}")
         return float(loss.detach())
-    return float(loss)
+    if isinstance(loss, (bool, complex, str, bytes)):
+        raise TypeError(f"the closure must return a real loss, got {type(loss).__name__}")
+    try:
+        return float(loss)
+    except (TypeError, ValueError):
+        raise TypeError(f"the closure must return a real loss, got {type(loss).__name__}") from None
 
 
 def evaluate_rows(objective: Objective, params: Sequence[torch.Tensor],

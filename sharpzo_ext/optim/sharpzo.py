@@ -10,7 +10,7 @@ from typing import Iterable, Sequence
 import torch
 
 from sharpzo_ext import checks
-from sharpzo_ext.optim import cma, flat, sparse, streams, two_point
+from sharpzo_ext.optim import cma, flat, sparse, state_checks, streams, two_point
 from sharpzo_ext.optim.base import ForwardOnlyOptimizer, group_rates, options_from_groups
 from sharpzo_ext.optim.objective import Objective, check_objective, evaluate_rows
 
@@ -181,6 +181,20 @@ class SharpZO(ForwardOnlyOptimizer):
         search = options_from_groups(cma.Options, param_groups)
         cma.bounds_tensors(search.bounds, self._numel(), "cpu")
         group_rates(param_groups)
+
+    state_keys = ("stage", "best_history", "sparse_steps", "cma", *sparse.STATE_KEYS)
+
+    def _check_state(self, shared: dict, state_dict: dict) -> None:
+        super()._check_state(shared, state_dict)
+        groups = state_dict["param_groups"]
+        state_checks.one_of(shared["stage"], "stage", (1, 2))
+        if not isinstance(shared["best_history"], list):
+            raise state_checks.InvalidState("best_history", "must be a list of losses")
+        for loss in shared["best_history"]:
+            state_checks.number(loss, "best_history[...]")
+        state_checks.count(shared["sparse_steps"], "sparse_steps")
+        cma.check_state(shared["cma"], self._numel(), options_from_groups(cma.Options, groups))
+        sparse.check_state(shared, self._numel(), options_from_groups(sparse.Options, groups).k)
 
     @property
     def stage(self) -> int:

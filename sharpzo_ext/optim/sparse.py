@@ -17,13 +17,28 @@ import torch
 
 import sharpzo_ext.ops as ops
 from sharpzo_ext import checks
-from sharpzo_ext.optim import flat, streams, two_point
+from sharpzo_ext.optim import flat, state_checks, streams, two_point
 from sharpzo_ext.optim.base import group_rates, options_from_groups
 from sharpzo_ext.optim.objective import Objective
 
-__all__ = ["Options", "MASKS", "resolve_k", "choose_mask", "update_", "Step", "step"]
+__all__ = ["Options", "MASKS", "STATE_KEYS", "check_state", "resolve_k", "choose_mask", "update_",
+           "Step", "step"]
 
 MASKS = ("score", "magnitude", "random")
+
+
+STATE_KEYS = ("mask", "refreshes")  # of the state dict that step() reads and updates
+
+
+def check_state(state: dict, n: int, k: int) -> None:
+    """Raises state_checks.InvalidState unless state["mask"] is None or a flat bool mask of k of
+    the n coordinates, and state["refreshes"] counts refreshes."""
+    if state["mask"] is not None:
+        mask = state_checks.tensor(state["mask"], "mask", (n,), torch.bool)
+        if int(mask.sum()) != k:
+            raise state_checks.InvalidState("mask", f"must select k = {k} coordinates, got "
+                                            f"{int(mask.sum())}")
+    state_checks.count(state["refreshes"], "refreshes")
 
 
 def resolve_k(density, k, n: int) -> int:
@@ -41,8 +56,9 @@ class Options:
     """How the mask is chosen (validated on construction).
 
     k: coordinates in the mask. mask: "score" (|w|^2 * zscore(|G|), sz.ops.mask_score, G a
-    dense two-point estimate from mask_queries directions), "magnitude" (|w|) or "random".
-    refresh: steps between refreshes. normalize: z-score the estimate on the mask.
+    dense two-point estimate from mask_queries directions; Note [Scores at w = 0]),
+    "magnitude" (|w|) or "random". refresh: steps between refreshes. normalize: z-score the
+    estimate on the mask (when k >= MIN_NORMALIZED_K: Note [No z-score of a few values]).
     """
     k: int
     mask: str = "score"
@@ -59,6 +75,11 @@ class Options:
         object.__setattr__(self, "normalize", bool(self.normalize))
 
 
+# Note [Scores at w = 0]
+# The score |w|^2 * zscore(|G|) prefers large weights whose gradient estimate stands out. At
+# w = 0, where prompt tuning starts, it is 0 everywhere, and the top k would be the first k
+# coordinates (ties go to the lower index) whatever the gradient says. All weights are then
+# equal, so the score ranks by its other factor: zscore(|G|), the score of w = 1.
 def choose_mask(objective: Objective, params: Sequence[torch.Tensor], seed: int, refresh: int,
                 options: Options, zo: two_point.Options) -> tuple[torch.Tensor, int]:
     """(a new flat bool mask of options.k coordinates, the objective evaluations it took) for
@@ -74,9 +95,18 @@ def choose_mask(objective: Objective, params: Sequence[torch.Tensor], seed: int,
         ids = two_point.stream_ids(streams.MASK_DIRECTIONS, refresh, options.mask_queries)
         grad = two_point.dense_estimate(objective, params, seed, ids, zo, torch.float32)
         evaluations = two_point.cost(len(ids), zo.one_sided)
-        score = ops.mask_score(w, grad)
+        score = ops.mask_score(w if bool(w.any()) else torch.ones_like(w), grad)
     _, mask = ops.sparse_zscore(score, options.k, score=score, check_finite=False)
     return mask, evaluations
+
+
+# Note [No z-score of a few values]
+# Normalizing the estimate on the mask subtracts its mean and divides by its standard
+# deviation. Over many coordinates that keeps the direction and fixes the step's scale; over a
+# few it destroys the direction: one value always z-scores to 0 (k = 1 never moves), two always
+# to -1 and +1, whatever their signs (half of every k = 2 step climbs). Below MIN_NORMALIZED_K
+# coordinates the raw estimate is used, as with normalize=False.
+MIN_NORMALIZED_K = 8
 
 
 @torch.no_grad()
@@ -95,7 +125,7 @@ def update_(params: Sequence[torch.Tensor], mask: torch.Tensor, seed: int, ids: 
         two_point.accumulate_(estimate, seed, ids, coefficients, dist, offset, m)
         compact.append(estimate[m])
     compact = torch.cat(compact)
-    if normalize:
+    if normalize and compact.numel() >= MIN_NORMALIZED_K:
         compact = ops.sparse_zscore(compact, compact.numel())[0]
     start = 0
     for p, m, lr, decay in zip(params, masks, lrs, weight_decays):

@@ -24,13 +24,14 @@ class SparseZO(ForwardOnlyOptimizer):
     by a score:
       "score" (default): |w|^2 * zscore(|G|) (sz.ops.mask_score), G a dense two-point estimate of
           the gradient from ``mask_queries`` directions (2 * mask_queries forward passes): large
-          weights whose gradient estimate stands out;
+          weights whose gradient estimate stands out (at w = 0 everywhere: zscore(|G|));
       "magnitude": |w|; "random": k uniformly random coordinates (from the seed).
     A step perturbs the masked coordinates with perturb_(..., mask=...) along q directions
     (2q forward passes), forms the estimate g = (1/q) sum_j g_j z_j on the mask, normalizes it to
     zero mean and unit standard deviation over the mask (sz.ops.sparse_zscore: outlier
     estimates are tamed and the step no longer scales with the noisy magnitude of g_j), and
-    updates x[mask] <- x[mask] - lr * normalized(g). ``normalize=False`` keeps the raw estimate.
+    updates x[mask] <- x[mask] - lr * normalized(g). ``normalize=False`` keeps the raw estimate,
+    and so does k < 8, where a z-score would destroy the direction (k = 1 would never move).
     Weight decay, if any, also applies to the masked coordinates only. The objective is a
     closure or a Population, as for ZOSGD.
 
@@ -71,6 +72,13 @@ class SparseZO(ForwardOnlyOptimizer):
             raise ValueError(f"k must be at most the parameters' {self._numel()} elements, got "
                              f"{options.k}")
         group_rates(param_groups)
+
+    state_keys = sparse.STATE_KEYS
+
+    def _check_state(self, shared: dict, state_dict: dict) -> None:
+        super()._check_state(shared, state_dict)
+        k = options_from_groups(sparse.Options, state_dict["param_groups"]).k
+        sparse.check_state(shared, self._numel(), k)
 
     @property
     def mask(self) -> torch.Tensor | None:

@@ -8,7 +8,7 @@ from typing import Iterable, Sequence
 import torch
 
 from sharpzo_ext import checks
-from sharpzo_ext.optim import flat, streams, two_point
+from sharpzo_ext.optim import flat, state_checks, streams, two_point
 from sharpzo_ext.optim.base import ForwardOnlyOptimizer, group_rates, options_from_groups
 from sharpzo_ext.optim.objective import Objective, check_objective
 
@@ -91,6 +91,19 @@ class ZOSGD(ForwardOnlyOptimizer):
         options_from_groups(two_point.Options, param_groups)
         group_rates(param_groups)
         _momenta(param_groups)
+
+    def _check_state(self, shared: dict, state_dict: dict) -> None:
+        """The momentum buffers too: one per parameter, of its shape."""
+        super()._check_state(shared, state_dict)
+        params = self._params()
+        for index, entry in state_dict["state"].items():
+            name = f"state[{index!r}]"
+            if not (isinstance(index, int) and 0 <= index < len(params)):
+                raise state_checks.InvalidState(name, f"is not one of the {len(params)} "
+                                                f"parameters")
+            state_checks.keys(entry, name, ("momentum",))
+            state_checks.tensor(entry["momentum"], f"{name}.momentum",
+                                tuple(params[index].shape), None)
 
     @torch.no_grad()
     def step(self, closure: Objective) -> torch.Tensor:
