@@ -1,5 +1,8 @@
+import os
+
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
 import sharpzo_ext  # noqa: F401  (registers torch.ops.sharpzo)
 
@@ -15,3 +18,14 @@ CUDA = pytest.mark.skipif(not cuda_kernels_available(), reason="needs a GPU and 
 # without a GPU.
 DEVICES = [pytest.param("cpu", id="cpu"),
            pytest.param("cuda", id="cuda", marks=[pytest.mark.cuda, CUDA])]
+
+
+# Note [Fuzzing profiles]
+# The property-based tests (test_fuzz_*.py) run derandomized under `make test`: the same
+# examples every time, so CI is deterministic and a failure reproduces. Set
+# HYPOTHESIS_PROFILE=explore to draw new examples (and more of them) on every run.
+settings.register_profile("ci", max_examples=60, derandomize=True, deadline=None,
+                          database=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("explore", max_examples=1000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

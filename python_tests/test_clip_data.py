@@ -94,3 +94,34 @@ def test_corrupt_image_is_named(tmp_path):
     bad.write_bytes(b"not a png at all")
     with pytest.raises(DataError, match="cannot read image .*broken.png"):
         data_lib.load_images([bad], lambda image: torch.zeros(3, 4, 4))
+
+
+@pytest.mark.parametrize("per_class, shots, train_n, val_n", [
+    (20, 16, 16, 4),  # enough images: as before
+    (8, 16, 6, 2),    # #12: all 8 went to train and validation was empty
+    (2, 16, 1, 1),
+    (1, 16, 1, 0),
+])
+def test_few_shot_carves_validation_from_small_classes(tmp_path, per_class, shots, train_n, val_n):
+    data = data_lib.image_folder(make_folder(tmp_path, per_class=per_class, layout="split"))
+    few = data_lib.few_shot(data, shots, seed=0)
+    train_items, train_labels = few.splits["train"]
+    assert [train_labels.count(c) for c in (0, 1)] == [train_n, train_n]
+    if val_n:
+        val_items, val_labels = few.splits["val"]
+        assert [val_labels.count(c) for c in (0, 1)] == [val_n, val_n]
+        assert not set(train_items) & set(val_items)
+    else:
+        assert "val" not in few.splits  # selection falls back to the training loss
+
+
+def test_a_single_class_is_refused(tmp_path):
+    data = data_lib.image_folder(make_folder(tmp_path, classes=("cat",)))
+    with pytest.raises(DataError, match="at least 2"):
+        data_lib.few_shot(data, 4)
+
+
+def test_data_naming_a_file_says_so(tmp_path):
+    (tmp_path / "f.txt").write_text("x")
+    with pytest.raises(DataError, match="is a file"):
+        data_lib.image_folder(tmp_path / "f.txt")

@@ -109,3 +109,37 @@ def test_bad_arguments(mutate, error, match):
 def test_non_finite_coefficients_are_refused():
     with pytest.raises(ValueError, match="decay must be finite"):
         sz.ops.cma_cov_update_(*case(4, 2, torch.float64), 0.1, 0.1, float("nan"))
+
+
+def test_a_meta_companion_of_a_cpu_matrix_is_refused():
+    # #12: C on the CPU with Y on meta silently did nothing.
+    C = torch.eye(3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="Y must be on C's device cpu, got meta"):
+        sz.ops.cma_cov_update_(C, torch.zeros(3, dtype=torch.float64),
+                               torch.zeros(2, 3, dtype=torch.float64, device="meta"),
+                               torch.ones(2, dtype=torch.float64), 0.1, 0.1, 0.8)
+
+
+@pytest.mark.parametrize("alias", ["pc", "Y", "weights"])
+def test_inputs_aliasing_C_are_refused(alias):
+    # #12: cma_cov_update_(A, A[0], A, ...) read rows of C that it had already written.
+    A = torch.eye(3, dtype=torch.float64) + 1
+    args = {"pc": torch.zeros(3, dtype=torch.float64), "Y": torch.ones(3, 3, dtype=torch.float64),
+            "weights": torch.ones(3, dtype=torch.float64)}
+    args[alias] = {"pc": A[0], "Y": A, "weights": A[1]}[alias]
+    before = A.clone()
+    with pytest.raises(ValueError, match=f"{alias} must not share memory with C"):
+        sz.ops.cma_cov_update_(A, args["pc"], args["Y"], args["weights"], 0.1, 0.1, 0.8)
+    assert torch.equal(A, before)
+
+
+def test_fake_kernel_checks_shapes_and_dtypes():
+    C = torch.eye(3, dtype=torch.float64, device="meta")
+    with pytest.raises(ValueError, match="pc must have shape"):
+        sz.ops.cma_cov_update_(C, torch.zeros(4, dtype=torch.float64, device="meta"),
+                               torch.zeros(2, 3, dtype=torch.float64, device="meta"),
+                               torch.ones(2, dtype=torch.float64, device="meta"), 0.1, 0.1, 0.8)
+    with pytest.raises(TypeError, match="weights must have C's dtype"):
+        sz.ops.cma_cov_update_(C, torch.zeros(3, dtype=torch.float64, device="meta"),
+                               torch.zeros(2, 3, dtype=torch.float64, device="meta"),
+                               torch.ones(2, device="meta"), 0.1, 0.1, 0.8)

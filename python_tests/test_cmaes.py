@@ -333,3 +333,30 @@ def test_cuda_parameters():
     opt = sz.optim.CMAES([p], sigma=1.0, seed=0)
     evaluations_to(1e-8, sphere, opt, 5000)
     assert opt.best[1] < 1e-8 and p.device.type == "cuda"
+
+
+def test_step_returns_the_best_finite_loss_when_a_candidate_is_nan():
+    # #12: one NaN candidate made step() return NaN.
+    p = torch.nn.Parameter(torch.zeros(4, dtype=torch.float64))
+    opt = sz.optim.CMAES([p], sigma=0.5, popsize=6, seed=0)
+    calls = []
+
+    def closure():
+        calls.append(float((p.detach() ** 2).sum()))
+        return math.nan if len(calls) == 1 else calls[-1]
+
+    assert opt.step(closure) == min(calls[1:])
+
+
+def test_a_failed_generation_leaves_the_state_as_it_was():
+    # Note [ask changes nothing]: the decomposition due at a generation is tell()'s work.
+    p = torch.nn.Parameter(torch.linspace(-1, 1, 6, dtype=torch.float64))
+    opt = sz.optim.CMAES([p], sigma=0.3, popsize=5, seed=3)
+    opt.step(lambda: (p.detach() ** 2).sum())
+    before = copy.deepcopy(opt.state_dict())
+    with pytest.raises(ValueError, match="-inf"):
+        opt.step(lambda: -math.inf)
+    after = opt.state_dict()
+    assert after["sharpzo"]["cma"]["decomposed_at"] == before["sharpzo"]["cma"]["decomposed_at"]
+    assert torch.equal(after["sharpzo"]["cma"]["factor"]["L"],
+                       before["sharpzo"]["cma"]["factor"]["L"])

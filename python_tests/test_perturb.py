@@ -332,3 +332,26 @@ def test_raw_op_checks_in_cpp_too():
 def test_mask_on_another_device_is_refused():
     with pytest.raises(ValueError, match="mask must be on x's device"):
         sz.ops.perturb_(torch.zeros(4, device="cuda"), 0, mask=torch.ones(4, dtype=torch.bool))
+
+
+def test_a_meta_mask_with_a_cpu_tensor_is_refused():
+    # #12: the dispatcher sends the call to the fake kernel, which once did nothing.
+    x = torch.zeros(10)
+    with pytest.raises(ValueError, match="mask must be on x's device cpu, got meta"):
+        sz.ops.perturb_(x, 0, mask=torch.ones(10, dtype=torch.bool, device="meta"))
+    assert torch.equal(x, torch.zeros(10))
+
+
+def test_fake_kernels_check_what_the_kernels_check():
+    with pytest.raises(TypeError, match="perturb_: x must be a float16"):
+        sz.ops.perturb_(torch.zeros(3, dtype=torch.int64, device="meta"), 0)
+    with pytest.raises(ValueError, match="mask must have the shape of x"):
+        sz.ops.perturb_(torch.zeros(3, device="meta"), 0,
+                        mask=torch.ones(4, dtype=torch.bool, device="meta"))
+    with pytest.raises(ValueError, match="dist must be"):
+        torch.ops.sharpzo.perturb_(torch.zeros(3, device="meta"), 0, 0, 1.0, "uniform", 0, None)
+
+
+def test_a_string_scale_is_refused():
+    with pytest.raises(TypeError, match="scale must be a number, got str"):
+        sz.ops.perturb_(torch.zeros(3), 0, scale="1")

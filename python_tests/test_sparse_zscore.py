@@ -239,3 +239,43 @@ def test_non_finite_input_is_refused_or_propagated():
 def test_bad_arguments(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_a_score_or_grad_on_another_device_is_refused():
+    # #12: a CPU g with a meta score returned uninitialized memory (736 True entries).
+    with pytest.raises(ValueError, match="score must be on g's device cpu, got meta"):
+        sz.ops.sparse_zscore(torch.randn(1000), 10, score=torch.randn(1000, device="meta"))
+    with pytest.raises(ValueError, match="grad must be on w's device cpu, got meta"):
+        sz.ops.mask_score(torch.randn(10), torch.randn(10, device="meta"))
+
+
+def test_fake_kernels_check_k_dtypes_and_shapes():
+    g = torch.randn(10, device="meta")
+    with pytest.raises(ValueError, match=r"k must be in \[1, 10\]"):
+        sz.ops.sparse_zscore(g, 11)
+    with pytest.raises(TypeError, match="score must be a float16"):
+        sz.ops.sparse_zscore(g, 3, score=torch.zeros(10, dtype=torch.int64, device="meta"))
+    with pytest.raises(ValueError, match="grad must have the shape of w"):
+        sz.ops.mask_score(g, torch.randn(9, device="meta"))
+
+
+def test_a_k_beyond_int64_gets_a_clear_message():
+    with pytest.raises(ValueError, match="k must be an int <= 9223372036854775807"):
+        sz.ops.sparse_zscore(torch.randn(10), 2**63)
+
+
+def test_an_overflowing_std_is_not_called_nan():
+    # Finite values whose squares overflow float64: the message says so, not "NaN".
+    g = torch.tensor([1e200, -1e200, 3.0], dtype=torch.float64)
+    with pytest.raises(ValueError, match="standard deviation of g overflows float64"):
+        sz.ops.sparse_zscore(g, 1)
+    with pytest.raises(ValueError, match="holds NaN or infinite"):
+        sz.ops.sparse_zscore(torch.tensor([1.0, math.nan]), 1)
+
+
+def test_in_place_refuses_a_score_sharing_g():
+    g = torch.randn(10)
+    before = g.clone()
+    with pytest.raises(ValueError, match="score must not share memory with g"):
+        sz.ops.sparse_zscore_(g, 3, score=g)
+    assert torch.equal(g, before)

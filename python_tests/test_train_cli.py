@@ -173,3 +173,109 @@ def test_coop_is_a_method_of_train_and_resumes_its_trajectory(tmp_path, cache):
                     report=lambda s: None)
     for key in ("test_acc", "val_acc", "forward_passes", "selected_at_forward_passes"):
         assert resumed[key] == straight[key]
+
+
+# ---- #12: runs that cannot start or continue write nothing -----------------------------------
+
+def test_classes_with_fewer_images_than_shots_train(tmp_path, cache, capsys):
+    # #12: 3 classes of 20 images (10 train after the test split) and 16 shots crashed in einsum.
+    root = tmp_path / "folder"
+    for c, name in enumerate(("circle", "square", "triangle")):
+        (root / name).mkdir(parents=True)
+        for i in range(20):
+            Image.new("RGB", (8, 8), (80 * c, 10 * i, 0)).save(root / name / f"{i}.png")
+    assert main(["train", "--data", str(root), "--budget", "60", "--method", "cmaes",
+                 "--eval-every", "30", "--out", str(tmp_path / "run"), "--cache-dir", cache,
+                 "--quiet"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["val_acc"] is not None
+
+
+def test_eval_keeps_the_projection_the_prompt_was_tuned_with(tmp_path, cache, capsys):
+    # #12: `eval RUN --seed 5` silently evaluated the prompt under another projection.
+    summary = run(tmp_path, cache, "run", budget=300, seed=3)
+    prompt = tmp_path / "run" / "prompt.safetensors"
+    code, err = error_of(["eval", str(tmp_path / "run"), "--seed", "5", "--cache-dir", cache,
+                          "--quiet"], capsys)
+    assert code == 2 and len(err) == 1 and "seed = 3" in err[0]
+    # the prompt file alone, without --seed: its own seed wins over the default 0
+    assert main(["eval", str(prompt), "--shots", "16", "--cache-dir", cache, "--quiet"]) == 0
+    lines = dict(line.split() for line in capsys.readouterr().out.splitlines())
+    assert float(lines["test"].rstrip("%")) == pytest.approx(100 * summary["test_acc"], abs=0.051)
+
+
+def test_a_second_writer_of_a_run_directory_is_refused(tmp_path, cache, capsys):
+    from sharpzo_ext.clip import run_dir
+
+    out = tmp_path / "run"
+    with run_dir.locked(out):  # another run writing there
+        code, err = error_of(["train", "--out", str(out), "--budget", "100", "--cache-dir",
+                              cache, "--quiet"], capsys)
+    assert code == 2 and len(err) == 1 and "in use by another run" in err[0]
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda out: (out / "state.pt").write_bytes((out / "state.pt").read_bytes()[:100]),
+     "cannot read"),
+    (lambda out: (out / "config.json").write_text("{not json"), "cannot read"),
+    (lambda out: (out / "config.json").write_text(json.dumps(
+        {k: v for k, v in json.loads((out / "config.json").read_text()).items()
+         if k != "method"})), "no method"),
+    (lambda out: (out / "config.json").write_text(json.dumps(
+        {**json.loads((out / "config.json").read_text()), "method": "zosgd"})),
+     "not a ZOSGD state dict"),
+    (lambda out: (out / "config.json").write_text(json.dumps(
+        {**json.loads((out / "config.json").read_text()), "lr": -1})), "lr must be"),
+])
+def test_a_damaged_run_fails_to_resume_and_changes_no_file(tmp_path, cache, capsys, damage,
+                                                          message):
+    out = tmp_path / "run"
+    run(tmp_path, cache, "run", budget=200)
+    damage(out)
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, err = error_of(["train", "--resume", str(out), "--budget", "400", "--cache-dir", cache,
+                          "--quiet"], capsys)
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files
+
+
+def test_a_resume_refuses_options_that_contradict_the_run(tmp_path, cache, capsys):
+    out = tmp_path / "run"
+    run(tmp_path, cache, "run", budget=200)
+    code, err = error_of(["train", "--resume", str(out), "--method", "zosgd", "--cache-dir",
+                          cache, "--quiet"], capsys)
+    assert code == 2 and "method = 'cmaes'" in err[0]
+    assert main(["train", "--resume", str(out), "--budget", "400", "--method", "cmaes",
+                 "--cache-dir", cache, "--quiet"]) == 0  # agreeing options are fine
+
+
+def test_eval_with_a_bad_config_is_one_line(tmp_path, cache, capsys):
+    run(tmp_path, cache, "run", budget=100)
+    (tmp_path / "run" / "config.json").write_text("[1, 2]")
+    code, err = error_of(["eval", str(tmp_path / "run"), "--cache-dir", cache, "--quiet"], capsys)
+    assert code == 2 and len(err) == 1 and "not a run configuration" in err[0]
+
+
+def test_a_cache_file_of_other_rows_is_recomputed(tmp_path, cache):
+    from safetensors.torch import load_file, save_file
+
+    run(tmp_path, cache, "a", budget=100)
+    for path in (tmp_path / "cache").glob("features-*.safetensors"):
+        features = load_file(str(path))["features"]
+        save_file({"features": features[:-1].contiguous()}, str(path))
+    summary = run(tmp_path, cache, "b", budget=100)
+    assert not any(summary["feature_cache_hits"].values())
+
+
+def test_run_and_cache_files_have_the_usual_mode(tmp_path, cache):
+    # #12: prompt.safetensors and the cache files were 0600, the other run files 0644.
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        run(tmp_path, cache, "run", budget=100)
+    finally:
+        os.umask(umask)
+    files = [*(tmp_path / "run").iterdir(), *(tmp_path / "cache").iterdir()]
+    assert {oct(p.stat().st_mode & 0o777) for p in files if p.name != ".lock"} == {"0o644"}

@@ -446,3 +446,57 @@ def test_cuda_parameters_match_cpu(cls, kwargs):
     train(opt, lambda: quadratic(p), 5)
     train(gpu, lambda: quadratic(q), 5)
     assert torch.allclose(p.detach(), q.detach().cpu(), rtol=1e-10, atol=1e-12)
+
+
+# ---- #12: small masks, masks at w = 0, construction-time validation -----------------------------
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_sparse_zo_with_a_few_coordinates_still_descends(k):
+    # A z-score of one value is 0 (k = 1 never moved) and of two is -1, +1 whatever the
+    # gradient (k = 2 climbed half the time): below MIN_NORMALIZED_K the raw estimate is used.
+    target = torch.linspace(-1, 1, 6, dtype=torch.float64)
+    p = torch.nn.Parameter(torch.zeros(6, dtype=torch.float64))
+    opt = sz.optim.SparseZO([p], lr=0.05, k=k, q=2, refresh=5, seed=1)
+    f0 = float(((p.detach() - target) ** 2).sum())
+    for _ in range(300):
+        opt.step(lambda: ((p - target) ** 2).sum())
+    assert float(((p.detach() - target) ** 2).sum()) < 0.2 * f0
+
+
+def test_sparse_zo_first_mask_at_zero_follows_the_gradient():
+    # At w = 0 the score |w|^2 zscore(|G|) is 0 everywhere; the mask was coordinates 0..k-1.
+    target = torch.zeros(20, dtype=torch.float64)
+    target[[7, 13]] = 5.0
+    p = torch.nn.Parameter(torch.zeros(20, dtype=torch.float64))
+    opt = sz.optim.SparseZO([p], lr=0.01, k=2, mask_queries=40, seed=0)
+    opt.step(lambda: ((p - target) ** 2).sum())
+    assert opt.mask.nonzero().flatten().tolist() == [7, 13]
+
+
+def test_sharpzo_refuses_stage_two_options_at_construction():
+    # #12: --density 2 once failed only at the switch, after stage 1 had run.
+    p = torch.nn.Parameter(torch.zeros(8))
+    for kwargs, match in [(dict(density=2), "density"), (dict(k=0), "k"),
+                          (dict(mask="best"), "mask"), (dict(refresh=0), "refresh")]:
+        with pytest.raises(ValueError, match=match):
+            sz.optim.SharpZO([p], switch_step=100, **kwargs)
+
+
+@pytest.mark.parametrize("cls, kwargs", [(sz.optim.ZOSGD, dict(lr=0.1)),
+                                         (sz.optim.SparseZO, dict(lr=0.1)),
+                                         (sz.optim.CMAES, dict(sigma=0.5)),
+                                         (sz.optim.SharpZO, dict())])
+def test_integer_parameters_are_refused(cls, kwargs):
+    with pytest.raises(TypeError, match="floating-point parameters; parameter 0 of group 0"):
+        cls([torch.zeros(4, dtype=torch.int64)], **kwargs)
+
+
+@pytest.mark.parametrize("losses", [lambda X: torch.zeros(X.shape[0], dtype=torch.complex64),
+                                    lambda X: torch.zeros(X.shape[0], dtype=torch.bool),
+                                    lambda X: None, lambda X: "0.5"])
+def test_population_losses_must_be_real_numbers(losses):
+    p = torch.nn.Parameter(torch.zeros(4))
+    opt = sz.optim.CMAES([p], sigma=0.5)
+    with pytest.raises(TypeError, match="population objective must return"):
+        opt.step(sz.optim.Population(losses))
+    assert torch.equal(p.detach(), torch.zeros(4))

@@ -13,6 +13,13 @@ class CliError(Exception):
     """A user error: printed as one line, exit status 2, no traceback."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like every other error of the command."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -232,8 +239,8 @@ def _run_compare(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sharpzo-ext",
-                                     description="Forward-only fine-tuning: SharpZO and friends.")
+    parser = _Parser(prog="sharpzo-ext",
+                     description="Forward-only fine-tuning: SharpZO and friends.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_eval(sub)

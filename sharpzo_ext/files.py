@@ -24,9 +24,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # what a plainly created file gets (mkstemp makes it 0600)
     try:
         yield tmp
+        # what a plainly created file gets: mkstemp makes it 0600, and so do writers that
+        # replace the file themselves (safetensors)
+        os.chmod(tmp, 0o666 & ~umask)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

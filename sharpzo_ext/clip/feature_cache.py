@@ -36,18 +36,22 @@ def split_features(task: PromptTask, model: LoadedModel, data: Dataset, split: s
                    cache_dir: str | Path | None, progress: bool = True) -> tuple[torch.Tensor, bool]:
     """(features (N, E), whether they came from the cache) of a split: read from the cache, or
     computed by the frozen image tower in batches (with a progress bar) and written to it
-    (atomically). cache_dir None: no cache."""
+    (atomically). A cache file that cannot be read, or holds another number of rows than the
+    split has images, is recomputed. cache_dir None: no cache."""
     from safetensors.torch import load_file, save_file  # noqa: PLC0415
 
+    items = data.splits[split][0]
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / f"features-{_key(model, data, split)}.safetensors"
         if path.is_file():
             try:
-                return load_file(str(path))["features"].to(task.device), True
+                features = load_file(str(path))["features"]
+                if features.dim() == 2 and features.shape[0] == len(items):
+                    return features.to(task.device), True
             except Exception:  # noqa: BLE001 (a damaged cache file is recomputed)
-                path.unlink(missing_ok=True)
-    items = data.splits[split][0]
+                pass
+            path.unlink(missing_ok=True)  # damaged, or of other rows: recomputed
     batches = range(0, len(items), _BATCH)
     if progress:
         from tqdm import tqdm  # noqa: PLC0415

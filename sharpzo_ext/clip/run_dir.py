@@ -31,8 +31,9 @@ from sharpzo_ext.clip.models import LoadedModel
 from sharpzo_ext.clip.prompt_task import PromptTask
 from sharpzo_ext.files import atomic_path, path_problem, write_json, write_text
 
-__all__ = ["check_out", "check_new", "locked", "read_config", "read_config_file", "write_config", "save_progress", "load_progress",
-           "save_prompt", "read_prompt", "plot_accuracy", "write_summary"]
+__all__ = ["check_out", "check_new", "locked", "read_config", "read_config_file", "write_config",
+           "save_progress", "load_progress", "save_prompt", "read_prompt", "plot_accuracy",
+           "write_summary"]
 
 
 def check_out(out: Path) -> None:

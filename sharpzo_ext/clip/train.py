@@ -23,8 +23,8 @@ from sharpzo_ext.clip.methods import Method, build, forward_passes
 from sharpzo_ext.clip.prepare import Prepared, prepare
 from sharpzo_ext.clip.prompt_task import PromptTask
 
-__all__ = ["TrainConfig", "RunError", "METHODS", "train", "resumed_config", "optimize", "initial_progress",
-           "summarize", "format_summary", "zero_shot"]
+__all__ = ["TrainConfig", "RunError", "METHODS", "train", "resumed_config", "optimize",
+           "initial_progress", "summarize", "format_summary", "zero_shot"]
 
 
 def __getattr__(name: str):

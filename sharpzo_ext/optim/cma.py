@@ -201,14 +201,25 @@ def _check_model(state: dict, options: Options) -> None:
                          f"diagonal={options.diagonal}")
 
 
+def _decomposition_due(state: dict, options: Options) -> bool:
+    return state["generation"] - state["decomposed_at"] >= _constants(state, options).lazy_gap
+
+
+# Note [ask changes nothing]
+# C is decomposed every lazy_gap generations (pycma's lazy update). tell() does it, after its
+# update, for the generation that follows, so ask() only reads the state: a step whose
+# evaluation fails leaves the state exactly as it was. States saved before tell() did this
+# (sharpzo_ext 0.1.0) can hold a decomposition that is due; ask() then decomposes into a
+# temporary and tell() stores the same decomposition, so results are unchanged.
 def ask(state: dict, seed: int, options: Options) -> torch.Tensor:
     """The population of the current generation: (popsize, d), float64, in the unbounded space
-    (evaluate ``feasible(X, options.bounds)``). The same until ``tell``; decomposes C when due
-    (which changes no later result)."""
+    (evaluate ``feasible(X, options.bounds)``). The same until ``tell``; changes nothing (Note
+    [ask changes nothing])."""
     _check_model(state, options)
-    if state["generation"] - state["decomposed_at"] >= _constants(state, options).lazy_gap:
-        _decompose(state, options)
-    return state["mean"] + state["sigma"] * cma_factors.sample(state["factor"],
+    factor = state["factor"]
+    if _decomposition_due(state, options):
+        factor, _ = cma_factors.decompose(options.kind, state["C"])
+    return state["mean"] + state["sigma"] * cma_factors.sample(factor,
                                                                _standard_normal(state, seed))
 
 
@@ -235,6 +246,8 @@ def tell(state: dict, X: torch.Tensor, losses, seed: int, options: Options) -> N
     a ValueError that leaves the state unchanged."""
     _check_model(state, options)
     X, ranks = _checked_losses(state, X, losses)
+    if _decomposition_due(state, options):  # a state saved before tell() decomposed
+        _decompose(state, options)
     s, k, n = state, _constants(state, options), state["mean"].numel()
     order = torch.sort(ranks, stable=True).indices
     _record(s, X, ranks, order, options)
@@ -262,6 +275,8 @@ def tell(state: dict, X: torch.Tensor, losses, seed: int, options: Options) -> N
     if options.diagonal:
         _decompose(s, options)  # O(d): every generation
     s["stop"] = _stop_test(s, ranks, options)
+    if _decomposition_due(s, options):  # for the next generation (Note [ask changes nothing])
+        _decompose(s, options)
 
 
 # Note [Whitening without solves]

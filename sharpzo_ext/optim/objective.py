@@ -74,7 +74,11 @@ class Population:
                     "a Population objective is called as fn(X) with the candidates as the rows "
                     "of X; a closure that takes no argument is passed to step() as it is, "
                     "without Population")
-        losses = torch.as_tensor(raw).detach()
+        try:
+            losses = torch.as_tensor(raw).detach()
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"the population objective must return a tensor or sequence of "
+                            f"losses, got {type(raw).__name__}") from None
         if losses.dtype == torch.bool or losses.is_complex():
             raise TypeError(f"the population objective must return real losses, got "
                             f"{losses.dtype}")
