@@ -144,10 +144,7 @@ def check_state(state, n: int, options: Options, name: str = "cma") -> None:
     check.count(state["popsize"], f"{name}.popsize", 2)
     check.number(state["sigma"], f"{name}.sigma", positive=True)
     check.number(state["best_loss"], f"{name}.best_loss")
-    if not isinstance(state["history"], list):
-        raise check.InvalidState(f"{name}.history", "must be a list of losses")
-    for loss in state["history"]:
-        check.number(loss, f"{name}.history[...]")
+    check.losses(state["history"], f"{name}.history")
     check.one_of(state["stop"], f"{name}.stop", STOP_REASONS)
 
 

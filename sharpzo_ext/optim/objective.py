@@ -79,9 +79,7 @@ class Population:
         except (TypeError, ValueError, RuntimeError):
             raise TypeError(f"the population objective must return a tensor or sequence of "
                             f"losses, got {type(raw).__name__}") from None
-        if losses.dtype == torch.bool or losses.is_complex():
-            raise TypeError(f"the population objective must return real losses, got "
-                            f"{losses.dtype}")
+        _refuse_unreal(losses, "the population objective must return real losses")
         losses = losses.to("cpu", torch.float64).flatten()
         if losses.numel() != X.shape[0]:
             raise ValueError(f"the population objective must return {X.shape[0]} losses (one "
@@ -105,6 +103,12 @@ def check_objective(closure, owner: str) -> Objective:
     return closure
 
 
+def _refuse_unreal(losses: torch.Tensor, what: str) -> None:
+    """TypeError(`what`, naming the dtype) for bool or complex losses."""
+    if losses.dtype == torch.bool or losses.is_complex():
+        raise TypeError(f"{what}, got {losses.dtype}")
+
+
 def closure_loss(closure: Callable[[], object]) -> float:
     """One call of a closure, as a Python float."""
     loss = _call(closure, (), _NEEDS_AN_ARGUMENT,
@@ -115,8 +119,7 @@ def closure_loss(closure: Callable[[], object]) -> float:
         if loss.numel() != 1:
             raise ValueError(f"the closure must return a scalar loss, got a tensor of shape "
                              f"{tuple(loss.shape)}")
-        if loss.dtype == torch.bool or loss.is_complex():
-            raise TypeError(f"the closure must return a real loss, got {loss.dtype}")
+        _refuse_unreal(loss, "the closure must return a real loss")
         return float(loss.detach())
     if isinstance(loss, (bool, complex, str, bytes)):
         raise TypeError(f"the closure must return a real loss, got {type(loss).__name__}")

@@ -188,10 +188,7 @@ class SharpZO(ForwardOnlyOptimizer):
         super()._check_state(shared, state_dict)
         groups = state_dict["param_groups"]
         state_checks.one_of(shared["stage"], "stage", (1, 2))
-        if not isinstance(shared["best_history"], list):
-            raise state_checks.InvalidState("best_history", "must be a list of losses")
-        for loss in shared["best_history"]:
-            state_checks.number(loss, "best_history[...]")
+        state_checks.losses(shared["best_history"], "best_history")
         state_checks.count(shared["sparse_steps"], "sparse_steps")
         cma.check_state(shared["cma"], self._numel(), options_from_groups(cma.Options, groups))
         sparse.check_state(shared, self._numel(), options_from_groups(sparse.Options, groups).k)

@@ -13,7 +13,7 @@ import torch
 
 from sharpzo_ext import checks
 
-__all__ = ["InvalidState", "keys", "tensor", "count", "seed", "number", "one_of"]
+__all__ = ["InvalidState", "keys", "tensor", "count", "seed", "number", "losses", "one_of"]
 
 
 class InvalidState(ValueError):
@@ -71,6 +71,15 @@ def number(value, name: str, *, positive: bool = False) -> float:
     if math.isnan(value) or (positive and not (math.isfinite(value) and value > 0)):
         raise InvalidState(name, f"must be {'finite and > 0' if positive else 'a number'}, "
                            f"got {value}")
+    return value
+
+
+def losses(value, name: str) -> list:
+    """`value`, a list of losses (numbers, not NaN)."""
+    if not isinstance(value, list):
+        raise InvalidState(name, "must be a list of losses")
+    for loss in value:
+        number(loss, f"{name}[...]")
     return value
 
 
