@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sharpzo_ext.clip import data as data_lib
+from sharpzo_ext.clip import data as data_lib, synthetic
 from sharpzo_ext.clip.data import DataError
 
 
@@ -125,3 +125,24 @@ def test_data_naming_a_file_says_so(tmp_path):
     (tmp_path / "f.txt").write_text("x")
     with pytest.raises(DataError, match="is a file"):
         data_lib.image_folder(tmp_path / "f.txt")
+
+
+def test_grainy_task_is_the_outline_task_under_grain():
+    outline, _ = synthetic.task_split("test", 2, seed=1, variant="outline")
+    grainy, labels = synthetic.task_split("test", 2, seed=1, variant="grainy")
+    assert labels.tolist() == sorted(labels.tolist()) and len(labels) == 20
+    noise = (grainy - outline)[(outline > 0.3) & (outline < 0.7)]  # where nothing is clamped
+    assert abs(float(noise.mean())) < 0.01 and abs(float(noise.std()) - 0.1) < 0.01
+    again, _ = synthetic.task_split("test", 2, seed=1, variant="grainy")
+    assert torch.equal(grainy, again)
+
+
+def test_colors_task_has_forty_colour_shape_classes():
+    data = data_lib.embedded_task(shots=1, test_per_class=1, variant="colors")
+    names = data.classnames
+    red, green = list(synthetic.COLORS)[:2]
+    assert len(names) == 40 == len(set(names))
+    circle = synthetic.SHAPES[0]
+    assert names[0] == f"{red} {circle}" and names[10] == f"{green} {circle}"
+    assert sorted(data.splits["test"][1]) == list(range(40))
+    assert data.identity["variant"] == "colors"

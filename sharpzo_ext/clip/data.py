@@ -40,14 +40,16 @@ class Dataset:
 
 # ---- the embedded task -------------------------------------------------------------------------
 
-EMBEDDED_TASKS = {"embedded": "outline", "embedded-cluttered": "cluttered"}
+EMBEDDED_TASKS = {"embedded": "outline", "embedded-cluttered": "cluttered",
+                  "embedded-grainy": "grainy", "embedded-colors": "colors"}
 
 
 def embedded_task(shots: int = 16, seed: int = 0, test_per_class: int = 100,
                   variant: str = "outline") -> Dataset:
-    """An embedded task (sharpzo_ext.clip.synthetic.task_split): 10 shapes drawn as outlines;
-    train and val have `shots` images per class, test and the shifted split `test_per_class`.
-    Items are image tensors in [0, 1]."""
+    """An embedded task (sharpzo_ext.clip.synthetic.task_split): shapes, or colour-shape pairs,
+    drawn as outlines (`variant`, one of synthetic.TASK_VARIANTS); train and val have `shots`
+    images per class, test and the shifted split `test_per_class`. Items are image tensors in
+    [0, 1]."""
     from sharpzo_ext.clip import synthetic  # noqa: PLC0415
 
     splits = {}
@@ -57,7 +59,7 @@ def embedded_task(shots: int = 16, seed: int = 0, test_per_class: int = 100,
         splits[split] = (list(images), labels.tolist())
     identity = {"kind": "embedded-shapes", "version": 1, "shots": shots, "seed": seed,
                 "test_per_class": test_per_class, "variant": variant}
-    return Dataset(list(synthetic.SHAPES), splits, identity)
+    return Dataset(synthetic.TASK_VARIANTS[variant].classnames(), splits, identity)
 
 
 # ---- image folders -----------------------------------------------------------------------------
