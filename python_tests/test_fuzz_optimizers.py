@@ -28,6 +28,7 @@ def build(name: str, start: torch.Tensor):
         "CMAES": lambda: sz.optim.CMAES([p], sigma=0.3, popsize=5, seed=3),
         "SharpZO": lambda: sz.optim.SharpZO([p], lr=0.05, popsize=5, switch_step=2, density=0.5,
                                             sharpness_queries=1, seed=3),
+        "SPSA": lambda: sz.optim.SPSA([p], q=2, rule="gc", seed=3),
     }[name]
     return p, make()
 
@@ -67,6 +68,8 @@ def faulty_population(fault: str, at: int):
             raise ObjectiveFailed("the objective failed")
         if fault == "wrong count":
             return losses[:-1]
+        if fault == "non-scalar":  # torch.ones(2) would be a valid answer for 2 candidates
+            return torch.ones(X.shape[0], 2)
         if fault in ("nan", "inf", "-inf"):
             losses = losses.clone()
             losses[min(at, len(losses) - 1)] = float(fault)
@@ -81,7 +84,7 @@ def serialized(optimizer) -> bytes:
     return buffer.getvalue()
 
 
-@given(name=st.sampled_from(["ZOSGD", "SparseZO", "CMAES", "SharpZO"]),
+@given(name=st.sampled_from(["ZOSGD", "SparseZO", "CMAES", "SharpZO", "SPSA"]),
        warmup=st.integers(0, 4), population=st.booleans(),
        fault=st.sampled_from([*FAULTS, "raise", "wrong count"]), at=st.integers(0, 12))
 def test_a_failed_step_changes_nothing_and_says_why(name, warmup, population, fault, at):
@@ -111,7 +114,7 @@ def test_a_failed_step_changes_nothing_and_says_why(name, warmup, population, fa
     assert fault in ("nan", "inf") or not population
 
 
-@pytest.mark.parametrize("name", ["ZOSGD", "SparseZO", "CMAES", "SharpZO"])
+@pytest.mark.parametrize("name", ["ZOSGD", "SparseZO", "CMAES", "SharpZO", "SPSA"])
 def test_the_fuzzed_faults_do_fail_a_step(name):
     # The property above could pass vacuously if no fault ever reached an evaluation.
     for fault in [*FAULTS, "raise"]:

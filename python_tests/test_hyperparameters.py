@@ -31,6 +31,9 @@ CASES = [
           sharpness_queries=2, k=6, auto_switch=True, stall_generations=4,
           stall_tolerance=1e-2, q=2, refresh=2, mask_queries=3),
      dict(lr=0.5, eps=0.1, sigma=1.0, popsize=5, switch_step=50, sharpness="none", density=0.9)),
+    (sz.optim.SPSA,
+     dict(a=0.02, c=0.05, offset=2.0, alpha=0.5, gamma=0.2, q=3, rule="gc", momentum=0.5),
+     dict(a=0.5, c=0.1, q=1, rule="clip")),
 ]
 
 
@@ -79,7 +82,7 @@ def test_load_adopts_the_saved_hyperparameters_and_resumes_bit_for_bit(cls, kwar
 def test_an_invalid_saved_hyperparameter_is_refused_naming_it(cls, kwargs, other):
     _, opt = make(cls, kwargs)
     state = copy.deepcopy(opt.state_dict())
-    name = "sigma" if cls is sz.optim.CMAES else "eps"
+    name = {sz.optim.CMAES: "sigma", sz.optim.SPSA: "c"}.get(cls, "eps")
     state["param_groups"][0][name] = -1.0
     _, fresh = make(cls, kwargs)
     before = copy.deepcopy(fresh.param_groups[0])

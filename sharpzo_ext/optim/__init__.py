@@ -11,6 +11,7 @@ The algorithms themselves are functions over the flat parameter vector, which th
 Modules, by job:
 
     zosgd.py, sparse_zo.py, cmaes.py, sharpzo.py   the torch.optim classes (thin)
+    spsa.py         SPSA as ZIP and BlackVIP run it (gains, clipping, gradient correction)
     two_point.py    two-point estimates (ZOSGD, mask scores, SharpZO's sharpness)
     sparse.py       masked, normalized steps (SparseZO, SharpZO's stage 2)
     cma.py          CMA-ES over a state dict (CMAES, SharpZO's stage 1), with
@@ -26,6 +27,7 @@ from sharpzo_ext.optim.cmaes import CMAES
 from sharpzo_ext.optim.objective import Population
 from sharpzo_ext.optim.sharpzo import SharpZO
 from sharpzo_ext.optim.sparse_zo import SparseZO
+from sharpzo_ext.optim.spsa import SPSA
 from sharpzo_ext.optim.zosgd import ZOSGD
 
-__all__ = ["CMAES", "Population", "SharpZO", "SparseZO", "ZOSGD"]
+__all__ = ["CMAES", "Population", "SPSA", "SharpZO", "SparseZO", "ZOSGD"]

@@ -16,6 +16,7 @@ ZO_DIRECTIONS = 2      # zeroth-order directions: counter = (step, query)
 MASK_DIRECTIONS = 3    # directions of the gradient estimate behind a SparseZO mask refresh
 SHARPNESS = 4          # directions of SharpZO's sharpness (RGE) estimate
 RANDOM_MASK = 5        # SparseZO's random masks
+SPSA_DIRECTIONS = 6    # SPSA's segmented-uniform directions: counter = (step, 2 query + part)
 
 
 def stream_id(purpose: int, major: int, minor: int = 0, minor_bits: int = 24) -> int:
