@@ -11,7 +11,9 @@ import torch
 import sharpzo_ext as sz
 from sharpzo_ext.bench.allocations import bytes_allocated
 from sharpzo_ext.optim import two_point
-from sharpzo_ext.optim.sharpzo import Settings, sharpness_step
+from sharpzo_ext.optim import cma
+from sharpzo_ext.optim.base import options_from_groups
+from sharpzo_ext.optim.sharpzo import Settings, path_sharpness, sharpness_step
 
 from conftest import CUDA
 
@@ -193,6 +195,30 @@ def test_stage1_generation_costs_popsize_plus_2q_forward_passes_in_one_batched_c
     assert opt.forward_passes == 12 + 2 * 3 and calls == [6, 12]
 
 
+def test_path_sharpness_scores_candidates_uphill_along_the_evolution_path_for_free():
+    # sharpness="path": each generation evaluates exactly the CMA-ES candidates shifted by
+    # eps* = -rho p_c / |p_c| (p_c = 0 in the first generation), in one call and no other
+    calls, rho = [], 0.2
+    p, opt = make(sz.optim.SharpZO, 10, 0, popsize=8, sharpness="path", rho=rho, switch_step=9)
+    twin_p, twin = make(sz.optim.CMAES, 10, 0, popsize=8, sigma=0.4)
+    for generation in range(3):
+        expected = path_sharpness(opt.shared["cma"], rho)
+        assert generation > 0 or not expected.any()
+        if generation:
+            pc = opt.shared["cma"]["pc"]
+            assert torch.allclose(expected, -rho * pc / pc.norm(), rtol=1e-12)
+        X = cma.ask(twin.shared["cma"], twin.seed, options_from_groups(cma.Options,
+                                                                       twin.param_groups))
+
+        def objective(Y):
+            calls.append(Y.shape[0])
+            assert torch.allclose(Y, X + expected, rtol=0, atol=1e-12)
+            return quadratic(Y)
+        opt.step(sz.optim.Population(objective))
+        twin.step(sz.optim.Population(lambda Y: quadratic(Y + expected)))
+    assert calls == [8, 8, 8] and opt.forward_passes == 24
+
+
 def rugged(x):
     # a quadratic bowl with high-frequency ripples: gradients are dominated by the ripples
     return 0.5 * (x * x).sum(-1) + 0.3 * (1 - torch.cos(12 * x)).sum(-1)
@@ -243,6 +269,9 @@ OPTIMIZERS = [
     (sz.optim.SparseZO, dict(lr=0.01, density=0.3, refresh=3)),
     (sz.optim.SharpZO, dict(popsize=8, switch_step=3, refresh=2)),
     (sz.optim.CMAES, dict(sigma=0.5)),
+    (sz.optim.SharpZO, dict(popsize=8, switch_step=3, refresh=2, sharpness="path")),
+    (sz.optim.SPSA, dict(q=2)),
+    (sz.optim.SPSA, dict(q=2, rule="gc", a=0.05)),
 ]
 
 

@@ -14,9 +14,9 @@ from sharpzo_ext.optim import cma, flat, sparse, state_checks, streams, two_poin
 from sharpzo_ext.optim.base import ForwardOnlyOptimizer, group_rates, options_from_groups
 from sharpzo_ext.optim.objective import Objective, check_objective, evaluate_rows
 
-__all__ = ["SharpZO", "SHARPNESS", "Settings", "sharpness_step"]
+__all__ = ["SharpZO", "SHARPNESS", "Settings", "sharpness_step", "path_sharpness"]
 
-SHARPNESS = ("rge", "cge", "none")
+SHARPNESS = ("rge", "cge", "path", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +96,22 @@ def sharpness_step(objective: Objective, params: Sequence[torch.Tensor], seed: i
     return (grad * (settings.rho / norm) if norm > 0 else grad), evaluations
 
 
+# Note [Sharpness from the evolution path]
+# The paper spends extra forward passes on a gradient estimate at the CMA-ES mean only to get
+# a direction in which the loss rises. CMA-ES already keeps one: its evolution path p_c, the
+# exponentially smoothed sum of its recent mean shifts (in the covariance's metric), points
+# downhill, so -p_c points uphill. sharpness="path" scores the candidates at x + eps* with
+# eps* = -rho p_c / |p_c|, at no extra forward pass (and none in the first generation, where
+# p_c = 0). Measured on the separating embedded tasks (README, "SharpZO against the
+# baselines"): RGE's 2 x sharpness_queries evaluations cost a sixth of the generations at
+# popsize 20 and bought no accuracy; the path keeps CMA-ES's pace.
+def path_sharpness(cma_state: dict, rho: float) -> torch.Tensor:
+    """eps* = -rho p_c / |p_c| from a CMA-ES state (zeros while p_c = 0)."""
+    pc = cma_state["pc"]
+    norm = float(pc.norm())
+    return pc * (-rho / norm) if norm > 0 else torch.zeros_like(pc)
+
+
 class SharpZO(ForwardOnlyOptimizer):
     """Two stages over the same parameters, driven by one objective.
 
@@ -103,10 +119,12 @@ class SharpZO(ForwardOnlyOptimizer):
     worst-case neighbour x + eps*, with the sharpness step eps* = rho * g / ||g|| and g a cheap
     gradient estimate at the CMA-ES mean: "rge" (default: ``sharpness_queries`` two-point
     random-direction queries, 2 * sharpness_queries forward passes), "cge" (the paper's
-    coordinate-wise estimate, 2d forward passes) or "none" (plain CMA-ES). With a Population
-    objective a generation is two batched calls: the sharpness queries, then the popsize
-    candidates. Scoring candidates at a sharpness-perturbed point smooths the landscape the
-    evolution strategy sees, which favours flat minima.
+    coordinate-wise estimate, 2d forward passes), "path" (g = -p_c, CMA-ES's evolution path:
+    no forward pass; Note [Sharpness from the evolution path]) or "none" (plain CMA-ES). With a
+    Population objective a generation is two batched calls (rge, cge: the sharpness queries,
+    then the popsize candidates) or one (path, none). Scoring candidates at a
+    sharpness-perturbed point smooths the landscape the evolution strategy sees, which favours
+    flat minima.
 
     Stage 2: sparse zeroth-order search from the CMA-ES mean, exactly SparseZO's steps (lr, eps,
     density or k, q, dist, mask, refresh, mask_queries, normalize, one_sided, weight_decay,
@@ -229,8 +247,11 @@ class SharpZO(ForwardOnlyOptimizer):
         s, params = self.shared, self._params()
         state = s["cma"]
         with flat.restored_on_error(flat.snapshot(params)):
-            shift, evaluations = sharpness_step(objective, params, self.seed,
-                                                state["generation"], settings, zo)
+            if settings.sharpness == "path":
+                shift, evaluations = path_sharpness(state, settings.rho), 0
+            else:
+                shift, evaluations = sharpness_step(objective, params, self.seed,
+                                                    state["generation"], settings, zo)
             X = cma.ask(state, self.seed, search)
             losses = evaluate_rows(objective, params, cma.feasible(X + shift, search.bounds))
             cma.tell(state, X, losses, self.seed, search)
