@@ -77,6 +77,24 @@ def test_projection_comes_from_the_seed():
     assert 0.5 < float(shift.std() / a.ctx0.std()) < 2
 
 
+def test_low_rank_prompt_is_zips_formula():
+    # R = U diag(s) V^T + 1 v^T (n_ctx x k); token i moves by F_i R_i
+    model, tokenizer = tiny_clip()
+    n, k, r, width = 4, 5, 2, 32
+    task = PromptTask(model, tokenizer, CLASSES, intrinsic_dim=n * k + 3, rank=r, seed=2)
+    assert task.dim == n * r + r + k * r + k and task.projection.shape == (n, width, k)
+    w = torch.randn(task.dim, generator=torch.Generator().manual_seed(0))
+    U, s, V, v = w.split([n * r, r, k * r, k])
+    R = U.view(n, r) @ torch.diag(s) @ V.view(k, r).T + v
+    expected = task.ctx0 + torch.stack([task.projection[i] @ R[i] for i in range(n)])
+    assert torch.allclose(task.context(w[None])[0], expected, atol=1e-5)
+    start = task.zero_vector()  # ZIP's start: U = 0, s = 1, V random, v = 0, so R = 0
+    assert torch.equal(task.context(start[None])[0], task.ctx0)
+    assert torch.equal(start[n * r:n * r + r], torch.ones(r)) and start[n * r + r:].abs().sum() > 0
+    with pytest.raises(ValueError, match="intrinsic_dim >= n_ctx"):
+        PromptTask(model, tokenizer, CLASSES, intrinsic_dim=3, rank=r)
+
+
 def test_encode_images_is_normalized():
     model, tokenizer = tiny_clip("resnet")
     task = PromptTask(model, tokenizer, CLASSES, intrinsic_dim=4)

@@ -67,9 +67,10 @@ def test_feature_cache_misses_then_hits(tmp_path, cache):
     assert not other_seed["feature_cache_hits"]["train"]
 
 
-def test_cli_train_and_eval(tmp_path, cache, capsys):
+@pytest.mark.parametrize("method", ["zosgd", "zip"])  # zip: its low-rank prompt is recorded
+def test_cli_train_and_eval(tmp_path, cache, capsys, method):
     out = tmp_path / "cli"
-    assert main(["train", "--method", "zosgd", "--budget", "400", "--out", str(out),
+    assert main(["train", "--method", method, "--budget", "400", "--out", str(out),
                  "--cache-dir", cache, "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "zero-shot" in printed and "tuned" in printed and str(out) in printed

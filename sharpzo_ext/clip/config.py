@@ -11,7 +11,7 @@ from sharpzo_ext import checks
 
 __all__ = ["TrainConfig", "RunError", "METHODS", "FORWARD_ONLY"]
 
-FORWARD_ONLY = ("sharpzo", "zosgd", "sparsezo", "cmaes")
+FORWARD_ONLY = ("sharpzo", "zosgd", "sparsezo", "cmaes", "zip", "spsa-gc")
 METHODS = FORWARD_ONLY + ("coop",)  # coop: first-order CoOp, the reference upper bound
 
 
@@ -47,7 +47,7 @@ class TrainConfig:
     popsize: int = 20
     rho: float = 0.05
     switch_step: int = 150
-    sharpness: str = "rge"
+    sharpness: str = "path"          # Note [Sharpness from the evolution path]
     sharpness_queries: int = 2
     q: int = 4
     density: float = 0.5

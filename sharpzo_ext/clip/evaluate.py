@@ -25,7 +25,8 @@ def accuracies(p: Prepared, task: PromptTask, w: torch.Tensor, splits) -> dict[s
 
 
 # What a saved prompt records about its projection (metadata key -> TrainConfig field, parser).
-RECORDED = {"seed": ("seed", int), "intrinsic_dim": ("intrinsic_dim", int),
+RECORDED = {"method": ("method", str), "seed": ("seed", int),
+            "intrinsic_dim": ("intrinsic_dim", int),
             "ctx_init": ("ctx_init", lambda text: text or None)}
 
 

@@ -2,7 +2,8 @@
 
 A trainable vector w sets the context tokens of the class prompts "<ctx> {classname}.":
 ctx = ctx0 + reshape(A w), ctx0 the embeddings of ``ctx_init`` ("a photo of a"), A a fixed seeded
-random projection from an intrinsic dimension d (or ctx = ctx0 + reshape(w) without one). Image
+random projection from an intrinsic dimension d (or ctx = ctx0 + reshape(w) without one, or with
+``rank``, ZIP's low-rank prompt: low_rank.py). Image
 features are computed once by the frozen image tower; a loss evaluation runs only the text tower
 over the class prompts, and ``losses(W)`` does it for a whole population in batched,
 memory-bounded forwards.
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import sharpzo_ext.ops as ops
+from sharpzo_ext.clip import low_rank
 from sharpzo_ext.optim.objective import Population
 
 __all__ = ["PromptTask"]
@@ -72,6 +74,8 @@ class PromptTask:
             seed); with ``ctx_init`` their number is the number of its tokens.
         ctx_init: the words whose embeddings start the context ("a photo of a": zero-shot CLIP).
         intrinsic_dim: d, the length of w (None: tune the context directly, d = n_ctx x width).
+        rank: None, or ZIP's low-rank prompt of this rank in the intrinsic dimension (Note
+            [ZIP's low-rank prompt]; w then holds its factors).
         seed: seeds the projection A (and a random initial context).
         truncate: cut every sequence after the longest prompt's end token (exact: the text
             transformer is causal and pools there; Note [Truncated prompts]).
@@ -82,7 +86,7 @@ class PromptTask:
     def __init__(self, model: torch.nn.Module, tokenizer: Callable, classnames: Sequence[str],
                  n_ctx: int = 4, ctx_init: str | None = "a photo of a",
                  intrinsic_dim: int | None = 512, seed: int = 0, truncate: bool = True,
-                 max_batch_tokens: int = 1 << 15, device=None):
+                 max_batch_tokens: int = 1 << 15, device=None, rank: int | None = None):
         if len(classnames) < 2:
             raise ValueError(f"PromptTask needs at least two classes, got {len(classnames)}")
         self.model = model.eval().requires_grad_(False)  # frozen; gradients only reach W
@@ -112,13 +116,20 @@ class PromptTask:
             else:
                 g = torch.Generator().manual_seed(seed)
                 self.ctx0 = (torch.randn(n_ctx, width, generator=g) * 0.02).to(self.device)
-        self.seed = seed
-        if intrinsic_dim is None:
+        self.seed, self.intrinsic_dim, self.rank = seed, intrinsic_dim, rank
+        if intrinsic_dim is not None and intrinsic_dim < 1:
+            raise ValueError(f"intrinsic_dim must be >= 1, got {intrinsic_dim}")
+        if rank is not None:
+            k = (intrinsic_dim or 0) // n_ctx
+            if rank < 1 or k < 1:
+                raise ValueError(f"a low-rank prompt needs rank >= 1 and intrinsic_dim >= n_ctx "
+                                 f"= {n_ctx}, got rank={rank}, intrinsic_dim={intrinsic_dim}")
+            self.projection = low_rank.maps(n_ctx, k, width, seed, self.device)
+            self.dim = low_rank.size(n_ctx, k, rank)
+        elif intrinsic_dim is None:
             self.projection = None
             self.dim = n_ctx * width
         else:
-            if intrinsic_dim < 1:
-                raise ValueError(f"intrinsic_dim must be >= 1, got {intrinsic_dim}")
             # Note [Projection scale]: w ~ N(0, I) moves the context by about the spread of its
             # own embeddings: entries of A are N(0, s^2) with s = std(ctx0) / sqrt(d).
             scale = float(self.ctx0.std()) / math.sqrt(intrinsic_dim)
@@ -152,6 +163,8 @@ class PromptTask:
         W = torch.as_tensor(W, device=self.device, dtype=torch.float32)
         if W.dim() != 2 or W.shape[1] != self.dim:
             raise ValueError(f"W must have shape (m, {self.dim}), got {tuple(W.shape)}")
+        if self.rank is not None:
+            return self.ctx0 + low_rank.shifts(W, self.projection, self.rank)
         shift = W if self.projection is None else W @ self.projection.T
         return self.ctx0 + shift.view(W.shape[0], self.n_ctx, -1)
 
@@ -199,7 +212,12 @@ class PromptTask:
         return float((logits.argmax(dim=-1) == labels.to(self.device)).float().mean())
 
     def zero_vector(self) -> torch.Tensor:
-        """w = 0: the context of ctx_init, i.e. zero-shot CLIP with "{ctx_init} {class}."."""
+        """The w of the initial context (zero-shot CLIP with "{ctx_init} {class}."): zeros, but
+        for a low-rank prompt, whose factors start at ZIP's values (Note [ZIP's low-rank
+        prompt])."""
+        if self.rank is not None:
+            k = self.projection.shape[2]
+            return low_rank.initial(self.n_ctx, k, self.rank, self.seed, self.device)
         return torch.zeros(self.dim, device=self.device)
 
 

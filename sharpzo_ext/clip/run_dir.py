@@ -122,7 +122,8 @@ def save_prompt(path: Path, loaded: LoadedModel, data: Dataset, task: PromptTask
 
     metadata = {"model": json.dumps(loaded.identity, sort_keys=True),
                 "classnames": json.dumps(data.classnames), "n_ctx": str(task.n_ctx),
-                "ctx_init": task.ctx_init or "", "intrinsic_dim": str(task.dim),
+                "ctx_init": task.ctx_init or "",
+                "intrinsic_dim": str(task.intrinsic_dim if task.rank else task.dim),
                 "seed": str(task.seed), **{k: str(v) for k, v in extra.items()}}
     tensors = {"w": w.detach().float().cpu().contiguous(),
                "ctx": task.context(w.reshape(1, -1))[0].detach().cpu().contiguous()}

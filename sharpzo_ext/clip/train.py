@@ -183,7 +183,8 @@ def _run(p: Prepared, method: Method, out: Path, best: dict, log: list[dict], st
     summary = summarize(p, p.task, best, log, forward_passes(method.optimizer), start)
     summary["processes"] = world
     run_dir.save_prompt(out / "prompt.safetensors", p.loaded, p.data, p.task, best["w"],
-                        {"val_acc": best["val_acc"], "forward_passes": best["forward_passes"]})
+                        {"val_acc": best["val_acc"], "forward_passes": best["forward_passes"],
+                         "method": config.method})
     run_dir.plot_accuracy(out / "accuracy.png", log, zero_shot(log),
                           f"{config.method}: {config.dataset or config.data} data, "
                           f"{config.model} model")
