@@ -1,37 +1,67 @@
-"""`sharpzo-ext compare` on the embedded default (small budget, one seed)."""
+"""`sharpzo-ext compare` on the embedded tasks (small budgets, one seed)."""
 
 import json
+
+import pytest
 
 from sharpzo_ext.cli import main
 
 
 def test_compare_writes_its_tables_and_counts_equal_budgets(tmp_path, capsys):
     out = tmp_path / "cmp"
-    assert main(["compare", "--methods", "sharpzo", "sharpzo-released", "cmaes", "coop",
-                 "--seeds", "0", "--budget", "600", "--coop-budget", "30", "--eval-every", "100",
+    methods = ["sharpzo", "sharpzo-released", "zip", "spsa-gc", "cmaes", "coop"]
+    assert main(["compare", "--data", "embedded", "--methods", *methods, "--seeds", "0",
+                 "--budget", "600", "--coop-budget", "30", "--eval-every", "100",
                  "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 0
     records = json.loads((out / "compare.json").read_text())
-    assert [r["method"] for r in records] == ["sharpzo", "sharpzo-released", "cmaes", "coop"]
+    assert [r["method"] for r in records] == methods
     for r in records:
         for key in ("method", "seed", "test_acc", "forward_passes", "wall_time_s"):
             assert key in r
-        assert 0 <= r["test_acc"] <= 1 and r["seed"] == 0
+        assert 0 <= r["test_acc"] <= 1 and r["seed"] == 0 and r["task"] == "embedded"
     budgets = {r["method"]: r["forward_passes"] for r in records}
     assert 600 <= budgets["sharpzo"] < 600 + 24 and 600 <= budgets["cmaes"] < 620
     # the released configuration pays 2d = 256 forward passes per generation for CGE: three
     # generations of 40 + 256 reach the budget
     assert budgets["sharpzo-released"] == 3 * (40 + 2 * 128)
+    # ZIP and SPSA-GC: 5 two-sided queries, 10 forward passes (API calls) a step
+    assert budgets["zip"] == budgets["spsa-gc"] == 600
     assert budgets["coop"] == 30
     table = (out / "compare.md").read_text()
-    assert "SharpZO (ours)" in table and "CoOp (first order)" in table
-    assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    for label in ("SharpZO (ours)", "CoOp (first order)", "ZIP", "SPSA-GC", "zero-shot", "±"):
+        assert label in table, label
+    assert (out / "compare-embedded.png").read_bytes()[:4] == b"\x89PNG"
     assert "SharpZO (ours)" in capsys.readouterr().out
 
 
-def test_compare_refuses_unknown_methods(tmp_path, capsys):
-    import pytest
+def test_compare_runs_every_task_and_plots_each(tmp_path):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--tasks", "embedded", "embedded-grainy", "--methods", "cmaes",
+                 "--seeds", "0", "1", "--budget", "40", "--eval-every", "20", "--shots", "2",
+                 "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 0
+    records = json.loads((out / "compare.json").read_text())
+    assert [(r["task"], r["seed"]) for r in records] == [
+        ("embedded", 0), ("embedded", 1), ("embedded-grainy", 0), ("embedded-grainy", 1)]
+    table = (out / "compare.md").read_text()
+    assert "### embedded\n" in table and "### embedded-grainy\n" in table
+    for task in ("embedded", "embedded-grainy"):
+        assert (out / f"compare-{task}.png").read_bytes()[:4] == b"\x89PNG"
 
+
+def test_compare_refuses_unknown_methods(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:  # argparse's choices: usage and status 2
         main(["compare", "--methods", "adam", "--out", str(tmp_path / "x")])
     assert exit_info.value.code == 2 and "invalid choice: 'adam'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_target_is_zero_shot_plus_half_of_coops_gain():
+    from sharpzo_ext.clip.compare_report import target_accuracy
+
+    records = [{"method": m, "seed": s, "test_acc": acc, "zero_shot_test_acc": zs}
+               for s, zs in ((0, 0.2), (1, 0.4))
+               for m, acc in (("cmaes", 0.5), ("coop", 0.6 + s * 0.2))]
+    # zero-shot 0.3 (one value per seed, not per record), CoOp 0.7: target 0.3 + 0.2
+    assert target_accuracy(records, ("cmaes", "coop")) == pytest.approx(0.5)
+    without_coop = [r for r in records if r["method"] != "coop"]
+    assert target_accuracy(without_coop, ("cmaes",)) == pytest.approx(0.95 * 0.5)

@@ -31,7 +31,8 @@ OTHER_FAULTS = [
     ["eval", "/nonexistent/run"], ["eval", "DIR"], ["eval", "GARBAGE"],
     ["compare", "--coop-budget", "-1"], ["compare", "--target", "-1"],
     ["compare", "--target", "2"], ["compare", "--out", "FILE"], ["compare", "--seeds", "-1"],
-    ["compare", "--methods", "foo"], ["compare", "--budget", "0"],
+    ["compare", "--methods", "foo"], ["compare", "--budget", "0"], ["compare", "--tasks", "foo"],
+    ["compare", "--tasks", "embedded", "--data", "embedded"],
     ["bench", "--json", "DIR"], ["bench", "--json", "FILE/sub"], ["bench", "--device", "tpu"],
     ["bench", "--min-run-time", "0"], ["bench", "--suite", "foo"], ["frobnicate"],
 ]

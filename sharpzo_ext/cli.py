@@ -93,8 +93,9 @@ def _add_run_options(p, d) -> None:
     _option(p, "--model", d.model, "open_clip model name (e.g. ViT-B-16, RN50) or 'embedded'")
     _option(p, "--pretrained", d.pretrained, "open_clip pretrained tag (e.g. openai; needs a "
             "network once) or a local checkpoint file")
-    _option(p, "--data", d.data, "'embedded', 'embedded-cluttered' (its harder variant), an "
-            "ImageFolder tree, or CoOp's data root with --dataset")
+    _option(p, "--data", d.data, "an embedded task ('embedded'; 'embedded-cluttered', "
+            "'embedded-grainy', 'embedded-colors': README, 'The tasks'), an ImageFolder tree, "
+            "or CoOp's data root with --dataset")
     _option(p, "--dataset", d.dataset, "a CoOp data set under --data (caltech101, oxford_pets, "
             "stanford_cars, oxford_flowers, food101, sun397, dtd, eurosat, ucf101, "
             "fgvc_aircraft, imagenet)")
@@ -110,6 +111,7 @@ def _add_run_options(p, d) -> None:
 
 def _add_train(sub) -> None:
     from sharpzo_ext.clip.config import METHODS, TrainConfig  # noqa: PLC0415
+    from sharpzo_ext.optim.sharpzo import SHARPNESS  # noqa: PLC0415
 
     d = TrainConfig()
     p = sub.add_parser("train", help="tune a CLIP prompt with forward passes only",
@@ -130,7 +132,7 @@ def _add_train(sub) -> None:
     _option(p, "--coop-lr", d.coop_lr, "Adam's lr for coop", type=float)
     for name in ("popsize", "switch_step", "sharpness_queries", "q"):
         _option(p, f"--{name.replace('_', '-')}", getattr(d, name), type=int)
-    _option(p, "--sharpness", d.sharpness, choices=("rge", "cge", "none"))
+    _option(p, "--sharpness", d.sharpness, choices=SHARPNESS)
     _option(p, "--shard", d.shard, "under torchrun: split the candidates or the training "
             "images across the processes (only losses travel; every process applies the same "
             "update)", choices=("population", "data"))
@@ -203,21 +205,27 @@ def _run_eval(args) -> None:
 def _add_compare(sub) -> None:
     from sharpzo_ext.clip.compare import COMPARE_METHODS, CompareConfig  # noqa: PLC0415
     from sharpzo_ext.clip.config import TrainConfig  # noqa: PLC0415
+    from sharpzo_ext.clip.data import EMBEDDED_TASKS  # noqa: PLC0415
 
     d, c = TrainConfig(), CompareConfig()
     p = sub.add_parser("compare", help="SharpZO against forward-only baselines and CoOp",
-                       description="Runs methods on the same task, seeds and forward-pass "
-                       "budget; writes compare.json, compare.md and compare.png.")
+                       description="Runs methods on the same tasks, seeds and forward-pass "
+                       "budget; writes compare.json, compare.md and compare-<task>.png.")
     _add_run_options(p, d)
+    p.add_argument("--tasks", nargs="+", choices=tuple(EMBEDDED_TASKS), default=None,
+                   help=f"embedded tasks to compare on (default: {' '.join(c.tasks)}; "
+                   "--data DATA instead: that one task)")
     p.add_argument("--methods", nargs="+", choices=COMPARE_METHODS, default=list(c.methods))
     p.add_argument("--seeds", nargs="+", type=int, default=list(c.seeds))
-    p.add_argument("--budget", type=int, default=d.budget,
-                   help=f"forward passes of every forward-only method ({d.budget})")
+    p.add_argument("--budget", type=int, default=c.base.budget,
+                   help=f"forward passes of every forward-only method ({c.base.budget}, ZIP's "
+                   "query budget)")
     p.add_argument("--coop-budget", type=int, default=c.coop_budget,
                    help=f"steps of first-order CoOp ({c.coop_budget})")
     p.add_argument("--coop-lr", type=float, default=c.coop_lr)
     p.add_argument("--target", type=float, default=None,
-                   help="test accuracy for 'time to target' (default: 95%% of CoOp's)")
+                   help="test accuracy for 'time to target' (default: zero-shot plus half of "
+                   "CoOp's gain over it)")
     p.add_argument("--eval-every", type=int, default=100,
                    help="forward passes between evaluations (100: fine curves, precise times "
                    "to target)")
@@ -228,9 +236,13 @@ def _add_compare(sub) -> None:
 def _run_compare(args) -> None:
     import time  # noqa: PLC0415
 
-    from sharpzo_ext.clip.compare import CompareConfig, compare  # noqa: PLC0415
+    from sharpzo_ext.clip.compare import DEFAULT_TASKS, CompareConfig, compare  # noqa: PLC0415
 
-    config = CompareConfig(base=_config_from(args), methods=tuple(args.methods),
+    if args.tasks and "data" in vars(args):
+        raise CliError("--tasks and --data both name what to compare on; give one")
+    tasks = args.tasks or ([args.data] if "data" in vars(args) else DEFAULT_TASKS)
+    config = CompareConfig(base=_config_from(args), tasks=tuple(tasks),
+                           methods=tuple(args.methods),
                            seeds=tuple(args.seeds), coop_budget=args.coop_budget,
                            coop_lr=args.coop_lr, target=args.target)
     out = args.out or f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}"
