@@ -33,7 +33,14 @@ def test_a_state_dict_of_0_1_0_continues_its_run_bit_for_bit(name, monkeypatch):
     opt.load_state_dict(case["state"])
     for _ in range(5):
         opt.step(lambda: rugged(p))
-    assert torch.equal(p.detach(), case["after"])
+    if name in ("CMAES", "SharpZO-stage1"):
+        # CMA-ES factors and multiplies its covariance through the LAPACK/BLAS torch links
+        # (MKL), whose float64 results differ in the last bit between CPU vendors and ISAs
+        # (the file was made on an AMD EPYC; an Intel Xeon lands 1 ulp away). A continuation
+        # that went wrong would be off by far more than that.
+        torch.testing.assert_close(p.detach(), case["after"], rtol=0, atol=1e-14)
+    else:  # the zeroth-order steps use only the perturbation stream: the same bits everywhere
+        assert torch.equal(p.detach(), case["after"])
     assert opt.forward_passes == case["forward_passes"]
     assert opt.state_dict()["sharpzo"]["format"] == 2  # and it saves today's format
 
