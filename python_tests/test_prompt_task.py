@@ -126,3 +126,25 @@ def test_embedded_model_warns_about_words_it_does_not_know():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         make_task(TrainConfig(), loaded, ["circle", "star"])  # known words: no warning
+
+
+def test_a_checkpoint_of_the_second_architecture_loads_as_it_was_saved(tmp_path):
+    # scripts/pretrain_embedded.py --arch vit: the checkpoint records its architecture, and
+    # load_model("embedded", pretrained=FILE) rebuilds that one (Note [A second architecture])
+    from sharpzo_ext.clip import embedded
+    from sharpzo_ext.clip.models import load_model
+
+    config = embedded.ARCHITECTURES["vit"]
+    torch.manual_seed(0)
+    model = embedded.build(config).eval()
+    ids = torch.tensor([320, 1125, 539, 320, 8117])  # "a photo of a circle"
+    path = tmp_path / "vit.safetensors"
+    embedded.save(model, path, ids, {"steps": "0"}, config)
+    loaded = load_model("embedded", str(path))
+    assert loaded.model.visual.__class__.__name__ == "VisionTransformer"
+    assert loaded.model.token_embedding.weight.shape[1] == 96
+    assert loaded.known_tokens == frozenset(ids.tolist())
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():  # float16 storage: equal to the float16-rounded weights' output
+        expected = model.half().float().encode_image(images)
+        assert torch.allclose(loaded.model.encode_image(images), expected, atol=1e-5)

@@ -25,6 +25,22 @@ CONFIG = {
                    "head_width": 32},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 3},
 }
+# Note [A second architecture]
+# Defaults that must not depend on a model's embedding scale are checked on a second CLIP built
+# differently: a ViT image tower (4x4 patches) instead of the ModifiedResNet, a text tower of
+# width 96 and 2 layers instead of 64 and 3, and embeddings of 96. scripts/pretrain_embedded.py
+# --arch vit pretrains it on the same shapes; the checkpoint records its architecture, and
+# `--model embedded --pretrained FILE` loads it. It is not shipped.
+ARCHITECTURES = {
+    "resnet": CONFIG,
+    "vit": {
+        "embed_dim": 96,
+        "vision_cfg": {"image_size": synthetic.IMAGE_SIZE, "patch_size": 4, "layers": 3,
+                       "width": 64, "head_width": 32},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 96, "heads": 4,
+                     "layers": 2},
+    },
+}
 ASSET = "embedded_clip.safetensors"
 
 
@@ -79,8 +95,9 @@ def load(path: str | Path | None = None, device="cpu") -> torch.nn.Module:
 
 
 def save(model: torch.nn.Module, path: str | Path, token_ids: torch.Tensor,
-         metadata: dict[str, str]) -> None:
-    """Writes the checkpoint format of Note [Embedded checkpoint format], atomically."""
+         metadata: dict[str, str], config: dict = CONFIG) -> None:
+    """Writes the checkpoint format of Note [Embedded checkpoint format], atomically, recording
+    the architecture `config` that `model` was built with."""
     from safetensors.torch import save_file  # noqa: PLC0415
 
     from sharpzo_ext.files import atomic_path  # noqa: PLC0415
@@ -91,4 +108,4 @@ def save(model: torch.nn.Module, path: str | Path, token_ids: torch.Tensor,
     state["token_ids"] = token_ids.to(torch.int32)
     state["token_rows"] = model.token_embedding.weight.detach()[token_ids].to(torch.float16)
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={"config": json.dumps(CONFIG), **metadata})
+        save_file(state, str(tmp), metadata={"config": json.dumps(config), **metadata})
