@@ -65,3 +65,12 @@ def test_target_is_zero_shot_plus_half_of_coops_gain():
     assert target_accuracy(records, ("cmaes", "coop")) == pytest.approx(0.5)
     without_coop = [r for r in records if r["method"] != "coop"]
     assert target_accuracy(without_coop, ("cmaes",)) == pytest.approx(0.95 * 0.5)
+
+
+def test_an_unknown_task_is_refused_before_anything_runs(tmp_path):
+    from sharpzo_ext.clip.compare import CompareConfig
+    from sharpzo_ext.clip.config import RunError
+
+    with pytest.raises(RunError, match="'nowhere' is neither an embedded task"):
+        CompareConfig(tasks=("embedded", "nowhere")).check()
+    CompareConfig(tasks=("embedded", str(tmp_path))).check()  # a folder: loaded when it runs

@@ -36,6 +36,7 @@ from typing import Callable
 from sharpzo_ext import checks
 from sharpzo_ext.clip import compare_report, methods, run_dir
 from sharpzo_ext.clip.config import RunError, TrainConfig
+from sharpzo_ext.clip.data import EMBEDDED_TASKS
 from sharpzo_ext.clip.prepare import Prepared, prepare
 from sharpzo_ext.clip.evaluate import accuracies
 from sharpzo_ext.clip.train import initial_progress, optimize
@@ -84,11 +85,14 @@ class CompareConfig:
                     raise ValueError(f"target must be a test accuracy in (0, 1], got {target}")
         except (TypeError, ValueError) as error:
             raise RunError(f"invalid configuration: {error}") from None
-        for task in self.tasks:
-            for seed in self.seeds:
-                for method in self.methods:
-                    method_config(dataclasses.replace(self, base=dataclasses.replace(
-                        self.base, data=task, seed=seed)), method).check()
+        for task in self.tasks:  # refused now, not after the tasks before it have run
+            if task not in EMBEDDED_TASKS and not Path(task).is_dir():
+                raise RunError(f"task {task!r} is neither an embedded task "
+                               f"({', '.join(EMBEDDED_TASKS)}) nor a data folder")
+        for seed in self.seeds:
+            for method in self.methods:
+                method_config(dataclasses.replace(self, base=dataclasses.replace(
+                    self.base, seed=seed)), method).check()
 
 
 def method_config(config: CompareConfig, method: str) -> TrainConfig:

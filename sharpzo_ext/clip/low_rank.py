@@ -24,7 +24,8 @@ import sharpzo_ext.ops as ops
 __all__ = ["RANK", "size", "maps", "initial", "shifts"]
 
 RANK = 5  # ZIP's rank
-_MAPS_STREAM = (1 << 60) + 1     # the F_i, under the task's seed
+# under the task's seed, next to prompt_task.PROJECTION_STREAM (1 << 60)
+_MAPS_STREAM = (1 << 60) + 1     # the F_i
 _INITIAL_STREAM = (1 << 60) + 2  # V's initial value
 
 

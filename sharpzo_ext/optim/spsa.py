@@ -132,7 +132,8 @@ class SPSA(ForwardOnlyOptimizer):
         plus, minus = values[:o["q"]].tolist(), values[o["q"]:].tolist()
         projected = two_point.projected_gradients(plus, minus, two_point.Options(eps=c_k))
         g = (torch.tensor(projected, dtype=torch.float64, device=x.device)[:, None] / D).mean(0)
-        buffer = self.shared["momentum"].clone()  # kept only if the step succeeds
+        buffer = self.shared["momentum"]  # "gc" updates a copy, kept only if the step succeeds
+        buffer = buffer.clone() if o["rule"] == "gc" else buffer
         x -= a_k * corrected_(g, buffer, o["rule"], o["momentum"])
         flat.scatter_(params, x)
         self.shared["momentum"] = buffer
