@@ -21,9 +21,10 @@ def features(n=24, dim=32, seed=0):
     return F.normalize(torch.randn(n, dim, generator=g), dim=-1), torch.randint(0, 5, (n,), generator=g)
 
 
-def test_zero_vector_is_open_clip_zero_shot(model_and_tokenizer):
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_zero_vector_is_open_clip_zero_shot(model_and_tokenizer, share_prefix):
     model, tokenizer = model_and_tokenizer
-    task = PromptTask(model, tokenizer, CLASSES, intrinsic_dim=16)
+    task = PromptTask(model, tokenizer, CLASSES, intrinsic_dim=16, share_prefix=share_prefix)
     with torch.no_grad():
         reference = F.normalize(model.encode_text(tokenizer([f"a photo of a {c}." for c in CLASSES])),
                                 dim=-1)
@@ -36,9 +37,10 @@ def test_zero_vector_is_open_clip_zero_shot(model_and_tokenizer):
 
 def test_truncation_is_exact(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
-    cut = PromptTask(model, tokenizer, CLASSES, intrinsic_dim=16, truncate=True)
-    full = PromptTask(model, tokenizer, CLASSES, intrinsic_dim=16, truncate=False)
-    assert cut.tokens.shape[1] < full.tokens.shape[1] == 77
+    cut = PromptTask(model, tokenizer, CLASSES, intrinsic_dim=16, share_prefix=False)
+    full = PromptTask(model, tokenizer, CLASSES, intrinsic_dim=16, share_prefix=False,
+                      truncate=False)
+    assert cut.encoder.tokens.shape[1] < full.encoder.tokens.shape[1] == 77
     W = torch.randn(6, 16, generator=torch.Generator().manual_seed(1)) * 3
     assert torch.allclose(cut.text_features(W), full.text_features(W), atol=2e-6)
     x, y = features()
@@ -53,7 +55,7 @@ def test_batched_losses_equal_serial_losses(model_and_tokenizer):
     batched = task.losses(W, x, y)
     serial = torch.stack([task.loss(w, x, y) for w in W])
     assert torch.allclose(batched, serial, atol=1e-6)
-    task.max_batch_tokens = 1  # one candidate per forward: the memory bound only splits work
+    task.encoder.max_batch_tokens = 1  # one prompt per forward: the bound only splits work
     assert torch.allclose(task.losses(W, x, y), batched, atol=1e-6)
 
 
@@ -112,6 +114,15 @@ def test_bad_arguments():
         task.context(torch.zeros(2, 9))
     with pytest.raises(TypeError, match="own text transformer"):
         PromptTask(torch.nn.Linear(2, 2), tokenizer, CLASSES)
+    with pytest.raises(ValueError, match="truncate=False needs share_prefix=False"):
+        PromptTask(model, tokenizer, CLASSES, truncate=False)
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, int8, got 'fp8'"):
+        PromptTask(model, tokenizer, CLASSES, precision="fp8")
+    with pytest.raises(ValueError, match="'int8' runs on the CPU only, not on cuda"):
+        PromptTask(model, tokenizer, CLASSES, precision="int8", device="cuda")
+    model.attn_mask = None  # a text tower without a causal mask (SigLIP's)
+    with pytest.raises(TypeError, match="no causal mask"):
+        PromptTask(model, tokenizer, CLASSES)
 
 
 def test_embedded_model_warns_about_words_it_does_not_know():

@@ -90,6 +90,8 @@ def _option(p, flag: str, default, help: str | None = None, **kwargs) -> None:
 
 def _add_run_options(p, d) -> None:
     """Model, data and task options shared by train, eval and compare."""
+    from sharpzo_ext.clip.precision import PRECISIONS  # noqa: PLC0415
+
     _option(p, "--model", d.model, "open_clip model name (e.g. ViT-B-16, RN50) or 'embedded'")
     _option(p, "--pretrained", d.pretrained, "open_clip pretrained tag (e.g. openai; needs a "
             "network once) or a local checkpoint file")
@@ -105,6 +107,8 @@ def _add_run_options(p, d) -> None:
     _option(p, "--ctx-init", d.ctx_init, "words that start the context")
     _option(p, "--intrinsic-dim", "min(512, context size / 2)", "length of the tuned vector",
             type=int)
+    _option(p, "--precision", d.precision, "the text tower's linear layers: fp32, bf16, or int8 "
+            "(CPU only; README, 'Real CLIP sizes')", choices=PRECISIONS)
     _option(p, "--cache-dir", "$SHARPZO_EXT_CACHE or ~/.cache/sharpzo_ext", "feature cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 

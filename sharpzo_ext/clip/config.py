@@ -8,6 +8,7 @@ import torch
 
 import sharpzo_ext as sz
 from sharpzo_ext import checks
+from sharpzo_ext.clip import precision
 
 __all__ = ["TrainConfig", "RunError", "METHODS", "FORWARD_ONLY"]
 
@@ -15,7 +16,7 @@ FORWARD_ONLY = ("sharpzo", "zosgd", "sparsezo", "cmaes", "zip", "spsa-gc")
 METHODS = FORWARD_ONLY + ("coop",)  # coop: first-order CoOp, the reference upper bound
 
 
-ADDED_LATER = frozenset({"batched", "coop_lr"})  # fields that older run directories lack
+ADDED_LATER = frozenset({"batched", "coop_lr", "precision"})  # fields that older run directories lack
 
 
 class RunError(Exception):
@@ -40,6 +41,7 @@ class TrainConfig:
     cache_dir: str | None = None      # None: $SHARPZO_EXT_CACHE or ~/.cache/sharpzo_ext
     shard: str = "population"         # under torchrun: split the "population" or the "data"
     batched: bool = True              # a population in batched calls; False: one call per row
+    precision: str = "fp32"           # the text tower's linear layers: fp32, bf16 or int8 (CPU)
     # optimizer hyperparameters (each method uses the ones it has)
     lr: float = 0.05
     eps: float = 0.01
@@ -79,6 +81,10 @@ class TrainConfig:
         cuda = self.device.startswith("cuda") and torch.cuda.is_available()
         if self.device != "cpu" and not cuda:
             raise ValueError(f"device {self.device!r} is not available")
+        precision.check(self.precision, torch.device(self.device))
+        if self.method == "coop" and self.precision == "int8":
+            raise ValueError("coop trains with gradients, which the int8 text tower has none "
+                             "of; use precision fp32 or bf16")
 
     @classmethod
     def from_saved(cls, saved, source: str) -> "TrainConfig":

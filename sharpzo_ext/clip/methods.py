@@ -49,7 +49,7 @@ def make_task(config: TrainConfig, loaded: LoadedModel, classnames: list[str]) -
                          loaded.known_tokens)
     return PromptTask(loaded.model, loaded.tokenizer, classnames, n_ctx=config.n_ctx,
                       ctx_init=config.ctx_init, intrinsic_dim=intrinsic, seed=config.seed,
-                      device=config.device,
+                      device=config.device, precision=config.precision,
                       rank=low_rank.RANK if config.method == "zip" else None)
 
 

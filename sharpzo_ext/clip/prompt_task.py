@@ -20,47 +20,14 @@ import torch.nn.functional as F
 
 import sharpzo_ext.ops as ops
 from sharpzo_ext.clip import low_rank
+from sharpzo_ext.clip import precision as precision_lib
+from sharpzo_ext.clip.text_features import Plain, SharedPrefix
+from sharpzo_ext.clip.text_tower import TextTower
 from sharpzo_ext.optim.objective import Population
 
 __all__ = ["PromptTask"]
 
 PROJECTION_STREAM = 1 << 60  # the stream of the projection A under the task's seed
-
-
-class _TextTower:
-    """The pieces of an open_clip text transformer (CLIP or CustomTextCLIP with a TextTransformer)."""
-
-    def __init__(self, model: torch.nn.Module):
-        tower = getattr(model, "text", model)
-        needed = ("token_embedding", "positional_embedding", "transformer", "ln_final",
-                  "text_projection", "attn_mask")
-        missing = [name for name in needed if not hasattr(tower, name)]
-        if missing:
-            raise TypeError(f"PromptTask needs an open_clip CLIP with its own text transformer; "
-                            f"{type(model).__name__} has no {', '.join(missing)}")
-        self.tower = tower
-        self.pool_type = getattr(tower, "text_pool_type", getattr(tower, "pool_type", "argmax"))
-        self.eos_id = getattr(tower, "text_eos_id", getattr(tower, "eos_id", None))
-        if self.pool_type not in ("argmax", "eos", "last"):
-            raise TypeError(f"PromptTask supports argmax, eos or last pooling, not {self.pool_type!r}")
-
-    def pool_index(self, tokens: torch.Tensor) -> torch.Tensor:
-        if self.pool_type == "argmax":
-            return tokens.argmax(dim=-1)
-        if self.pool_type == "eos":
-            return (tokens == self.eos_id).int().argmax(dim=-1)
-        return torch.full((tokens.shape[0],), tokens.shape[1] - 1, dtype=torch.long)
-
-    def encode(self, x: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
-        """Text features of token embeddings x (B, L, width), pooled at `pool` (B,)."""
-        t = self.tower
-        L = x.shape[1]
-        x = x + t.positional_embedding[:L].to(x.dtype)
-        x = t.transformer(x, attn_mask=t.attn_mask[:L, :L] if t.attn_mask is not None else None)
-        x = t.ln_final(x)
-        x = x[torch.arange(x.shape[0], device=x.device), pool]
-        proj = t.text_projection
-        return proj(x) if isinstance(proj, torch.nn.Module) else x @ proj
 
 
 class PromptTask:
@@ -78,25 +45,35 @@ class PromptTask:
             [ZIP's low-rank prompt]; w then holds its factors).
         seed: seeds the projection A (and a random initial context).
         truncate: cut every sequence after the longest prompt's end token (exact: the text
-            transformer is causal and pools there; Note [Truncated prompts]).
+            transformer is causal and pools there; Note [Truncated prompts]). Only for
+            ``share_prefix=False``: shared prefixes never compute positions after a prompt's end.
         max_batch_tokens: a batched forward holds at most this many tokens (memory bound).
         device: where the text tower runs (default: the model's).
+        share_prefix: compute the positions all prompts of a candidate share once per candidate
+            (exact; Note [Shared prefix]); False runs every prompt in full, to check against.
+        precision: the text tower's linear layers in "fp32", "bf16" or "int8" (CPU only,
+            row-wise scales: Note [Row-wise int8]). The model itself is left as it is.
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer: Callable, classnames: Sequence[str],
                  n_ctx: int = 4, ctx_init: str | None = "a photo of a",
                  intrinsic_dim: int | None = 512, seed: int = 0, truncate: bool = True,
-                 max_batch_tokens: int = 1 << 15, device=None, rank: int | None = None):
+                 max_batch_tokens: int = 1 << 15, device=None, rank: int | None = None,
+                 share_prefix: bool = True, precision: str = "fp32"):
         if len(classnames) < 2:
             raise ValueError(f"PromptTask needs at least two classes, got {len(classnames)}")
-        self.model = model.eval().requires_grad_(False)  # frozen; gradients only reach W
-        self.text = _TextTower(model)
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        precision_lib.check(precision, self.device)
+        if share_prefix and not truncate:
+            raise ValueError("truncate=False needs share_prefix=False: shared prefixes never "
+                             "compute the positions after a prompt's end token")
+        self.model = model.eval().requires_grad_(False)  # frozen; gradients only reach W
         self.model.to(self.device)
+        self.precision = precision
+        self.text = TextTower(model, precision)
         self.classnames = list(classnames)
-        self.max_batch_tokens = int(max_batch_tokens)
-        embedding = self.text.tower.token_embedding
-        width = embedding.weight.shape[1]
+        embedding = self.text.token_embedding
+        width = self.text.width
         if ctx_init:
             n_ctx = int((tokenizer([ctx_init])[0] != 0).sum()) - 2  # minus start and end tokens
             prefix = ctx_init
@@ -106,13 +83,12 @@ class PromptTask:
             raise ValueError(f"the context needs at least one token, got n_ctx={n_ctx}")
         self.n_ctx, self.ctx_init = n_ctx, ctx_init
         tokens = tokenizer([f"{prefix} {name}." for name in self.classnames]).to(self.device)
-        self.pool = self.text.pool_index(tokens)
-        length = int(self.pool.max()) + 1 if truncate else tokens.shape[1]
-        self.tokens = tokens[:, :length]
+        self.encoder = (SharedPrefix(self.text, tokens, n_ctx, int(max_batch_tokens))
+                        if share_prefix else
+                        Plain(self.text, tokens, n_ctx, int(max_batch_tokens), truncate))
         with torch.no_grad():
-            self.embedded = embedding(self.tokens).float()  # (C, L, width)
             if ctx_init:
-                self.ctx0 = self.embedded[0, 1:1 + n_ctx].clone()
+                self.ctx0 = embedding(tokens[:1, 1:1 + n_ctx])[0].float()
             else:
                 g = torch.Generator().manual_seed(seed)
                 self.ctx0 = (torch.randn(n_ctx, width, generator=g) * 0.02).to(self.device)
@@ -169,19 +145,10 @@ class PromptTask:
         return self.ctx0 + shift.view(W.shape[0], self.n_ctx, -1)
 
     def text_features(self, W: torch.Tensor) -> torch.Tensor:
-        """L2-normalized class text features (m, C, E) for the rows of W (differentiable in W,
-        for first-order baselines; the forward-only optimizers call it under no_grad)."""
-        ctx = self.context(W)
-        m, C, L = ctx.shape[0], len(self.classnames), self.tokens.shape[1]
-        per_chunk = max(1, self.max_batch_tokens // (C * L))
-        out = []
-        for start in range(0, m, per_chunk):
-            part = ctx[start:start + per_chunk]
-            x = self.embedded.expand(part.shape[0], -1, -1, -1).clone()
-            x[:, :, 1:1 + self.n_ctx] = part[:, None]
-            features = self.text.encode(x.view(-1, L, x.shape[-1]), self.pool.repeat(part.shape[0]))
-            out.append(F.normalize(features.float(), dim=-1).view(part.shape[0], C, -1))
-        return torch.cat(out)
+        """L2-normalized class text features (m, C, E) for the rows of W (differentiable in W
+        at fp32 and bf16, for first-order baselines; the forward-only optimizers call it under
+        no_grad)."""
+        return self.encoder(self.context(W))
 
     # ---- losses and accuracy -------------------------------------------------------------------
 

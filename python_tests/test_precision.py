@@ -1,0 +1,86 @@
+"""The text tower's linear layers at bf16 and int8 (precision.py): the row-wise int8 formula,
+its independence of batch neighbours, and losses close to float32's."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sharpzo_ext.clip import precision
+from sharpzo_ext.clip.prompt_task import PromptTask
+
+from clip_helpers import tiny_clip
+
+CLASSES = ["cat", "dog", "sailing boat", "great white shark", "tree"]
+
+
+def test_int8_linear_is_exact_on_representable_values():
+    # rows with max |x| = 127 s_r and integer multiples of s_r, weight rows likewise: the int8
+    # product is the float product, scales and bias included
+    g = torch.Generator().manual_seed(0)
+    row_scale = torch.rand(6, 1, generator=g) + 0.5
+    x = torch.randint(-126, 127, (6, 40), generator=g).float()
+    x[:, 3] = 127
+    col_scale = torch.rand(24, 1, generator=g) * 0.01
+    w = torch.randint(-126, 127, (24, 40), generator=g).float()
+    w[:, 7] = -127
+    b = torch.randn(24, generator=g)
+    y = precision.linear(w * col_scale, b, "int8")((x * row_scale).view(2, 3, 40))
+    expected = (x * row_scale) @ (w * col_scale).T + b
+    assert y.shape == (2, 3, 24)
+    assert torch.allclose(y.view(6, 24), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_int8_rows_do_not_depend_on_their_neighbours():
+    # Note [Row-wise int8]: a row's result is the same alone and beside a row 1000x larger
+    g = torch.Generator().manual_seed(1)
+    layer = precision.linear(torch.randn(16, 32, generator=g), torch.randn(16, generator=g),
+                             "int8")
+    x = torch.randn(4, 32, generator=g)
+    x[2] *= 1000
+    together = layer(x)
+    alone = torch.cat([layer(row[None]) for row in x])
+    assert torch.equal(together, alone)
+
+
+@pytest.mark.parametrize("kind", ["vit", "resnet"])
+def test_int8_candidate_losses_do_not_depend_on_the_population(kind):
+    model, tokenizer = tiny_clip(kind)
+    task = PromptTask(model, tokenizer, CLASSES, intrinsic_dim=12, precision="int8")
+    g = torch.Generator().manual_seed(2)
+    x = F.normalize(torch.randn(20, 32, generator=g), dim=-1)
+    y = torch.arange(20) % len(CLASSES)
+    W = torch.randn(6, 12, generator=g)
+    W[3] *= 100  # a far-away candidate: per-batch scales would coarsen everyone else's
+    with torch.no_grad():
+        together = task.losses(W, x, y)
+        alone = torch.stack([task.losses(w[None], x, y)[0] for w in W])
+    assert torch.allclose(together, alone, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,tolerance", [("bf16", 0.02), ("int8", 0.02)])
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_low_precision_losses_are_close_to_float32(name, tolerance, share_prefix):
+    model, tokenizer = tiny_clip("vit")
+    g = torch.Generator().manual_seed(3)
+    x = F.normalize(torch.randn(30, 32, generator=g), dim=-1)
+    y = torch.arange(30) % len(CLASSES)
+    W = torch.randn(8, 12, generator=g)
+    with torch.no_grad():
+        exact = PromptTask(model, tokenizer, CLASSES, intrinsic_dim=12).losses(W, x, y)
+        low = PromptTask(model, tokenizer, CLASSES, intrinsic_dim=12, precision=name,
+                         share_prefix=share_prefix).losses(W, x, y)
+    assert not torch.equal(low, exact)  # it did run at the lower precision
+    assert torch.allclose(low, exact, rtol=tolerance)
+    # the ranking a population method sees is kept, but for near ties
+    order = exact.argsort()
+    assert (low[order].diff() > -tolerance * exact.abs().max()).all()
+
+
+def test_low_precision_leaves_the_model_as_it_was():
+    model, tokenizer = tiny_clip("vit")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    PromptTask(model, tokenizer, CLASSES, precision="int8")
+    PromptTask(model, tokenizer, CLASSES, precision="bf16")
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) and before[k].dtype == after[k].dtype
+               for k in before)

@@ -1,0 +1,91 @@
+"""The arithmetic of the text tower's linear layers: float32, bfloat16 or int8.
+
+Only the linear layers (attention projections and the MLP) change with the precision; layer
+norms, attention scores, GELU and the residual stream stay in float32, so a precision changes
+the cost of the matmuls, which are nearly all of the work, and little else.
+
+Note [Row-wise int8]
+A forward-only optimizer compares losses of candidates that share a batch: CMA-ES ranks them and
+a two-point estimate subtracts them. If a candidate's loss depended on its batch neighbours, as it
+does with one activation scale per batch (torch.ao's dynamic quantization), the neighbours would
+move the ranking and the differences. So every activation row (one token of one prompt of one
+candidate) is quantized with its own symmetric scale s = max|x| / 127, the weights with one scale
+per output channel, and y = s * (q_x . q_w) * s_w + b: the integer products are exact, and a
+row's result depends only on that row. The integer matmul is oneDNN's u8 x s8 kernel as torch
+ships it for torch.ao's x86 quantization (VNNI where present, AMX on the Xeons that have it); the
+rows are offset by 128 into u8, and the kernel subtracts the offset exactly with its zero-point.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["PRECISIONS", "check", "linear"]
+
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def check(precision: str, device: torch.device) -> None:
+    """Raises ValueError unless `precision` can run the text tower on `device` in this torch."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "int8":
+        return
+    if device.type != "cpu":
+        raise ValueError(f"precision 'int8' runs on the CPU only, not on {device}")
+    if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.onednn,
+                                                               "qlinear_pointwise"):
+        raise ValueError("precision 'int8' needs torch's oneDNN int8 kernels "
+                         "(torch.ops.onednn.qlinear_pointwise), which this torch build lacks")
+
+
+def linear(weight: torch.Tensor, bias: torch.Tensor | None, precision: str):
+    """y = x W^T + b for float32 x (..., in) at `precision`, as a callable returning float32."""
+    if precision == "int8":
+        return _Int8Linear(weight, bias)
+    if precision == "bf16":
+        return _Bf16Linear(weight, bias)
+    return _Fp32Linear(weight, bias)
+
+
+class _Fp32Linear:
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        self.weight, self.bias = weight, bias
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+class _Bf16Linear:
+    """bfloat16 operands and float32 results (what autocast does, with the weights cast once)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        self.weight = weight.detach().to(torch.bfloat16)
+        self.bias = None if bias is None else bias.detach().to(torch.bfloat16)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x.to(torch.bfloat16), self.weight, self.bias).float()
+
+
+class _Int8Linear:
+    """Row-wise int8 activations, per-channel int8 weights (Note [Row-wise int8])."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        weight = weight.detach().float()
+        self.out_features, self.in_features = weight.shape
+        self.weight_scale = weight.abs().amax(dim=1).clamp_min(1e-12) / 127
+        q = torch.round(weight / self.weight_scale[:, None]).clamp_(-127, 127).to(torch.int8)
+        self.packed = torch.ops.onednn.qlinear_prepack(q, None)
+        self.zero_points = torch.zeros(self.out_features, dtype=torch.int64)
+        self.bias = None if bias is None else bias.detach().float()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features)
+        scale = rows.abs().amax(dim=1, keepdim=True).clamp_min_(1e-30).div_(127)
+        q = torch.round(rows / scale).add_(128).to(torch.uint8)
+        y = torch.ops.onednn.qlinear_pointwise(q, 1.0, 128, self.packed, self.weight_scale,
+                                               self.zero_points, None, 1.0, 0, torch.float32,
+                                               "none", [], "")
+        y = y.mul_(scale) if self.bias is None else torch.addcmul(self.bias, y, scale)
+        return y.view(*x.shape[:-1], self.out_features)

@@ -1,0 +1,136 @@
+"""An open_clip text transformer, run block by block by this package: its weights, its linear
+layers at a chosen precision (precision.py), and attention over cached keys and values, which is
+what lets prompts that share a prefix compute it once (text_features.py).
+
+Works on open_clip's CLIP and CustomTextCLIP with a TextTransformer of standard residual
+attention blocks (nn.MultiheadAttention, optional LayerScale) and a causal mask; anything else is
+refused with a message that says what is missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from sharpzo_ext.clip import precision as precision_lib
+
+__all__ = ["TextTower", "KeysValues"]
+
+KeysValues = tuple[torch.Tensor, torch.Tensor]  # (B, heads, T, head_dim) each
+
+
+@dataclasses.dataclass(frozen=True)
+class _Block:
+    ln_1: Callable
+    qkv: Callable
+    out: Callable
+    ls_1: Callable
+    ln_2: Callable
+    fc: Callable
+    act: Callable
+    proj: Callable
+    ls_2: Callable
+    heads: int
+
+
+def _block(module: torch.nn.Module, precision: str) -> _Block:
+    attn = getattr(module, "attn", None)
+    if (not isinstance(attn, torch.nn.MultiheadAttention) or attn.in_proj_weight is None
+            or hasattr(module, "ln_1_kv") or not hasattr(module, "mlp")):
+        raise TypeError(f"PromptTask runs open_clip's standard residual attention blocks; a "
+                        f"{type(module).__name__} is not one")
+    mlp = module.mlp
+    return _Block(
+        ln_1=module.ln_1, ln_2=module.ln_2, ls_1=module.ls_1, ls_2=module.ls_2, act=mlp.gelu,
+        qkv=precision_lib.linear(attn.in_proj_weight, attn.in_proj_bias, precision),
+        out=precision_lib.linear(attn.out_proj.weight, attn.out_proj.bias, precision),
+        fc=precision_lib.linear(mlp.c_fc.weight, mlp.c_fc.bias, precision),
+        proj=precision_lib.linear(mlp.c_proj.weight, mlp.c_proj.bias, precision),
+        heads=attn.num_heads)
+
+
+def _run_block(block: _Block, x: torch.Tensor,
+               past: KeysValues | None) -> tuple[torch.Tensor, KeysValues]:
+    """One residual attention block over x (B, T, width) whose T positions follow the positions
+    of `past` (their keys and values, or None at the start of the sequence): x's new hidden
+    states, and x's keys and values for the positions after it."""
+    B, T, width = x.shape
+    heads = block.heads
+    q, k, v = block.qkv(block.ln_1(x)).view(B, T, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
+    if past is None:
+        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    else:
+        P = past[0].shape[2]
+        keys, values = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)
+        # every position sees the whole past, and itself and the positions before it
+        visible = torch.ones(T, P + T, dtype=torch.bool, device=x.device).tril_(P)
+        attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible)
+    x = x + block.ls_1(block.out(attended.transpose(1, 2).reshape(B, T, width)))
+    x = x + block.ls_2(block.proj(block.act(block.fc(block.ln_2(x)))))
+    return x, (k, v)
+
+
+class TextTower:
+    """The text transformer of an open_clip CLIP at `precision` ("fp32", "bf16" or "int8")."""
+
+    def __init__(self, model: torch.nn.Module, precision: str = "fp32"):
+        tower = getattr(model, "text", model)
+        needed = ("token_embedding", "positional_embedding", "transformer", "ln_final",
+                  "text_projection", "attn_mask")
+        missing = [name for name in needed if not hasattr(tower, name)]
+        if missing:
+            raise TypeError(f"PromptTask needs an open_clip CLIP with its own text transformer; "
+                            f"{type(model).__name__} has no {', '.join(missing)}")
+        mask = tower.attn_mask
+        if mask is None or not torch.equal(torch.isinf(mask), torch.ones_like(
+                mask, dtype=torch.bool).triu_(1)):
+            raise TypeError("PromptTask needs a causal text transformer (its prompts are cut "
+                            "after their end token and share their prefix); this one has "
+                            "no causal mask")
+        self.pool_type = getattr(tower, "text_pool_type", getattr(tower, "pool_type", "argmax"))
+        self.eos_id = getattr(tower, "text_eos_id", getattr(tower, "eos_id", None))
+        if self.pool_type not in ("argmax", "eos", "last"):
+            raise TypeError(f"PromptTask supports argmax, eos or last pooling, not {self.pool_type!r}")
+        self.token_embedding = tower.token_embedding
+        self.positional_embedding = tower.positional_embedding
+        self.ln_final = tower.ln_final
+        self.projection = tower.text_projection
+        self.precision = precision
+        self.blocks = [_block(module, precision) for module in tower.transformer.resblocks]
+
+    @property
+    def width(self) -> int:
+        return self.token_embedding.weight.shape[1]
+
+    def pool_index(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The position each tokenized prompt (rows of `tokens`) is pooled at."""
+        if self.pool_type == "argmax":
+            return tokens.argmax(dim=-1)
+        if self.pool_type == "eos":
+            return (tokens == self.eos_id).int().argmax(dim=-1)
+        return torch.full((tokens.shape[0],), tokens.shape[1] - 1, dtype=torch.long)
+
+    def positions(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """Token embeddings x (..., T, width) at positions start, ..., start + T - 1."""
+        return x + self.positional_embedding[start:start + x.shape[-2]].float()
+
+    def run(self, x: torch.Tensor,
+            past: list[KeysValues] | None = None) -> tuple[torch.Tensor, list[KeysValues]]:
+        """Every block over x (B, T, width), positioned, after `past` (the keys and values of
+        the earlier positions, per block, or None): the last hidden states and x's keys and
+        values per block."""
+        cache = []
+        for i, block in enumerate(self.blocks):
+            x, kv = _run_block(block, x, None if past is None else past[i])
+            cache.append(kv)
+        return x, cache
+
+    def features(self, pooled: torch.Tensor) -> torch.Tensor:
+        """L2-normalized text features of pooled hidden states (..., width)."""
+        x = self.ln_final(pooled)
+        proj = self.projection
+        x = proj(x) if isinstance(proj, torch.nn.Module) else x @ proj
+        return F.normalize(x.float(), dim=-1)
