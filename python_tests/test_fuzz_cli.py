@@ -23,7 +23,7 @@ TRAIN_FAULTS = {
     "--method": ["foo"], "--sharpness": ["foo"], "--shard": ["foo"], "--device": ["tpu"],
     "--data": ["/nonexistent/data", "FILE"], "--out": ["FILE", "FILE/sub"],
     "--resume": ["/nonexistent/run", "DIR"], "--pretrained": ["GARBAGE", "DIR"],
-    "--model": ["no-such-model"],
+    "--model": ["no-such-model"], "--precision": ["fp8"],
 }
 VALID_TRAIN = {"--lr": "0.01", "--popsize": "6", "--density": "0.3", "--seed": "3",
                "--budget": "50", "--sharpness": "none", "--shots": "2", "--q": "2"}
@@ -33,6 +33,7 @@ OTHER_FAULTS = [
     ["compare", "--target", "2"], ["compare", "--out", "FILE"], ["compare", "--seeds", "-1"],
     ["compare", "--methods", "foo"], ["compare", "--budget", "0"], ["compare", "--tasks", "foo"],
     ["compare", "--tasks", "embedded", "--data", "embedded"],
+    ["train", "--method", "coop", "--precision", "int8"],
     ["bench", "--json", "DIR"], ["bench", "--json", "FILE/sub"], ["bench", "--device", "tpu"],
     ["bench", "--min-run-time", "0"], ["bench", "--suite", "foo"], ["frobnicate"],
 ]

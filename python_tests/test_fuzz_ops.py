@@ -299,3 +299,24 @@ def test_cma_cov_update_fake_refuses_what_the_kernel_refuses(case):
     if fault.startswith("alias") or fault == "device":
         return  # memory and device mixes: the tests above
     assert_meta_agrees(lambda *t: sz.ops.cma_cov_update_(*t, c1, cmu, decay), C, pc, Y, weights)
+
+
+# ---- quantize_rows -----------------------------------------------------------------------------
+
+@given(x=tensors(finite=False))
+def test_quantize_rows_agrees_with_the_reference_or_refuses(x):
+    x = x.to(HOME)
+    result = []
+    error = verdict(lambda: result.append(sz.ops.quantize_rows(x)))
+    if error is not None:
+        assert x.dtype != torch.float32 or x.dim() != 2
+        assert_refusal_names(error, "x")
+        return
+    (q, scale), (rq, rscale) = result[0], reference.quantize_rows(x.cpu())
+    assert_identical(q, rq)
+    assert_identical(scale, rscale)
+
+
+@given(x=tensors())
+def test_quantize_rows_fake_refuses_what_the_kernel_refuses(x):
+    assert_meta_agrees(sz.ops.quantize_rows, x)

@@ -43,6 +43,16 @@ def test_a_run_writes_its_directory_and_beats_zero_shot(tmp_path, cache):
     assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_a_low_precision_run_tunes_as_well(tmp_path, cache, precision):
+    exact = run(tmp_path, cache, "fp32")
+    low = run(tmp_path, cache, precision, precision=precision)
+    assert json.loads((tmp_path / precision / "config.json").read_text())["precision"] == precision
+    assert low["zero_shot_test_acc"] == pytest.approx(exact["zero_shot_test_acc"], abs=0.02)
+    assert low["test_acc"] >= low["zero_shot_test_acc"] + 0.05
+    assert low["test_acc"] == pytest.approx(exact["test_acc"], abs=0.05)
+
+
 def test_resume_continues_the_same_trajectory(tmp_path, cache):
     straight = run(tmp_path, cache, "straight", budget=1200)
     run(tmp_path, cache, "resumed", budget=600)
@@ -95,11 +105,13 @@ def test_cli_errors_are_one_line(tmp_path, cache, capsys):
         (["train", "--pretrained", str(tmp_path / "nothing.safetensors"),
           "--out", str(tmp_path / "c")], "missing"),
         (["eval", str(tmp_path / "no-run")], "does not exist"),
+        (["train", "--method", "coop", "--precision", "int8", "--out", str(tmp_path / "d")],
+         "coop trains with gradients"),
     ]
     for argv, message in cases:
         code, err = error_of(argv + base, capsys)
         assert code == 2 and len(err) == 1 and message in err[0], (argv, err)
-    for name in ("a", "b", "c"):
+    for name in ("a", "b", "c", "d"):
         assert not (tmp_path / name).exists()  # nothing written
 
 

@@ -134,3 +134,12 @@ def _cma_cov_update_fake(C, pc, Y, weights, c1, cmu, decay):
     for name, value in (("c1", c1), ("cmu", cmu), ("decay", decay)):
         if not math.isfinite(value):
             raise ValueError(f"{op}: {name} must be finite, got {value}")
+
+
+@torch.library.register_fake("sharpzo::quantize_rows")
+def _quantize_rows_fake(x):
+    if x.dtype != torch.float32:
+        raise TypeError(f"quantize_rows: x must be a float32 tensor, got {x.dtype}")
+    if x.dim() != 2:
+        raise ValueError(f"quantize_rows: x must be 2-D (rows, columns), got shape {list(x.shape)}")
+    return x.new_empty(x.shape, dtype=torch.uint8), x.new_empty((x.shape[0], 1))

@@ -14,7 +14,7 @@ from sharpzo_ext import fakes  # noqa: F401 (registers the fake kernels)
 from sharpzo_ext.checks import STREAM_INT_LIMIT, integer, real, stream_integer
 
 __all__ = ["perturb_", "sample", "sparse_zscore", "sparse_zscore_", "mask_score",
-           "cma_cov_update_", "DISTRIBUTIONS"]
+           "cma_cov_update_", "quantize_rows", "DISTRIBUTIONS"]
 
 DISTRIBUTIONS = ("gaussian", "rademacher")
 
@@ -158,3 +158,13 @@ def cma_cov_update_(
     torch.ops.sharpzo.cma_cov_update_.default(C, pc, Y, weights, real(c1, "c1"), real(cmu, "cmu"),
                                               real(decay, "decay"))
     return C
+
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-wise symmetric int8 quantization of a 2-D float32 ``x``: ``(q, scale)`` with
+    ``scale = max|x| / 127`` per row, shape (rows, 1), and ``q = round_half_even(x / scale) + 128``
+    as uint8, so that ``x ~= (q - 128) * scale``: the u8 form (zero point 128) that oneDNN's
+    int8 matmul takes. A row of zeros has scale 1; a row with a non-finite entry has scale NaN
+    and q 128. One pass over x; the same bits on CPU and CUDA.
+    """
+    return torch.ops.sharpzo.quantize_rows.default(x)

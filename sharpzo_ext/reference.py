@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 __all__ = ["philox4x32", "stream_values", "sample", "perturb", "ordered_sum", "order_keys",
-           "sparse_zscore", "mask_score", "cma_cov_update"]
+           "sparse_zscore", "mask_score", "cma_cov_update", "quantize_rows"]
 
 _MASK32 = np.uint64(0xFFFFFFFF)
 _MUL0 = np.uint64(0xD2511F53)  # multiplies counter word 0
@@ -174,3 +174,17 @@ def cma_cov_update(C: torch.Tensor, pc: torch.Tensor, Y: torch.Tensor, weights: 
     Yd, pd = Y.double(), pc.double()
     out = decay * Cs + c1 * torch.outer(pd, pd) + cmu * (Yd.T * weights.double()) @ Yd
     return out.to(C.dtype)
+
+
+# ---- quantize_rows -----------------------------------------------------------------------------
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """scale = max|x| / 127 per row (1 for zeros, NaN if not finite); q = round(x / scale) + 128
+    (half to even, clamped to [-127, 127]; 128 in a non-finite row), in float32 arithmetic."""
+    amax = x.abs().amax(dim=1, keepdim=True) if x.shape[1] else torch.zeros(x.shape[0], 1)
+    finite = torch.isfinite(x).all(dim=1, keepdim=True)
+    scale = torch.where(amax == 0, torch.ones_like(amax), amax / torch.tensor(127.0))
+    scale = torch.where(finite, scale, torch.full_like(scale, math.nan))
+    y = torch.round((x / scale).clamp(-127, 127))
+    y = torch.where(finite, y, torch.zeros_like(y))
+    return (y.to(torch.int32) + 128).to(torch.uint8), scale

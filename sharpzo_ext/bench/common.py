@@ -81,8 +81,20 @@ def format_bytes(n: int) -> str:
     return f"{n} B"
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or the platform's processor where there is none."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment() -> dict:
-    return {"torch": torch.__version__, "threads": torch.get_num_threads(),
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_model(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "machine": platform.machine(), "processor": platform.processor() or platform.machine()}
 
@@ -91,7 +103,7 @@ def run_suites(names: Sequence[str], config: BenchConfig,
                progress: Callable[[str], None] = print) -> list[Suite]:
     suites = []
     for name in names:
-        module = importlib.import_module(f"sharpzo_ext.bench.{name}")
+        module = importlib.import_module(f"sharpzo_ext.bench.{name.replace('-', '_')}")
         progress(f"running benchmark suite {name!r} on {config.device}"
                  f"{' (quick)' if config.quick else ''} ...")
         suites.append(module.run(config))

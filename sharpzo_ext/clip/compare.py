@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from sharpzo_ext import checks
+from sharpzo_ext import checks, resident_memory
 from sharpzo_ext.clip import compare_report, methods, run_dir
 from sharpzo_ext.clip.config import RunError, TrainConfig
 from sharpzo_ext.clip.data import EMBEDDED_TASKS
@@ -111,38 +111,16 @@ def method_config(config: CompareConfig, method: str) -> TrainConfig:
     return dataclasses.replace(base, method=method)
 
 
-# ---- peak memory of one method -----------------------------------------------------------------
-
-def _reset_peak_rss() -> bool:
-    """Resets the kernel's high-water mark of this process's resident memory (Linux >= 4.0)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _status_mb(field: str) -> float | None:
-    """VmHWM (peak resident memory) or VmRSS (resident memory now) of this process, in MB."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
 def _method_run(p: Prepared, method: str, config: CompareConfig, progress: bool) -> dict:
     run_config = method_config(config, method)
     task = methods.make_task(run_config, p.loaded, p.data.classnames)
     run = methods.build(run_config, task, p.features["train"], p.labels["train"])
     best, log = initial_progress(p, task)
-    measured = _reset_peak_rss()
-    resident = _status_mb("VmRSS")
+    measured = resident_memory.reset_peak()
+    resident = resident_memory.status_mb("VmRSS")
     best = optimize(p, run, run_config.budget, run_config.eval_every, best, log,
                     progress=progress, label=f"{method} seed {run_config.seed}")
-    peak = _status_mb("VmHWM") if measured else None
+    peak = resident_memory.status_mb("VmHWM") if measured else None
     extra = peak - resident if peak is not None and resident is not None else None
     final = accuracies(p, task, best["w"], p.eval_splits())
     return {"method": method, "seed": run_config.seed,

@@ -26,9 +26,11 @@ their own suffix lengths.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
-from sharpzo_ext.clip.text_tower import KeysValues, TextTower
+from sharpzo_ext.clip.text_tower import TextTower, causal_attention
 
 __all__ = ["Plain", "SharedPrefix"]
 
@@ -54,9 +56,42 @@ class Plain:
             part = ctx[start:start + per_chunk]
             x = self.embedded.expand(part.shape[0], -1, -1, -1).clone()
             x[:, :, 1:1 + self.n_ctx] = part[:, None]
-            hidden, _ = self.tower.run(self.tower.positions(x.view(-1, L, width), 0))
-            pooled = hidden[torch.arange(hidden.shape[0]), self.pool.repeat(part.shape[0])]
+            B = part.shape[0] * C
+
+            def attend(layer, q, k, v, B=B):
+                return causal_attention(*(t.view(B, L, *t.shape[1:]) for t in (q, k, v)))
+
+            hidden = self.tower.run(self.tower.positions(x.view(B, L, width), 0).view(-1, width),
+                                    attend).view(B, L, width)
+            pooled = hidden[torch.arange(B), self.pool.repeat(part.shape[0])]
             out.append(self.tower.features(pooled).view(part.shape[0], C, -1))
+        return torch.cat(out)
+
+
+@dataclasses.dataclass
+class _Chunk:
+    """Packed tokens of some candidates' prefixes, then of their (candidate, class) suffixes
+    grouped by length, and the attention over them (Note [Shared prefix])."""
+    candidates: int                   # U candidates, prefixes first: U * n_ctx tokens
+    n_ctx: int
+    sos: list[tuple[torch.Tensor, torch.Tensor]]  # the SOS position's keys, values per layer
+    groups: list[tuple[int, torch.Tensor]]        # (suffix length, candidate of each suffix)
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor,
+               v: torch.Tensor) -> torch.Tensor:
+        U, n = self.candidates, self.n_ctx
+        heads = q.shape[1]
+        k0, v0 = (t.expand(U, heads, 1, -1) for t in self.sos[layer])
+        qp, kp, vp = (t[:U * n].view(U, n, *t.shape[1:]) for t in (q, k, v))
+        out = [causal_attention(qp, kp, vp, (k0, v0))]
+        keys = torch.cat((k0, kp.transpose(1, 2)), dim=2)  # the prefix's, SOS included
+        values = torch.cat((v0, vp.transpose(1, 2)), dim=2)
+        start = U * n
+        for length, candidate in self.groups:
+            end = start + candidate.numel() * length
+            qs, ks, vs = (t[start:end].view(-1, length, *t.shape[1:]) for t in (q, k, v))
+            out.append(causal_attention(qs, ks, vs, (keys[candidate], values[candidate])))
+            start = end
         return torch.cat(out)
 
 
@@ -66,38 +101,50 @@ class SharedPrefix:
     def __init__(self, tower: TextTower, tokens: torch.Tensor, n_ctx: int,
                  max_batch_tokens: int):
         self.tower, self.n_ctx, self.max_batch_tokens = tower, n_ctx, max_batch_tokens
-        self.classes = tokens.shape[0]
-        pool = tower.pool_index(tokens)
-        ends = pool + 1  # each prompt's suffix: positions n_ctx + 1 .. pool
-        self.groups: list[tuple[torch.Tensor, torch.Tensor]] = []  # (class ids, suffixes)
+        # each prompt's suffix: its positions n_ctx + 1 .. pool (the end token)
+        self.lengths = tower.pool_index(tokens) - n_ctx
         with torch.no_grad():
-            embedded = tower.token_embedding(tokens).float()
-            for end in sorted(set(ends.tolist())):
-                ids = (ends == end).nonzero().flatten()
-                suffix = tower.positions(embedded[ids, 1 + n_ctx:end], 1 + n_ctx)
-                self.groups.append((ids, suffix))
-            self.sos_cache = tower.run(tower.positions(embedded[:1, :1], 0))[1]
+            embedded = tower.token_embedding(tokens[:, :1 + n_ctx + int(self.lengths.max())])
+            self.suffixes = tower.positions(embedded[:, 1 + n_ctx:].float(), 1 + n_ctx)
+            self.sos = []
+
+            def record(layer, q, k, v):  # one position: it attends to itself alone
+                self.sos.append((k.view(1, -1, 1, k.shape[-1]), v.view(1, -1, 1, v.shape[-1])))
+                return v.reshape(1, -1)
+
+            tower.run(tower.positions(embedded[:1, :1].float(), 0)[0], record)
 
     def __call__(self, ctx: torch.Tensor) -> torch.Tensor:
         """L2-normalized text features (m, C, E) of the contexts ctx (m, n_ctx, width)."""
-        m = ctx.shape[0]
-        sos = [(k.expand(m, -1, -1, -1), v.expand(m, -1, -1, -1)) for k, v in self.sos_cache]
-        _, own = self.tower.run(self.tower.positions(ctx, 1), sos)
-        prefix = [(torch.cat((k0, k), dim=2), torch.cat((v0, v), dim=2))
-                  for (k0, v0), (k, v) in zip(sos, own)]
+        m, C, n = ctx.shape[0], self.lengths.numel(), self.n_ctx
+        lengths = self.lengths.repeat(m)  # of the (candidate, class) pairs, candidate-major
+        starts = lengths.cumsum(0) - lengths
+        # a chunk holds the pairs that start within its max_batch_tokens, and their prefixes
+        chunk = torch.div(starts, self.max_batch_tokens, rounding_mode="floor")
         out = None
-        for ids, suffix in self.groups:
-            G, length = ids.numel(), suffix.shape[1]
-            pairs = m * G  # (candidate, class) pairs, candidate-major
-            per_chunk = max(1, self.max_batch_tokens // length)
-            for start in range(0, pairs, per_chunk):
-                pair = torch.arange(start, min(start + per_chunk, pairs), device=ctx.device)
-                candidate, member = pair // G, pair % G
-                hidden, _ = self.tower.run(suffix[member], [(k[candidate], v[candidate])
-                                                            for k, v in prefix])
-                features = self.tower.features(hidden[:, -1])
-                if out is None:
-                    out = features.new_empty(m, self.classes, features.shape[-1])
-                out[candidate, ids[member]] = features
+        for pairs in torch.split(torch.arange(m * C, device=ctx.device),
+                                 torch.bincount(chunk).tolist()):
+            if pairs.numel() == 0:
+                continue
+            candidate, member = pairs // C, pairs % C
+            first = int(candidate[0])
+            order = torch.sort(lengths[pairs], stable=True).indices
+            candidate, member = candidate[order], member[order]
+            group_lengths, counts = torch.unique_consecutive(self.lengths[member],
+                                                             return_counts=True)
+            groups, x, pool, start = [], [], [], 0
+            for length, part in zip(group_lengths.tolist(),
+                                    torch.split(torch.arange(member.numel()), counts.tolist())):
+                groups.append((length, candidate[part] - first))
+                x.append(self.suffixes[member[part], :length].reshape(-1, ctx.shape[-1]))
+                pool.append(start + (torch.arange(part.numel()) + 1) * length - 1)
+                start += part.numel() * length
+            U = int(candidate.max()) - first + 1
+            prefix = self.tower.positions(ctx[first:first + U], 1).reshape(U * n, -1)
+            layout = _Chunk(U, n, self.sos, groups)
+            hidden = self.tower.run(torch.cat([prefix] + x), layout.attend)
+            features = self.tower.features(hidden[U * n + torch.cat(pool)])
+            if out is None:
+                out = features.new_empty(m, C, features.shape[-1])
+            out[candidate, member] = features
         return out
-

@@ -1,6 +1,7 @@
 """An open_clip text transformer, run block by block by this package: its weights, its linear
-layers at a chosen precision (precision.py), and attention over cached keys and values, which is
-what lets prompts that share a prefix compute it once (text_features.py).
+layers at a chosen precision (precision.py), over packed tokens with an attention that the
+caller lays out, which is what lets prompts that share a prefix compute it once
+(text_features.py).
 
 Works on open_clip's CLIP and CustomTextCLIP with a TextTransformer of standard residual
 attention blocks (nn.MultiheadAttention, optional LayerScale) and a causal mask; anything else is
@@ -17,9 +18,30 @@ import torch.nn.functional as F
 
 from sharpzo_ext.clip import precision as precision_lib
 
-__all__ = ["TextTower", "KeysValues"]
+__all__ = ["TextTower", "Attend", "causal_attention"]
 
-KeysValues = tuple[torch.Tensor, torch.Tensor]  # (B, heads, T, head_dim) each
+# Attention of one block over packed tokens: (layer, q, k, v), each (T, heads, head_dim) -> the
+# attended values (T, width). The token layout (which tokens form a sequence, which cached keys
+# they see) is the caller's: text_features.py.
+Attend = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     past: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Causal attention of sequences q, k, v (B, T, heads, head_dim) that follow the positions
+    of `past` (their keys and values, (B, heads, P, head_dim) each, or None): (B * T, width).
+    Every position sees the whole past, itself and the positions before it."""
+    B, T = q.shape[:2]
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+    if past is None:
+        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    else:
+        P = past[0].shape[2]
+        visible = torch.ones(T, P + T, dtype=torch.bool, device=q.device).tril_(P)
+        attended = F.scaled_dot_product_attention(q, torch.cat((past[0], k), dim=2),
+                                                  torch.cat((past[1], v), dim=2),
+                                                  attn_mask=visible)
+    return attended.transpose(1, 2).reshape(B * T, -1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,25 +74,12 @@ def _block(module: torch.nn.Module, precision: str) -> _Block:
         heads=attn.num_heads)
 
 
-def _run_block(block: _Block, x: torch.Tensor,
-               past: KeysValues | None) -> tuple[torch.Tensor, KeysValues]:
-    """One residual attention block over x (B, T, width) whose T positions follow the positions
-    of `past` (their keys and values, or None at the start of the sequence): x's new hidden
-    states, and x's keys and values for the positions after it."""
-    B, T, width = x.shape
-    heads = block.heads
-    q, k, v = block.qkv(block.ln_1(x)).view(B, T, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
-    if past is None:
-        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    else:
-        P = past[0].shape[2]
-        keys, values = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)
-        # every position sees the whole past, and itself and the positions before it
-        visible = torch.ones(T, P + T, dtype=torch.bool, device=x.device).tril_(P)
-        attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible)
-    x = x + block.ls_1(block.out(attended.transpose(1, 2).reshape(B, T, width)))
-    x = x + block.ls_2(block.proj(block.act(block.fc(block.ln_2(x)))))
-    return x, (k, v)
+def _run_block(block: _Block, x: torch.Tensor, attend: Attend, layer: int) -> torch.Tensor:
+    """One residual attention block over packed tokens x (T, width)."""
+    T, width = x.shape
+    q, k, v = block.qkv(block.ln_1(x)).view(T, 3, block.heads, width // block.heads).unbind(1)
+    x = x + block.ls_1(block.out(attend(layer, q, k, v)))
+    return x + block.ls_2(block.proj(block.act(block.fc(block.ln_2(x)))))
 
 
 class TextTower:
@@ -117,16 +126,12 @@ class TextTower:
         """Token embeddings x (..., T, width) at positions start, ..., start + T - 1."""
         return x + self.positional_embedding[start:start + x.shape[-2]].float()
 
-    def run(self, x: torch.Tensor,
-            past: list[KeysValues] | None = None) -> tuple[torch.Tensor, list[KeysValues]]:
-        """Every block over x (B, T, width), positioned, after `past` (the keys and values of
-        the earlier positions, per block, or None): the last hidden states and x's keys and
-        values per block."""
-        cache = []
-        for i, block in enumerate(self.blocks):
-            x, kv = _run_block(block, x, None if past is None else past[i])
-            cache.append(kv)
-        return x, cache
+    def run(self, x: torch.Tensor, attend: Attend) -> torch.Tensor:
+        """Every block over packed, positioned token embeddings x (T, width), with the
+        attention `attend`: the last hidden states (T, width)."""
+        for layer, block in enumerate(self.blocks):
+            x = _run_block(block, x, attend, layer)
+        return x
 
     def features(self, pooled: torch.Tensor) -> torch.Tensor:
         """L2-normalized text features of pooled hidden states (..., width)."""

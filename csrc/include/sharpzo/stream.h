@@ -13,8 +13,8 @@
 
 #include <cstdint>
 #include <cmath>
-#include <cstring>
 
+#include "sharpzo/bits.h"
 #include "sharpzo/macros.h"
 #include "sharpzo/philox.h"
 
@@ -71,26 +71,6 @@ SHARPZO_HOST_DEVICE float rademacher_from_block(Words4 w, uint32_t index) {
 // ---- Gaussian ---------------------------------------------------------------------------
 
 namespace stream_detail {
-
-SHARPZO_HOST_DEVICE uint32_t float_bits(float x) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(x);
-#else
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof(u));
-  return u;
-#endif
-}
-
-SHARPZO_HOST_DEVICE float bits_float(uint32_t u) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
-#else
-  float x;
-  std::memcpy(&x, &u, sizeof(x));
-  return x;
-#endif
-}
 
 // 2 * ((w >> 9) + 0.5) = 2 * (w >> 9) + 1: an odd integer below 2^24, exact in float32.
 SHARPZO_HOST_DEVICE int32_t twice_uniform_numerator(uint32_t w) {
