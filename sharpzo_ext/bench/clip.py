@@ -3,6 +3,10 @@ token, sharing their prefix and batching the population save.
 
 One loss evaluation = the text tower over the 10 class prompts plus the logits and the
 cross-entropy over 160 cached image features (the embedded task's train split).
+
+The second table runs the text tower's linear layers at each precision (precision.py) on a
+population like a CMA-ES generation's (w ~ N(0, 0.6^2), the default sigma) and reports how far
+their losses are from float32's, and whether they rank the candidates as float32 does.
 """
 
 from __future__ import annotations
@@ -12,6 +16,35 @@ import torch
 from sharpzo_ext.bench.common import BenchConfig, Suite, Target, markdown_table, measure_ms
 
 POPULATION = 20
+SIGMA = 0.6  # TrainConfig's CMA-ES step size
+
+
+def _rank_agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Kendall's tau between two loss vectors: 1 when they order the candidates alike."""
+    i, j = torch.triu_indices(a.numel(), a.numel(), 1)
+    return float(((a[i] - a[j]).sign() * (b[i] - b[j]).sign()).mean())
+
+
+def _precision_rows(task_for, features, labels, config: BenchConfig):
+    W = torch.randn(POPULATION, 128, generator=torch.Generator().manual_seed(1)) * SIGMA
+    with torch.no_grad():
+        exact = task_for("fp32").losses(W, features, labels)
+    rows, records = [], []
+    for precision in ("fp32", "bf16", "int8"):
+        if precision == "int8" and config.device != "cpu":
+            continue
+        task = task_for(precision)
+        with torch.no_grad():
+            losses = task.losses(W, features, labels)
+        ms = measure_ms(lambda task=task: task.losses(W, features, labels), config) / POPULATION
+        difference = (losses - exact).abs()
+        rows.append([precision, f"{ms:.3f}", f"{difference.max():.2e}",
+                     f"{float((difference / exact.abs()).max()):.2e}",
+                     f"{_rank_agreement(losses, exact):.3f}"])
+        records.append({"precision": precision, "ms_per_candidate": ms,
+                        "max_abs_loss_difference": float(difference.max()),
+                        "kendall_tau": _rank_agreement(losses, exact)})
+    return rows, records
 
 
 def run(config: BenchConfig) -> Suite:
@@ -45,4 +78,14 @@ def run(config: BenchConfig) -> Suite:
     targets = [Target("loss evaluation, shared prefix + batched vs full length one by one",
                       baseline / best, ">= 2")]
     table = markdown_table(["evaluation", "ms per candidate", "speed-up"], rows)
+
+    def task_for(precision):
+        return PromptTask(loaded.model, loaded.tokenizer, task_data.classnames, intrinsic_dim=128,
+                          device=config.device, precision=precision)
+
+    precision_rows, precision_records = _precision_rows(task_for, features, labels, config)
+    records += precision_records
+    table += "\n\nShared prefix, population of 20 per call, at each precision:\n\n" + markdown_table(
+        ["precision", "ms per candidate", "max abs loss difference to fp32",
+         "max relative difference", "Kendall tau with fp32's ranking"], precision_rows)
     return Suite("clip", f"Prompts cut after {L} of 77 tokens.\n\n" + table, records, targets)
