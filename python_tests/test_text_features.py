@@ -1,5 +1,5 @@
-"""Class text features by shared prefixes and by full prompts (text_features.py), against open_clip's
-own text transformer with the context put into its token embeddings."""
+"""Class text features by shared prefixes and by full prompts (text_features.py), against
+open_clip's own text transformer with the context put into its token embeddings."""
 
 import pytest
 import torch

@@ -59,7 +59,8 @@ def _run_bench(args) -> None:
     if problem:
         raise CliError(f"--json: {problem}")
     config = BenchConfig(device=args.device, quick=args.quick, min_run_time=args.min_run_time)
-    suites = run_suites(args.suite or DEFAULT_SUITES, config, progress=lambda m: print(m, file=sys.stderr))
+    suites = run_suites(args.suite or DEFAULT_SUITES, config,
+                        progress=lambda m: print(m, file=sys.stderr))
     for suite in suites:
         print(f"\n## {suite.name} ({args.device}, {torch.get_num_threads()} threads)\n")
         print(suite.table)

@@ -85,7 +85,8 @@ def run(config: BenchConfig) -> Suite:
 
     precision_rows, precision_records = _precision_rows(task_for, features, labels, config)
     records += precision_records
-    table += "\n\nShared prefix, population of 20 per call, at each precision:\n\n" + markdown_table(
+    table += "\n\nShared prefix, population of 20 per call, at each precision:\n\n"
+    table += markdown_table(
         ["precision", "ms per candidate", "max abs loss difference to fp32",
          "max relative difference", "Kendall tau with fp32's ranking"], precision_rows)
     return Suite("clip", f"Prompts cut after {L} of 77 tokens.\n\n" + table, records, targets)

@@ -21,23 +21,27 @@ from sharpzo_ext.bench.common import BenchConfig, Suite, Target, cpu_model, mark
 MODEL = "ViT-B-16"
 POPULATION = 20
 RUN_FORWARDS = 20_000
-PATHS = (  # (name, share_prefix, precision)
-    ("today's path (fp32)", False, "fp32"),
-    ("shared prefix, fp32", True, "fp32"),
-    ("shared prefix, int8", True, "int8"),
-    ("shared prefix, bf16", True, "bf16"),
+SMALL_BOUND = 4096  # max_batch_tokens of the last row: what bounding the memory costs
+PATHS = (  # (name, share_prefix, precision, max_batch_tokens)
+    ("today's path (fp32)", False, "fp32", None),
+    ("shared prefix, fp32", True, "fp32", None),
+    ("shared prefix, int8", True, "int8", None),
+    ("shared prefix, bf16", True, "bf16", None),
+    (f"shared prefix, int8, max_batch_tokens {SMALL_BOUND}", True, "int8", SMALL_BOUND),
 )
 
 
-def _seconds(fn, config: BenchConfig) -> float:
-    """Median seconds per call after one warm-up call (a single timed call for slow ones)."""
-    fn()
+def _seconds(fn, config: BenchConfig, warm_up=None) -> float:
+    """Median seconds per call of fn after a call of warm_up (default: fn); slow calls are
+    timed once."""
+    (warm_up or fn)()
     timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
     return timer.blocked_autorange(min_run_time=config.effective_min_run_time).median
 
 
 def _sgemm_gflops(config: BenchConfig) -> float:
-    a, b = torch.randn(4096, 512, device=config.device), torch.randn(512, 2048, device=config.device)
+    a = torch.randn(4096, 512, device=config.device)
+    b = torch.randn(512, 2048, device=config.device)
     return 2 * 4096 * 512 * 2048 / _seconds(lambda: a @ b, config) / 1e9
 
 
@@ -79,14 +83,16 @@ def run(config: BenchConfig) -> Suite:
     flops_per_token = _linear_flops_per_token(model)
     rows, records, ms = [], [], {}
     for classes in class_counts:
-        for name, share_prefix, precision in paths:
+        for name, share_prefix, precision, max_batch_tokens in paths:
+            bound = {} if max_batch_tokens is None else {"max_batch_tokens": max_batch_tokens}
             task = PromptTask(model, tokenizer, IMAGENET_CLASSNAMES[:classes], intrinsic_dim=512,
                               share_prefix=share_prefix, precision=precision,
-                              device=config.device)
+                              device=config.device, **bound)
             measured = resident_memory.reset_peak()
             before = resident_memory.status_mb("VmRSS")
             with torch.no_grad():
-                seconds = _seconds(lambda: task.text_features(W), config) / population
+                seconds = _seconds(lambda: task.text_features(W), config,
+                                   warm_up=lambda: task.text_features(W[:2])) / population
             after = resident_memory.status_mb("VmHWM") if measured else None
             tokens = _tokens_per_candidate(task)
             gflops = tokens * flops_per_token / seconds / 1e9

@@ -62,7 +62,8 @@ class PromptTask:
                  share_prefix: bool = True, precision: str = "fp32"):
         if len(classnames) < 2:
             raise ValueError(f"PromptTask needs at least two classes, got {len(classnames)}")
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.device = (torch.device(device) if device is not None
+                       else next(model.parameters()).device)
         precision_lib.check(precision, self.device)
         if share_prefix and not truncate:
             raise ValueError("truncate=False needs share_prefix=False: shared prefixes never "

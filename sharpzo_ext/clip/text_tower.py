@@ -102,7 +102,8 @@ class TextTower:
         self.pool_type = getattr(tower, "text_pool_type", getattr(tower, "pool_type", "argmax"))
         self.eos_id = getattr(tower, "text_eos_id", getattr(tower, "eos_id", None))
         if self.pool_type not in ("argmax", "eos", "last"):
-            raise TypeError(f"PromptTask supports argmax, eos or last pooling, not {self.pool_type!r}")
+            raise TypeError(f"PromptTask supports argmax, eos or last pooling, "
+                            f"not {self.pool_type!r}")
         self.token_embedding = tower.token_embedding
         self.positional_embedding = tower.positional_embedding
         self.ln_final = tower.ln_final
