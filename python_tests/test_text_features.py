@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from sharpzo_ext.clip.prompt_task import PromptTask
 
 from clip_helpers import tiny_clip
+from conftest import CUDA
 
 # suffixes of 3 to 9 tokens: several groups of equal length
 CLASSES = ["cat", "dog", "sailing boat", "great white shark", "tree",
@@ -62,12 +63,13 @@ def test_shared_prefix_suffixes_run_from_the_context_to_the_end_token(model_and_
     assert len(set(ends.tolist())) > 2  # several groups of suffixes of one length
 
 
+@pytest.mark.parametrize("share_prefix", [True, False])
 @torch.no_grad()
-def test_memory_bound_only_splits_the_work(model_and_tokenizer):
+def test_memory_bound_only_splits_the_work(model_and_tokenizer, share_prefix):
     model, tokenizer = model_and_tokenizer
-    task = make_task(model, tokenizer)
+    task = make_task(model, tokenizer, share_prefix=share_prefix)
     whole = task.text_features(W)
-    # 1: one (candidate, class) suffix per forward; 13: chunks that cut candidates apart
+    # 1: one (candidate, class) prompt per forward; 13, 40: chunks that cut candidates apart
     for bound in (1, 13, 40):
         task.encoder.max_batch_tokens = bound
         assert torch.allclose(task.text_features(W), whole, atol=1e-6)
@@ -85,3 +87,14 @@ def test_gradients_through_shared_prefixes_are_the_plain_ones(model_and_tokenize
         task.losses(w, x, y).sum().backward()
         grads.append(w.grad)
     assert grads[0].abs().max() > 0 and torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+@pytest.mark.cuda
+@CUDA
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@torch.no_grad()
+def test_features_on_cuda_are_the_cpus(precision):
+    model, tokenizer = tiny_clip("vit")
+    cpu = make_task(model, tokenizer, precision=precision).text_features(W)
+    gpu = make_task(model, tokenizer, precision=precision, device="cuda").text_features(W.cuda())
+    assert torch.allclose(gpu.cpu(), cpu, atol=1e-4 if precision == "fp32" else 2e-2)

@@ -21,7 +21,7 @@ from sharpzo_ext.bench.common import BenchConfig, Suite, Target, cpu_model, mark
 MODEL = "ViT-B-16"
 POPULATION = 20
 RUN_FORWARDS = 20_000
-SMALL_BOUND = 4096  # max_batch_tokens of the last row: what bounding the memory costs
+SMALL_BOUND = 2048  # max_batch_tokens of the last row: what bounding the memory costs
 PATHS = (  # (name, share_prefix, precision, max_batch_tokens)
     ("today's path (fp32)", False, "fp32", None),
     ("shared prefix, fp32", True, "fp32", None),

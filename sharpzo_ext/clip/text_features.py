@@ -50,22 +50,21 @@ class Plain:
     def __call__(self, ctx: torch.Tensor) -> torch.Tensor:
         """L2-normalized text features (m, C, E) of the contexts ctx (m, n_ctx, width)."""
         (C, L, width), m = self.embedded.shape, ctx.shape[0]
-        per_chunk = max(1, self.max_batch_tokens // (C * L))
         out = []
-        for start in range(0, m, per_chunk):
-            part = ctx[start:start + per_chunk]
-            x = self.embedded.expand(part.shape[0], -1, -1, -1).clone()
-            x[:, :, 1:1 + self.n_ctx] = part[:, None]
-            B = part.shape[0] * C
+        for pairs in torch.split(torch.arange(m * C, device=ctx.device),
+                                 max(1, self.max_batch_tokens // L)):
+            candidate, member = pairs // C, pairs % C  # (candidate, class) pairs, candidate-major
+            x = self.embedded[member]
+            x[:, 1:1 + self.n_ctx] = ctx[candidate]
+            B = pairs.numel()
 
             def attend(layer, q, k, v, B=B):
                 return causal_attention(*(t.view(B, L, *t.shape[1:]) for t in (q, k, v)))
 
-            hidden = self.tower.run(self.tower.positions(x.view(B, L, width), 0).view(-1, width),
-                                    attend).view(B, L, width)
-            pooled = hidden[torch.arange(B), self.pool.repeat(part.shape[0])]
-            out.append(self.tower.features(pooled).view(part.shape[0], C, -1))
-        return torch.cat(out)
+            hidden = self.tower.run(self.tower.positions(x, 0).view(-1, width), attend)
+            pooled = hidden.view(B, L, width)[torch.arange(B), self.pool[member]]
+            out.append(self.tower.features(pooled))
+        return torch.cat(out).view(m, C, -1)
 
 
 @dataclasses.dataclass
@@ -134,10 +133,12 @@ class SharedPrefix:
                                                              return_counts=True)
             groups, x, pool, start = [], [], [], 0
             for length, part in zip(group_lengths.tolist(),
-                                    torch.split(torch.arange(member.numel()), counts.tolist())):
+                                    torch.split(torch.arange(member.numel(), device=ctx.device),
+                                                counts.tolist())):
                 groups.append((length, candidate[part] - first))
                 x.append(self.suffixes[member[part], :length].reshape(-1, ctx.shape[-1]))
-                pool.append(start + (torch.arange(part.numel()) + 1) * length - 1)
+                ends = torch.arange(1, part.numel() + 1, device=ctx.device) * length
+                pool.append(start + ends - 1)
                 start += part.numel() * length
             U = int(candidate.max()) - first + 1
             prefix = self.tower.positions(ctx[first:first + U], 1).reshape(U * n, -1)
