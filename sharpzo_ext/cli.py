@@ -35,7 +35,7 @@ def _add_bench(sub) -> None:
                        "measured in one run; compare ratios, not times, across machines.")
     p.add_argument("--suite", action="append", choices=SUITES,
                    help="a suite to run (repeatable; default: all but clip-realsize, which "
-                   "takes about ten minutes)")
+                   "takes about 17 minutes)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--quick", action="store_true", help="small sizes, short runs")
     p.add_argument("--min-run-time", type=_positive_float, default=0.5,
