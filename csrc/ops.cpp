@@ -32,8 +32,8 @@ TORCH_LIBRARY(sharpzo, m) {
       "cma_cov_update_(Tensor(a!) C, Tensor pc, Tensor Y, Tensor weights, float c1, float cmu, "
       "float decay) -> ()");
 
-  // Row-wise symmetric int8 quantization of a 2-D float32 x: scale = max|x| / 127 per row (1 for
-  // a row of zeros, NaN for a row with a non-finite entry), q = round_half_even(x / scale) + 128
+  // Row-wise symmetric int8 quantization of a 2-D float32 x: scale = max|x| / 127 per row (1 where
+  // that is 0, NaN for a row with a non-finite entry), q = round_half_even(x / scale) + 128
   // as uint8 (128 in a non-finite row): oneDNN's u8 form with zero point 128 (Note [quantize_rows
   // arithmetic] in sharpzo/quantize.h; Note [Row-wise int8] in sharpzo_ext/clip/precision.py).
   m.def("quantize_rows(Tensor x) -> (Tensor q, Tensor scale)");

@@ -14,6 +14,20 @@ def cuda_kernels_available() -> bool:
 
 CUDA = pytest.mark.skipif(not cuda_kernels_available(), reason="needs a GPU and CUDA kernels")
 
+
+def int8_available() -> bool:
+    from sharpzo_ext.clip import precision
+
+    try:
+        precision.check("int8", torch.device("cpu"))
+        return True
+    except ValueError:
+        return False
+
+
+# int8 text towers need VNNI or AMX (Note [int8 needs VNNI]); elsewhere they are refused
+INT8 = pytest.mark.skipif(not int8_available(), reason="int8 needs a CPU with VNNI or AMX")
+
 # Parametrize a test over every device the build supports; CUDA cases are marked and skipped
 # without a GPU.
 DEVICES = [pytest.param("cpu", id="cpu"),

@@ -1,6 +1,11 @@
 """The text tower's linear layers at bf16 and int8 (precision.py): the row-wise int8 formula,
 its independence of batch neighbours, and losses close to float32's."""
 
+import os
+import platform
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,10 +14,12 @@ from sharpzo_ext.clip import precision
 from sharpzo_ext.clip.prompt_task import PromptTask
 
 from clip_helpers import tiny_clip
+from conftest import INT8
 
 CLASSES = ["cat", "dog", "sailing boat", "great white shark", "tree"]
 
 
+@INT8
 def test_int8_linear_is_exact_on_representable_values():
     # rows with max |x| = 127 s_r and integer multiples of s_r, weight rows likewise: the int8
     # product is the float product, scales and bias included
@@ -30,6 +37,7 @@ def test_int8_linear_is_exact_on_representable_values():
     assert torch.allclose(y.view(6, 24), expected, rtol=1e-5, atol=1e-4)
 
 
+@INT8
 def test_int8_rows_do_not_depend_on_their_neighbours():
     # Note [Row-wise int8]: a row's result is the same alone and beside a row 1000x larger
     g = torch.Generator().manual_seed(1)
@@ -42,6 +50,7 @@ def test_int8_rows_do_not_depend_on_their_neighbours():
     assert torch.equal(together, alone)
 
 
+@INT8
 @pytest.mark.parametrize("kind", ["vit", "resnet"])
 def test_int8_candidate_losses_do_not_depend_on_the_population(kind):
     model, tokenizer = tiny_clip(kind)
@@ -57,7 +66,8 @@ def test_int8_candidate_losses_do_not_depend_on_the_population(kind):
     assert torch.allclose(together, alone, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("name,tolerance", [("bf16", 0.02), ("int8", 0.02)])
+@pytest.mark.parametrize("name,tolerance", [("bf16", 0.02), pytest.param("int8", 0.02,
+                                                                         marks=INT8)])
 @pytest.mark.parametrize("share_prefix", [True, False])
 def test_low_precision_losses_are_close_to_float32(name, tolerance, share_prefix):
     model, tokenizer = tiny_clip("vit")
@@ -76,6 +86,7 @@ def test_low_precision_losses_are_close_to_float32(name, tolerance, share_prefix
     assert (low[order].diff() > -tolerance * exact.abs().max()).all()
 
 
+@INT8
 def test_low_precision_leaves_the_model_as_it_was():
     model, tokenizer = tiny_clip("vit")
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -84,3 +95,13 @@ def test_low_precision_leaves_the_model_as_it_was():
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) and before[k].dtype == after[k].dtype
                for k in before)
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="an x86 ISA limit")
+def test_int8_is_refused_where_the_matmul_would_saturate():
+    # oneDNN held to AVX2 without VNNI: u8 x s8 pairs sum into 16 bits (Note [int8 needs VNNI])
+    code = ("import torch; from sharpzo_ext.clip import precision; "
+            "precision.check('int8', torch.device('cpu'))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}, timeout=120)
+    assert result.returncode != 0 and "needs a CPU with VNNI or AMX" in result.stderr

@@ -114,6 +114,12 @@ def test_bad_arguments():
         task.context(torch.zeros(2, 9))
     with pytest.raises(TypeError, match="own text transformer"):
         PromptTask(torch.nn.Linear(2, 2), tokenizer, CLASSES)
+    with pytest.raises(ValueError, match="max_batch_tokens must be >= 1, got 0"):
+        PromptTask(model, tokenizer, CLASSES, max_batch_tokens=0)
+    for share_prefix in (True, False):
+        with pytest.raises(ValueError, match="n_ctx=80 context tokens leave no room"):
+            PromptTask(model, tokenizer, CLASSES, ctx_init=None, n_ctx=80,
+                       share_prefix=share_prefix)
     with pytest.raises(ValueError, match="truncate=False needs share_prefix=False"):
         PromptTask(model, tokenizer, CLASSES, truncate=False)
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16, int8, got 'fp8'"):

@@ -26,6 +26,8 @@ def awkward_rows(seed=0):
     x[5, 9] = math.nan
     x[6, 0] = -math.inf
     x[7] = torch.randint(-127, 128, (77,), generator=g).float()
+    x[8] = 0
+    x[8, 3] = 1e-44  # max|x| / 127 rounds to 0
     return x
 
 

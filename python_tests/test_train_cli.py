@@ -11,6 +11,8 @@ from sharpzo_ext.cli import main
 from sharpzo_ext.clip.config import TrainConfig
 from sharpzo_ext.clip.train import train
 
+from conftest import INT8
+
 FAST = dict(method="cmaes", budget=1200, eval_every=200)
 
 
@@ -43,7 +45,7 @@ def test_a_run_writes_its_directory_and_beats_zero_shot(tmp_path, cache):
     assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("precision", ["int8", "bf16"])
+@pytest.mark.parametrize("precision", [pytest.param("int8", marks=INT8), "bf16"])
 def test_a_low_precision_run_tunes_as_well(tmp_path, cache, precision):
     exact = run(tmp_path, cache, "fp32")
     low = run(tmp_path, cache, precision, precision=precision)

@@ -164,7 +164,8 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Row-wise symmetric int8 quantization of a 2-D float32 ``x``: ``(q, scale)`` with
     ``scale = max|x| / 127`` per row, shape (rows, 1), and ``q = round_half_even(x / scale) + 128``
     as uint8, so that ``x ~= (q - 128) * scale``: the u8 form (zero point 128) that oneDNN's
-    int8 matmul takes. A row of zeros has scale 1; a row with a non-finite entry has scale NaN
+    int8 matmul takes. A row of zeros (or of values below 127 times the smallest subnormal,
+    where max|x| / 127 would be 0) has scale 1; a row with a non-finite entry has scale NaN
     and q 128. One pass over x; the same bits on CPU and CUDA.
     """
     return torch.ops.sharpzo.quantize_rows.default(x)

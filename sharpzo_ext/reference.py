@@ -179,11 +179,12 @@ def cma_cov_update(C: torch.Tensor, pc: torch.Tensor, Y: torch.Tensor, weights: 
 # ---- quantize_rows -----------------------------------------------------------------------------
 
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """scale = max|x| / 127 per row (1 for zeros, NaN if not finite); q = round(x / scale) + 128
+    """scale = max|x| / 127 per row (1 if that is 0, NaN if not finite); q = round(x / scale) + 128
     (half to even, clamped to [-127, 127]; 128 in a non-finite row), in float32 arithmetic."""
     amax = x.abs().amax(dim=1, keepdim=True) if x.shape[1] else torch.zeros(x.shape[0], 1)
     finite = torch.isfinite(x).all(dim=1, keepdim=True)
-    scale = torch.where(amax == 0, torch.ones_like(amax), amax / torch.tensor(127.0))
+    scale = amax / torch.tensor(127.0)
+    scale = torch.where(scale == 0, torch.ones_like(scale), scale)
     scale = torch.where(finite, scale, torch.full_like(scale, math.nan))
     y = torch.round((x / scale).clamp(-127, 127))
     y = torch.where(finite, y, torch.zeros_like(y))

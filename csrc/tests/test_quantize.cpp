@@ -12,6 +12,7 @@ using namespace sharpzo;
 
 int main() {
   EXPECT(row_scale(0) == 1.0f, "a row of zeros has scale 1");
+  EXPECT(row_scale(abs_bits(1e-44f)) == 1.0f, "max|x| / 127 rounding to 0 gives scale 1");
   EXPECT(row_scale(abs_bits(-127.0f)) == 1.0f, "max|x| = 127 gives scale 1");
   EXPECT(row_scale(abs_bits(2.54f)) == 2.54f / 127.0f, "s = max|x| / 127 in float32");
   EXPECT(std::isnan(row_scale(abs_bits(-std::numeric_limits<float>::infinity()))), "inf: NaN");

@@ -81,10 +81,10 @@ class TrainConfig:
         cuda = self.device.startswith("cuda") and torch.cuda.is_available()
         if self.device != "cpu" and not cuda:
             raise ValueError(f"device {self.device!r} is not available")
-        precision.check(self.precision, torch.device(self.device))
         if self.method == "coop" and self.precision == "int8":
             raise ValueError("coop trains with gradients, which the int8 text tower has none "
                              "of; use precision fp32 or bf16")
+        precision.check(self.precision, torch.device(self.device))
 
     @classmethod
     def from_saved(cls, saved, source: str) -> "TrainConfig":

@@ -16,16 +16,25 @@ ships it for torch.ao's x86 quantization (VNNI where present, AMX on the Xeons t
 rows are offset by 128 into u8, and the kernel subtracts the offset exactly with its zero-point.
 The rows are quantized by this package's op quantize_rows in one pass: the same arithmetic in
 eager torch took six passes over the activations, as long as the int8 matmul itself.
+
+Note [int8 needs VNNI]
+Without VNNI (or AMX), oneDNN multiplies u8 by s8 in pairs summed into 16 bits (vpmaddubsw),
+which saturates for activations over the full u8 range: torch.ao quantizes to 7 bits there. This
+package does not: int8 is refused unless the kernel gives the exact answer on a saturating
+known-answer product, checked once per process. That runs the kernel oneDNN actually picks, so
+it also holds under ONEDNN_MAX_CPU_ISA and on CPUs that are not x86.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
 
 from sharpzo_ext import ops
 
-__all__ = ["PRECISIONS", "check", "linear"]
+__all__ = ["PRECISIONS", "check", "linear", "exact_int8_matmul"]
 
 PRECISIONS = ("fp32", "bf16", "int8")
 
@@ -42,6 +51,23 @@ def check(precision: str, device: torch.device) -> None:
                                                                "qlinear_pointwise"):
         raise ValueError("precision 'int8' needs torch's oneDNN int8 kernels "
                          "(torch.ops.onednn.qlinear_pointwise), which this torch build lacks")
+    if not exact_int8_matmul():
+        raise ValueError("precision 'int8' needs a CPU with VNNI or AMX: without them oneDNN's "
+                         "int8 matmul saturates on full-range activations (Note [int8 needs "
+                         "VNNI]); use fp32")
+
+
+@functools.cache
+def exact_int8_matmul() -> bool:
+    """Whether oneDNN's u8 x s8 matmul is exact on full-range rows here (Note [int8 needs
+    VNNI]): 64 rows of u8 255 (int8 127 at zero point 128) times 256 channels of 127 over 512
+    inputs, 127 * 127 * 512 each, exact in float32."""
+    x = torch.full((64, 512), 255, dtype=torch.uint8)
+    packed = torch.ops.onednn.qlinear_prepack(torch.full((256, 512), 127, dtype=torch.int8), None)
+    y = torch.ops.onednn.qlinear_pointwise(x, 1.0, 128, packed, torch.ones(256),
+                                           torch.zeros(256, dtype=torch.int64), None, 1.0, 0,
+                                           torch.float32, "none", [], "")
+    return bool((y == 127 * 127 * 512).all())
 
 
 def linear(weight: torch.Tensor, bias: torch.Tensor | None, precision: str):
@@ -62,7 +88,8 @@ class _Fp32Linear:
 
 
 class _Bf16Linear:
-    """bfloat16 operands and float32 results (what autocast does, with the weights cast once)."""
+    """bfloat16 operands, products and bias rounded to bfloat16 (what autocast does, with the
+    weights cast once), returned as float32 for the float32 residual stream."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         self.weight = weight.detach().to(torch.bfloat16)

@@ -47,9 +47,11 @@ class PromptTask:
         truncate: cut every sequence after the longest prompt's end token (exact: the text
             transformer is causal and pools there; Note [Truncated prompts]). Only for
             ``share_prefix=False``: shared prefixes never compute positions after a prompt's end.
-        max_batch_tokens: a batched forward holds at most this many tokens, or one prompt if
-            that is longer (the memory bound; 8192 keeps a ViT-B/16 text tower's activations
-            near a hundred MB, and larger batches were no faster on the CPU).
+        max_batch_tokens: the memory bound: a batched forward holds about this many tokens
+            (the class tokens of the prompts it runs; with shared prefixes, plus their
+            candidates' context tokens and at most one prompt more). 8192 keeps a ViT-B/16
+            text tower's activations to a few hundred MB; larger batches were no faster on the
+            CPU.
         device: where the text tower runs (default: the model's).
         share_prefix: compute the positions all prompts of a candidate share once per candidate
             (exact; Note [Shared prefix]); False runs every prompt in full, to check against.
@@ -67,6 +69,8 @@ class PromptTask:
         self.device = (torch.device(device) if device is not None
                        else next(model.parameters()).device)
         precision_lib.check(precision, self.device)
+        if int(max_batch_tokens) < 1:
+            raise ValueError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
         if share_prefix and not truncate:
             raise ValueError("truncate=False needs share_prefix=False: shared prefixes never "
                              "compute the positions after a prompt's end token")
@@ -86,6 +90,9 @@ class PromptTask:
             raise ValueError(f"the context needs at least one token, got n_ctx={n_ctx}")
         self.n_ctx, self.ctx_init = n_ctx, ctx_init
         tokens = tokenizer([f"{prefix} {name}." for name in self.classnames]).to(self.device)
+        if n_ctx + 2 > tokens.shape[1]:
+            raise ValueError(f"n_ctx={n_ctx} context tokens leave no room for the class names in "
+                             f"prompts of {tokens.shape[1]} tokens")
         self.encoder = (SharedPrefix(self.text, tokens, n_ctx, int(max_batch_tokens))
                         if share_prefix else
                         Plain(self.text, tokens, n_ctx, int(max_batch_tokens), truncate))

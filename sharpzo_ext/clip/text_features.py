@@ -62,7 +62,7 @@ class Plain:
                 return causal_attention(*(t.view(B, L, *t.shape[1:]) for t in (q, k, v)))
 
             hidden = self.tower.run(self.tower.positions(x, 0).view(-1, width), attend)
-            pooled = hidden.view(B, L, width)[torch.arange(B), self.pool[member]]
+            pooled = hidden.view(B, L, width)[torch.arange(B, device=ctx.device), self.pool[member]]
             out.append(self.tower.features(pooled))
         return torch.cat(out).view(m, C, -1)
 
@@ -102,6 +102,9 @@ class SharedPrefix:
         self.tower, self.n_ctx, self.max_batch_tokens = tower, n_ctx, max_batch_tokens
         # each prompt's suffix: its positions n_ctx + 1 .. pool (the end token)
         self.lengths = tower.pool_index(tokens) - n_ctx
+        if int(self.lengths.min()) < 1:
+            raise ValueError(f"a prompt ends within its {n_ctx} context tokens: no class tokens "
+                             "follow the shared prefix (a shorter context, or share_prefix=False)")
         with torch.no_grad():
             embedded = tower.token_embedding(tokens[:, :1 + n_ctx + int(self.lengths.max())])
             self.suffixes = tower.positions(embedded[:, 1 + n_ctx:].float(), 1 + n_ctx)
@@ -127,10 +130,9 @@ class SharedPrefix:
                 continue
             candidate, member = pairs // C, pairs % C
             first = int(candidate[0])
-            order = torch.sort(lengths[pairs], stable=True).indices
+            sorted_lengths, order = torch.sort(lengths[pairs], stable=True)
             candidate, member = candidate[order], member[order]
-            group_lengths, counts = torch.unique_consecutive(self.lengths[member],
-                                                             return_counts=True)
+            group_lengths, counts = torch.unique_consecutive(sorted_lengths, return_counts=True)
             groups, x, pool, start = [], [], [], 0
             for length, part in zip(group_lengths.tolist(),
                                     torch.split(torch.arange(member.numel(), device=ctx.device),

@@ -93,6 +93,9 @@ class TextTower:
         if missing:
             raise TypeError(f"PromptTask needs an open_clip CLIP with its own text transformer; "
                             f"{type(model).__name__} has no {', '.join(missing)}")
+        if getattr(tower, "cls_emb", None) is not None:
+            raise TypeError("PromptTask does not support text towers with a class-token "
+                            "embedding (embed_cls)")
         mask = tower.attn_mask
         if mask is None or not torch.equal(torch.isinf(mask), torch.ones_like(
                 mask, dtype=torch.bool).triu_(1)):
@@ -121,7 +124,8 @@ class TextTower:
             return tokens.argmax(dim=-1)
         if self.pool_type == "eos":
             return (tokens == self.eos_id).int().argmax(dim=-1)
-        return torch.full((tokens.shape[0],), tokens.shape[1] - 1, dtype=torch.long)
+        return torch.full((tokens.shape[0],), tokens.shape[1] - 1, dtype=torch.long,
+                          device=tokens.device)
 
     def positions(self, x: torch.Tensor, start: int) -> torch.Tensor:
         """Token embeddings x (..., T, width) at positions start, ..., start + T - 1."""
@@ -138,5 +142,6 @@ class TextTower:
         """L2-normalized text features of pooled hidden states (..., width)."""
         x = self.ln_final(pooled)
         proj = self.projection
-        x = proj(x) if isinstance(proj, torch.nn.Module) else x @ proj
+        if proj is not None:
+            x = proj(x) if isinstance(proj, torch.nn.Module) else x @ proj
         return F.normalize(x.float(), dim=-1)

@@ -2,8 +2,8 @@
 // Torch-free: tested by csrc/tests/test_quantize.cpp.
 //
 // Note [quantize_rows arithmetic]
-// A row's scale is s = max|x| / 127 in float32 (1 for a row of zeros; NaN for a row with a
-// non-finite entry). Each entry becomes q = round_half_even(x / s) + 128 as a uint8 (the u8 form
+// A row's scale is s = max|x| / 127 in float32 (1 for a row of zeros, or of values so small that
+// s would be 0; NaN for a row with a non-finite entry). Each entry becomes q = round_half_even(x / s) + 128 as a uint8 (the u8 form
 // of the int8 value in [-127, 127] that oneDNN's u8 x s8 matmul takes with zero point 128; a
 // non-finite row is all 128). The maximum is taken over the bit patterns of |x|, which order
 // like the values for non-negative floats and put inf and NaN above every finite value: an
@@ -28,8 +28,8 @@ SHARPZO_HOST_DEVICE uint32_t abs_bits(float x) { return float_bits(x) & kAbsMask
 // The row's scale from the max of abs_bits over the row.
 SHARPZO_HOST_DEVICE float row_scale(uint32_t max_abs_bits) {
   if (max_abs_bits >= kInfBits) return bits_float(0x7fc00000u);  // quiet NaN
-  if (max_abs_bits == 0) return 1.0f;
-  return bits_float(max_abs_bits) / 127.0f;
+  const float s = bits_float(max_abs_bits) / 127.0f;
+  return s == 0.0f ? 1.0f : s;  // zeros, or below 127 times the smallest subnormal
 }
 
 // q = round_half_even(x / scale) + 128, in [1, 255]; 128 where the scale is NaN.
