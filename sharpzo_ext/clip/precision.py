@@ -103,11 +103,11 @@ class _Int8Linear:
     """Row-wise int8 activations, per-channel int8 weights (Note [Row-wise int8])."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
-        weight = weight.detach().float()
         self.out_features, self.in_features = weight.shape
-        self.weight_scale = weight.abs().amax(dim=1).clamp_min(1e-12) / 127
-        q = torch.round(weight / self.weight_scale[:, None]).clamp_(-127, 127).to(torch.int8)
-        self.packed = torch.ops.onednn.qlinear_prepack(q, None)
+        # a weight row is an output channel: the same row-wise quantization as the activations
+        q, scale = ops.quantize_rows(weight.detach().float())
+        self.weight_scale = scale.flatten()
+        self.packed = torch.ops.onednn.qlinear_prepack((q.short() - 128).to(torch.int8), None)
         self.zero_points = torch.zeros(self.out_features, dtype=torch.int64)
         self.bias = None if bias is None else bias.detach().float()
 

@@ -133,15 +133,14 @@ class SharedPrefix:
             sorted_lengths, order = torch.sort(lengths[pairs], stable=True)
             candidate, member = candidate[order], member[order]
             group_lengths, counts = torch.unique_consecutive(sorted_lengths, return_counts=True)
-            groups, x, pool, start = [], [], [], 0
-            for length, part in zip(group_lengths.tolist(),
-                                    torch.split(torch.arange(member.numel(), device=ctx.device),
-                                                counts.tolist())):
+            groups, x, pool, begin, start = [], [], [], 0, 0  # begin: pair, start: token
+            for length, count in zip(group_lengths.tolist(), counts.tolist()):
+                part = slice(begin, begin + count)  # the pairs of this length, in order
                 groups.append((length, candidate[part] - first))
                 x.append(self.suffixes[member[part], :length].reshape(-1, ctx.shape[-1]))
-                ends = torch.arange(1, part.numel() + 1, device=ctx.device) * length
-                pool.append(start + ends - 1)
-                start += part.numel() * length
+                ends = torch.arange(1, count + 1, device=ctx.device) * length
+                pool.append(start + ends - 1)  # each suffix's last position, its end token
+                begin, start = begin + count, start + count * length
             U = int(candidate.max()) - first + 1
             prefix = self.tower.positions(ctx[first:first + U], 1).reshape(U * n, -1)
             layout = _Chunk(U, n, self.sos, groups)
