@@ -43,7 +43,7 @@ import torch.distributed as dist
 
 from sharpzo_ext.optim.objective import Population
 
-__all__ = ["DistributedError", "CommStats", "init", "shard", "shard_of", "PopulationShard",
+__all__ = ["DistributedError", "CommStats", "init", "initialized", "finish", "shard", "shard_of", "PopulationShard",
            "DataShard"]
 
 
@@ -66,7 +66,7 @@ def init(timeout_s: float = 60.0) -> tuple[int, int]:
     The backend is gloo whatever device the model runs on: the wrappers exchange a few losses
     as CPU tensors, which gloo carries between CPU and GPU machines alike (nccl would need them
     on the GPU, for no gain at that size)."""
-    if dist.is_available() and dist.is_initialized():
+    if initialized():
         return dist.get_rank(), dist.get_world_size()
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0, 1
@@ -74,8 +74,33 @@ def init(timeout_s: float = 60.0) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def initialized() -> bool:
+    """Whether the default process group exists."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def finish() -> None:
+    """Waits until every rank gets here, then destroys the default process group: the end of
+    a run that init() started (Note [Ending a distributed run]). Nothing outside a distributed
+    launch.
+
+    Note [Ending a distributed run]
+    Ranks other than 0 finish stepping before rank 0 has written its results. Exiting then,
+    with the process group still alive, leaves its teardown to the interpreter's shutdown, where
+    gloo can abort the process (seen once in CI: rank 1 killed by SIGABRT, so torchrun stopped
+    rank 0 before it wrote the summary). A barrier keeps every rank until rank 0 is done, and the
+    group is destroyed while the interpreter is still whole."""
+    if initialized():
+        try:
+            dist.barrier()
+        except (RuntimeError, dist.DistBackendError) as error:
+            raise DistributedError(f"a peer stopped answering at the end of the run "
+                                   f"({str(error).splitlines()[0]})") from None
+        dist.destroy_process_group()
+
+
 def _rank_world(group) -> tuple[int, int]:
-    if not (dist.is_available() and dist.is_initialized()):
+    if not initialized():
         return 0, 1
     return dist.get_rank(group), dist.get_world_size(group)
 

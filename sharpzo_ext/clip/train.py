@@ -150,6 +150,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
         config.check()
         run_dir.check_new(out)
     start = time.time()
+    owner = not distributed.initialized()  # this run starts the process group, and ends it
     rank, world = distributed.init(timeout_s=120)
     writer = rank == 0  # the other ranks of a distributed run step, and write nothing
     progress = progress and writer
@@ -163,7 +164,10 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
             best, log = initial_progress(p, p.task)
         if writer:
             run_dir.write_config(out, config)
-        return _run(p, method, out, best, log, start, world, progress, writer, report)
+        summary = _run(p, method, out, best, log, start, world, progress, writer, report)
+    if owner:
+        distributed.finish()  # Note [Ending a distributed run]
+    return summary
 
 
 def _run(p: Prepared, method: Method, out: Path, best: dict, log: list[dict], start: float,
