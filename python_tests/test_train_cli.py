@@ -55,6 +55,31 @@ def test_a_low_precision_run_tunes_as_well(tmp_path, cache, precision):
     assert low["test_acc"] == pytest.approx(exact["test_acc"], abs=0.05)
 
 
+def test_an_onnxruntime_run_tunes_as_the_torch_run_does(tmp_path, cache):
+    exact = run(tmp_path, cache, "torch")
+    engine = run(tmp_path, cache, "onnxruntime", backend="onnxruntime")
+    assert json.loads((tmp_path / "onnxruntime" / "config.json").read_text())["backend"] == \
+        "onnxruntime"
+    assert list((tmp_path / "cache").glob("text-tower-*.onnx"))  # cached beside the features
+    assert engine["zero_shot_test_acc"] == exact["zero_shot_test_acc"]
+    assert engine["test_acc"] == pytest.approx(exact["test_acc"], abs=0.005)
+
+
+def test_a_hugging_face_checkpoint_trains_from_the_command_line(tmp_path, cache, capsys):
+    from hf_helpers import save_hf_clip
+
+    save_hf_clip(tmp_path / "checkpoint")
+    argv = ["train", "--model", f"hf:{tmp_path / 'checkpoint'}", "--method", "cmaes",
+            "--budget", "100", "--eval-every", "50", "--cache-dir", cache, "--quiet"]
+    assert main(argv + ["--out", str(tmp_path / "a")]) == 0
+    assert main(argv + ["--out", str(tmp_path / "b")]) == 0
+    first, second = (json.loads((tmp_path / r / "summary.json").read_text()) for r in "ab")
+    assert first["model"] == f"hf:{tmp_path / 'checkpoint'}"
+    assert first["forward_passes"] >= 100
+    assert all(second["feature_cache_hits"].values())  # keyed by the checkpoint's weights
+    assert second["test_acc"] == first["test_acc"]
+
+
 def test_resume_continues_the_same_trajectory(tmp_path, cache):
     straight = run(tmp_path, cache, "straight", budget=1200)
     run(tmp_path, cache, "resumed", budget=600)
@@ -109,11 +134,19 @@ def test_cli_errors_are_one_line(tmp_path, cache, capsys):
         (["eval", str(tmp_path / "no-run")], "does not exist"),
         (["train", "--method", "coop", "--precision", "int8", "--out", str(tmp_path / "d")],
          "coop trains with gradients"),
+        (["train", "--method", "coop", "--backend", "onnxruntime", "--out", str(tmp_path / "e")],
+         "which the onnxruntime backend has none of"),
+        (["train", "--backend", "onnxruntime", "--precision", "bf16", "--out",
+          str(tmp_path / "f")], "runs precision fp32 or int8, not 'bf16'"),
+        (["train", "--model", f"hf:{tmp_path / 'no-checkpoint'}", "--out", str(tmp_path / "g")],
+         "is neither a directory nor a model in the Hugging Face cache"),
+        (["train", "--model", f"hf:{tmp_path}", "--out", str(tmp_path / "h")],
+         "has no readable config.json"),
     ]
     for argv, message in cases:
         code, err = error_of(argv + base, capsys)
         assert code == 2 and len(err) == 1 and message in err[0], (argv, err)
-    for name in ("a", "b", "c", "d"):
+    for name in ("a", "b", "c", "d", "e", "f", "g", "h"):
         assert not (tmp_path / name).exists()  # nothing written
 
 

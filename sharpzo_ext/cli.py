@@ -93,8 +93,10 @@ def _option(p, flag: str, default, help: str | None = None, **kwargs) -> None:
 def _add_run_options(p, d) -> None:
     """Model, data and task options shared by train, eval and compare."""
     from sharpzo_ext.clip.precision import PRECISIONS  # noqa: PLC0415
+    from sharpzo_ext.clip.prompt_task import BACKENDS  # noqa: PLC0415
 
-    _option(p, "--model", d.model, "open_clip model name (e.g. ViT-B-16, RN50) or 'embedded'")
+    _option(p, "--model", d.model, "open_clip model name (e.g. ViT-B-16, RN50), 'embedded', or "
+            "hf:PATH_OR_NAME, a Hugging Face CLIP checkpoint directory or cached hub name")
     _option(p, "--pretrained", d.pretrained, "open_clip pretrained tag (e.g. openai; needs a "
             "network once) or a local checkpoint file")
     _option(p, "--data", d.data, "an embedded task ('embedded'; 'embedded-cluttered', "
@@ -111,6 +113,9 @@ def _add_run_options(p, d) -> None:
             type=int)
     _option(p, "--precision", d.precision, "the text tower's linear layers: fp32, bf16, or int8 "
             "(CPU only; README, 'Real CLIP sizes')", choices=PRECISIONS)
+    _option(p, "--backend", d.backend, "runs the text tower: torch, or onnxruntime (an ONNX "
+            "export, cached in --cache-dir; fp32 or int8; README, 'Inference engines')",
+            choices=BACKENDS)
     _option(p, "--cache-dir", "$SHARPZO_EXT_CACHE or ~/.cache/sharpzo_ext", "feature cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 

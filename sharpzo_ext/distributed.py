@@ -43,8 +43,8 @@ import torch.distributed as dist
 
 from sharpzo_ext.optim.objective import Population
 
-__all__ = ["DistributedError", "CommStats", "init", "initialized", "finish", "shard", "shard_of", "PopulationShard",
-           "DataShard"]
+__all__ = ["DistributedError", "CommStats", "init", "initialized", "finish", "shard", "shard_of",
+           "PopulationShard", "DataShard"]
 
 
 class DistributedError(RuntimeError):

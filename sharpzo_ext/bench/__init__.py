@@ -6,7 +6,7 @@ kind of machine is shared and noisy and only ratios are comparable between runs.
 
 from sharpzo_ext.bench.common import BenchConfig, Suite, run_suites
 
-SUITES = ("perturb", "sparse_zscore", "cmaes", "clip", "distributed", "clip-realsize")
+SUITES = ("perturb", "sparse_zscore", "cmaes", "clip", "distributed", "backends", "clip-realsize")
 DEFAULT_SUITES = SUITES[:-1]  # clip-realsize takes about 17 minutes: asked for by name
 
 __all__ = ["BenchConfig", "Suite", "run_suites", "SUITES", "DEFAULT_SUITES"]

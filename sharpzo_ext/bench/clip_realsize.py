@@ -13,10 +13,10 @@ projected time is 20,000 times the time per candidate (the image features are ca
 from __future__ import annotations
 
 import torch
-from torch.utils.benchmark import Timer
 
 from sharpzo_ext import resident_memory
-from sharpzo_ext.bench.common import BenchConfig, Suite, Target, cpu_model, markdown_table
+from sharpzo_ext.bench.common import (BenchConfig, Suite, Target, cpu_model, markdown_table,
+                                      measure_ms)
 
 MODEL = "ViT-B-16"
 POPULATION = 20
@@ -31,18 +31,10 @@ PATHS = (  # (name, share_prefix, precision, max_batch_tokens)
 )
 
 
-def _seconds(fn, config: BenchConfig, warm_up=None) -> float:
-    """Median seconds per call of fn after a call of warm_up (default: fn); slow calls are
-    timed once."""
-    (warm_up or fn)()
-    timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    return timer.blocked_autorange(min_run_time=config.effective_min_run_time).median
-
-
 def _sgemm_gflops(config: BenchConfig) -> float:
     a = torch.randn(4096, 512, device=config.device)
     b = torch.randn(512, 2048, device=config.device)
-    return 2 * 4096 * 512 * 2048 / _seconds(lambda: a @ b, config) / 1e9
+    return 2 * 4096 * 512 * 2048 / measure_ms(lambda: a @ b, config) / 1e6
 
 
 def _tokens_per_candidate(task) -> int:
@@ -93,8 +85,8 @@ def run(config: BenchConfig) -> Suite:
             measured = resident_memory.reset_peak()
             before = resident_memory.status_mb("VmRSS")
             with torch.no_grad():
-                seconds = _seconds(lambda: task.text_features(W), config,
-                                   warm_up=lambda: task.text_features(W[:2])) / population
+                seconds = measure_ms(lambda: task.text_features(W), config,
+                                     warm_up=lambda: task.text_features(W[:2])) / population / 1e3
             after = resident_memory.status_mb("VmHWM") if measured else None
             tokens = _tokens_per_candidate(task)
             gflops = tokens * flops_per_token / seconds / 1e9

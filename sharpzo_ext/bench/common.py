@@ -55,9 +55,12 @@ class Suite:
     targets: list[Target]
 
 
-def measure_ms(fn: Callable[[], object], config: BenchConfig) -> float:
-    """Median milliseconds per call of fn, with the threads torch is set to use."""
-    fn()  # warm-up (lazy initialisation, page faults of fresh buffers)
+def measure_ms(fn: Callable[[], object], config: BenchConfig,
+               warm_up: Callable[[], object] | None = None) -> float:
+    """Median milliseconds per call of fn, with the threads torch is set to use, after a call
+    of warm_up (default: fn; a smaller call where fn takes seconds). Slow calls are timed
+    once."""
+    (warm_up or fn)()  # lazy initialisation, page faults of fresh buffers
     if config.device.startswith("cuda"):
         torch.cuda.synchronize()
     timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())

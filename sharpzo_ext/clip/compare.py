@@ -16,7 +16,8 @@ Methods:
   coop              first-order CoOp: Adam on the context vectors themselves, gradients by
                     autograd through the text tower (the reference upper bound); its budget is
                     counted in steps (a forward and a backward pass each), --coop-budget;
-                    always at fp32 (--precision sets the forward-only methods' text tower)
+                    always at fp32 on torch (--precision and --backend set the forward-only
+                    methods' text tower)
 
 Every method runs on every task with every seed; the seed draws the few-shot split and the
 method's projection and perturbation stream. Output in DIR: compare.json (one record per task,
@@ -106,7 +107,7 @@ def method_config(config: CompareConfig, method: str) -> TrainConfig:
                                    sigma=0.4, rho=0.1, switch_step=100, batched=False)
     if method == "coop":
         return dataclasses.replace(base, method="coop", budget=config.coop_budget,
-                                   coop_lr=config.coop_lr, precision="fp32",
+                                   coop_lr=config.coop_lr, precision="fp32", backend="torch",
                                    eval_every=max(1, config.coop_budget // 40))
     return dataclasses.replace(base, method=method)
 

@@ -8,7 +8,7 @@ import torch
 
 import sharpzo_ext as sz
 from sharpzo_ext import checks
-from sharpzo_ext.clip import precision
+from sharpzo_ext.clip.prompt_task import check_backend
 
 __all__ = ["TrainConfig", "RunError", "METHODS", "FORWARD_ONLY"]
 
@@ -16,7 +16,8 @@ FORWARD_ONLY = ("sharpzo", "zosgd", "sparsezo", "cmaes", "zip", "spsa-gc")
 METHODS = FORWARD_ONLY + ("coop",)  # coop: first-order CoOp, the reference upper bound
 
 
-ADDED_LATER = frozenset({"batched", "coop_lr", "precision"})  # fields that older run directories lack
+# fields that older run directories lack
+ADDED_LATER = frozenset({"batched", "coop_lr", "precision", "backend"})
 
 
 class RunError(Exception):
@@ -42,6 +43,7 @@ class TrainConfig:
     shard: str = "population"         # under torchrun: split the "population" or the "data"
     batched: bool = True              # a population in batched calls; False: one call per row
     precision: str = "fp32"           # the text tower's linear layers: fp32, bf16 or int8 (CPU)
+    backend: str = "torch"            # the text tower on "torch" or "onnxruntime" (CPU)
     # optimizer hyperparameters (each method uses the ones it has)
     lr: float = 0.05
     eps: float = 0.01
@@ -84,7 +86,10 @@ class TrainConfig:
         if self.method == "coop" and self.precision == "int8":
             raise ValueError("coop trains with gradients, which the int8 text tower has none "
                              "of; use precision fp32 or bf16")
-        precision.check(self.precision, torch.device(self.device))
+        if self.method == "coop" and self.backend != "torch":
+            raise ValueError(f"coop trains with gradients, which the {self.backend} backend "
+                             "has none of; use backend torch")
+        check_backend(self.backend, self.precision, torch.device(self.device), None)
 
     @classmethod
     def from_saved(cls, saved, source: str) -> "TrainConfig":

@@ -19,7 +19,7 @@ import torch
 
 import sharpzo_ext as sz
 from sharpzo_ext import distributed
-from sharpzo_ext.clip import low_rank
+from sharpzo_ext.clip import low_rank, text_tower
 from sharpzo_ext.clip.config import TrainConfig
 from sharpzo_ext.clip.models import LoadedModel
 from sharpzo_ext.clip.prompt_task import PromptTask, check_vocabulary
@@ -36,7 +36,7 @@ __all__ = ["Method", "make_task", "make_optimizer", "make_objective", "build", "
 
 def make_task(config: TrainConfig, loaded: LoadedModel, classnames: list[str]) -> PromptTask:
     """The prompt task of `config.method` (coop: no projection, the context is tuned)."""
-    width = getattr(loaded.model, "text", loaded.model).token_embedding.weight.shape[1]
+    width = text_tower.width(loaded.model)
     n_ctx = (int((loaded.tokenizer([config.ctx_init])[0] != 0).sum()) - 2 if config.ctx_init
              else config.n_ctx)
     # the paper's d = 512 for CLIP ViT-B/16 (context 4 x 512); half the context size for
@@ -49,7 +49,8 @@ def make_task(config: TrainConfig, loaded: LoadedModel, classnames: list[str]) -
                          loaded.known_tokens)
     return PromptTask(loaded.model, loaded.tokenizer, classnames, n_ctx=config.n_ctx,
                       ctx_init=config.ctx_init, intrinsic_dim=intrinsic, seed=config.seed,
-                      device=config.device, precision=config.precision,
+                      device=config.device, precision=config.precision, backend=config.backend,
+                      cache_dir=config.cache_dir,
                       rank=low_rank.RANK if config.method == "zip" else None)
 
 

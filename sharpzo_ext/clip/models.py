@@ -1,10 +1,14 @@
 """Loading the CLIP models PromptTask tunes: open_clip models by name with a pretrained tag or a
-local checkpoint file (open_clip's own loaders), and the embedded default."""
+local checkpoint file (open_clip's own loaders), Hugging Face CLIPModels from a local checkpoint
+directory or the Hugging Face cache ("hf:PATH_OR_NAME", transformers' loaders), and the embedded
+default."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
+import json
 import logging
 from pathlib import Path
 from typing import Callable
@@ -68,13 +72,102 @@ def _embedded(checkpoint: str | None, device) -> LoadedModel:
                        {"model": "embedded", "weights": digest}, embedded.known_tokens(path))
 
 
+def _image_transforms(size: int, mean, std) -> Callable:
+    """CLIP's preprocessing: a PIL image, or a float tensor (3, H, W) in [0, 1], resized
+    (bicubic) and center-cropped to `size`, then normalized."""
+    from torchvision import transforms  # noqa: PLC0415
+
+    resize = [transforms.Resize(size, transforms.InterpolationMode.BICUBIC),
+              transforms.CenterCrop(size)]
+    normalize = transforms.Normalize(mean, std)
+    from_pil = transforms.Compose([*resize, transforms.ToTensor(), normalize])
+    from_tensor = transforms.Compose([*resize, normalize])
+
+    def preprocess(image):
+        return from_tensor(image) if isinstance(image, torch.Tensor) else from_pil(image)
+
+    return preprocess
+
+
+def _hf_directory(name: str) -> Path:
+    """The checkpoint directory of "hf:PATH_OR_NAME": a local directory, or a hub name's snapshot
+    in the Hugging Face cache (never downloaded: Note [No network])."""
+    path = Path(name)
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download  # noqa: PLC0415
+    from huggingface_hub.errors import HFValidationError  # noqa: PLC0415
+
+    try:
+        return Path(snapshot_download(name, local_files_only=True))
+    except (OSError, ValueError, HFValidationError):
+        raise ModelError(f"hf:{name} is neither a directory nor a model in the Hugging Face cache "
+                         "(nothing is downloaded); download it where there is a network, or pass "
+                         "a local checkpoint directory: --model hf:/path/to/checkpoint") from None
+
+
+def _hf_clip(name: str, device) -> LoadedModel:
+    """A Hugging Face CLIPModel with its tokenizer (Note [No network])."""
+    if importlib.util.find_spec("transformers") is None:
+        raise ModelError("hf: models need transformers: pip install 'sharpzo_ext[hf]'")
+    directory = _hf_directory(name)
+    try:
+        config = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError) as error:
+        raise ModelError(f"hf:{name} has no readable config.json: "
+                         f"{str(error).splitlines()[0]}") from None
+    if not isinstance(config, dict) or config.get("model_type") != "clip":
+        kind = config.get("model_type") if isinstance(config, dict) else None
+        raise ModelError(f"hf:{name} holds no CLIP model (its config.json says model_type "
+                         f"{kind!r}, not 'clip')")
+    if not any((directory / f).is_file() for f in ("tokenizer.json", "vocab.json")):
+        raise ModelError(f"hf:{name} has no tokenizer (tokenizer.json, or vocab.json and "
+                         "merges.txt): save the CLIP's tokenizer into the directory too")
+    import transformers  # noqa: PLC0415
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    try:
+        model = transformers.CLIPModel.from_pretrained(directory, local_files_only=True)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    except Exception as error:  # noqa: BLE001 (missing or damaged files raise anything)
+        raise ModelError(f"cannot load hf:{name}: "
+                         f"{(str(error) or type(error).__name__).splitlines()[0]}") from None
+    try:
+        processor = json.loads((directory / "preprocessor_config.json").read_text())
+    except (OSError, ValueError):
+        processor = {}
+    size = processor.get("crop_size", model.config.vision_config.image_size)
+    size = size.get("height", size.get("shortest_edge")) if isinstance(size, dict) else size
+    preprocess = _image_transforms(int(size), processor.get("image_mean", MEAN),
+                                   processor.get("image_std", STD))
+    weights = sorted(p for p in directory.iterdir() if p.suffix in (".safetensors", ".bin"))
+    identity = {"model": f"hf:{name}", "weights": [_file_identity(p) for p in weights]}
+    from sharpzo_ext.clip.hf_clip import Tokenizer  # noqa: PLC0415
+
+    length = model.config.text_config.max_position_embeddings
+    return LoadedModel(model.to(device).eval(), preprocess, Tokenizer(tokenizer, length), identity)
+
+
 def load_model(name: str = "embedded", pretrained: str | None = None,
                device: torch.device | str = "cpu") -> LoadedModel:
     """An open_clip model `name` with weights `pretrained` (a tag such as "openai", which needs
-    a network the first time, or a local checkpoint file), or the embedded default ("embedded",
-    optionally with a checkpoint file written by scripts/pretrain_embedded.py)."""
+    a network the first time, or a local checkpoint file), a Hugging Face CLIPModel
+    ("hf:PATH_OR_NAME": a checkpoint directory or a name in the Hugging Face cache), or the
+    embedded default ("embedded", optionally with a checkpoint file written by
+    scripts/pretrain_embedded.py).
+
+    Note [No network]
+    Hugging Face names are looked up in the local cache only. Asking the hub when a name is
+    missing would, without a network, retry for about half a minute before failing; users of
+    this package often have none, so a missing name fails at once and says what to pass."""
     if name == "embedded":
         return _embedded(pretrained, device)
+    if name.startswith("hf:"):
+        if pretrained is not None:
+            raise ModelError("--pretrained is for open_clip models; an hf: model brings its "
+                             "weights in its directory")
+        return _hf_clip(name[3:], device)
     import open_clip  # noqa: PLC0415
 
     if name not in open_clip.list_models():

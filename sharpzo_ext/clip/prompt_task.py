@@ -1,4 +1,5 @@
-"""PromptTask: CoOp-style prompt tuning of an open_clip CLIP model, evaluated with forward passes.
+"""PromptTask: CoOp-style prompt tuning of a CLIP model (open_clip or Hugging Face), evaluated
+with forward passes.
 
 A trainable vector w sets the context tokens of the class prompts "<ctx> {classname}.":
 ctx = ctx0 + reshape(A w), ctx0 the embeddings of ``ctx_init`` ("a photo of a"), A a fixed seeded
@@ -6,35 +7,96 @@ random projection from an intrinsic dimension d (or ctx = ctx0 + reshape(w) with
 ``rank``, ZIP's low-rank prompt: low_rank.py). Image
 features are computed once by the frozen image tower; a loss evaluation runs only the text tower
 over the class prompts, and ``losses(W)`` does it for a whole population in batched,
-memory-bounded forwards.
+memory-bounded forwards: in torch, sharing the prompts' common prefix (text_features.py), or
+exported to ONNX and run by onnxruntime (``backend="onnxruntime"``, onnx_tower.py).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib.util
 import math
 import warnings
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 import sharpzo_ext.ops as ops
-from sharpzo_ext.clip import low_rank
+from sharpzo_ext.clip import hf_clip, low_rank
 from sharpzo_ext.clip import precision as precision_lib
 from sharpzo_ext.clip.text_features import Plain, SharedPrefix
-from sharpzo_ext.clip.text_tower import TextTower
+from sharpzo_ext.clip import text_tower
 from sharpzo_ext.optim.objective import Population
 
-__all__ = ["PromptTask"]
+if TYPE_CHECKING:
+    from sharpzo_ext.clip.onnx_int8 import Calibration
+
+__all__ = ["PromptTask", "BACKENDS", "check_backend"]
 
 PROJECTION_STREAM = 1 << 60  # the stream of the projection A under the task's seed
+BACKENDS = ("torch", "onnxruntime")
+ONNXRUNTIME_PRECISIONS = ("fp32", "int8")
+CALIBRATION_SCALES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)  # context shifts, in std(ctx0) units
+
+
+def check_backend(backend: str, precision: str, device: torch.device,
+                  share_prefix: bool | None) -> bool:
+    """Raises ValueError unless `backend` can run the text tower at `precision` on `device`
+    (with shared prefixes if asked for); returns share_prefix, None replaced by the backend's
+    default."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "torch":
+        precision_lib.check(precision, device)
+        return True if share_prefix is None else share_prefix
+    if precision not in ONNXRUNTIME_PRECISIONS:
+        raise ValueError(f"the onnxruntime backend runs precision fp32 or int8, not {precision!r}")
+    if device.type != "cpu":
+        raise ValueError(f"the onnxruntime backend runs on the CPU only, not on {device}")
+    if share_prefix:
+        raise ValueError("the onnxruntime backend cannot share prefixes (its exported graph "
+                         "runs whole prompts): use share_prefix=False or None")
+    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if not importlib.util.find_spec(m)]
+    if missing:
+        raise ValueError(f"the onnxruntime backend needs {', '.join(missing)}: "
+                         "pip install 'sharpzo_ext[onnx]'")
+    return False
+
+
+def _calibration(tokens: torch.Tensor, ctx0: torch.Tensor, seed: int,
+                 max_batch_tokens: int) -> Calibration:
+    """Calibration data for the int8 export (Note [Static int8 for ONNX Runtime]): every prompt
+    of the task with contexts ctx0 + s * std(ctx0) * N(0, I), s in CALIBRATION_SCALES, which
+    covers the initial context and the steps the optimizers take around it."""
+    from sharpzo_ext.clip.onnx_int8 import Calibration  # noqa: PLC0415
+
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(len(CALIBRATION_SCALES), *ctx0.shape, generator=g)
+    scales = torch.tensor(CALIBRATION_SCALES).view(-1, 1, 1) * float(ctx0.std())
+    contexts = (ctx0.cpu() + scales * noise).numpy()
+    tokens = tokens.cpu().numpy()
+    key = hashlib.sha256(tokens.tobytes() + contexts.tobytes()).hexdigest()[:16]
+
+    def feeds():
+        C, L = tokens.shape
+        per = max(1, max_batch_tokens // L)
+        for context in contexts:
+            for start in range(0, C, per):
+                rows = tokens[start:start + per]
+                yield {"tokens": rows, "context": np.repeat(context[None], len(rows), axis=0)}
+
+    return Calibration(key, feeds)
 
 
 class PromptTask:
     """Prompt tuning of ``model`` for ``classnames`` (see the module docstring).
 
     Args:
-        model: an open_clip CLIP (frozen; put in eval mode here).
+        model: an open_clip CLIP or a Hugging Face CLIPModel (frozen; put in eval mode here).
         tokenizer: its tokenizer (open_clip.get_tokenizer(name)).
         classnames: the class names, in label order.
         n_ctx: context tokens when ``ctx_init`` is None (then initialised N(0, 0.02^2) from the
@@ -55,20 +117,31 @@ class PromptTask:
         device: where the text tower runs (default: the model's).
         share_prefix: compute the positions all prompts of a candidate share once per candidate
             (exact; Note [Shared prefix]); False runs every prompt in full, to check against.
-        precision: the text tower's linear layers in "fp32", "bf16" or "int8" (CPU only,
-            row-wise scales: Note [Row-wise int8]). The model itself is left as it is.
+            None: True on the torch backend, False on onnxruntime (which cannot share them).
+        precision: the text tower's linear layers in "fp32", "bf16" or "int8" (CPU only; torch:
+            row-wise scales, Note [Row-wise int8]; onnxruntime: fp32 or int8 with static scales,
+            Note [Static int8 for ONNX Runtime]). The model itself is left as it is.
+        backend: "torch" (eager), or "onnxruntime": the text tower exported to ONNX and run by
+            an onnxruntime session on the CPU (onnx_tower.py; no gradients).
+        onnx_file: onnxruntime: the exported text tower to run (it must be this model's, at
+            this precision), written there first if it does not exist. None: the export cached
+            in `cache_dir` (Note [Exported text towers]).
+        cache_dir: where exports are cached (default: the feature cache's directory,
+            $SHARPZO_EXT_CACHE or ~/.cache/sharpzo_ext).
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer: Callable, classnames: Sequence[str],
                  n_ctx: int = 4, ctx_init: str | None = "a photo of a",
                  intrinsic_dim: int | None = 512, seed: int = 0, truncate: bool = True,
                  max_batch_tokens: int = 1 << 13, device=None, rank: int | None = None,
-                 share_prefix: bool = True, precision: str = "fp32"):
+                 share_prefix: bool | None = None, precision: str = "fp32",
+                 backend: str = "torch", onnx_file: str | Path | None = None,
+                 cache_dir: str | Path | None = None):
         if len(classnames) < 2:
             raise ValueError(f"PromptTask needs at least two classes, got {len(classnames)}")
         self.device = (torch.device(device) if device is not None
                        else next(model.parameters()).device)
-        precision_lib.check(precision, self.device)
+        share_prefix = check_backend(backend, precision, self.device, share_prefix)
         if int(max_batch_tokens) < 1:
             raise ValueError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
         if share_prefix and not truncate:
@@ -76,8 +149,8 @@ class PromptTask:
                              "compute the positions after a prompt's end token")
         self.model = model.eval().requires_grad_(False)  # frozen; gradients only reach W
         self.model.to(self.device)
-        self.precision = precision
-        self.text = TextTower(model, precision)
+        self.precision, self.backend = precision, backend
+        self.text = text_tower.build(model, precision if backend == "torch" else "fp32")
         self.classnames = list(classnames)
         embedding = self.text.token_embedding
         width = self.text.width
@@ -93,15 +166,26 @@ class PromptTask:
         if n_ctx + 2 > tokens.shape[1]:
             raise ValueError(f"n_ctx={n_ctx} context tokens leave no room for the class names in "
                              f"prompts of {tokens.shape[1]} tokens")
-        self.encoder = (SharedPrefix(self.text, tokens, n_ctx, int(max_batch_tokens))
-                        if share_prefix else
-                        Plain(self.text, tokens, n_ctx, int(max_batch_tokens), truncate))
         with torch.no_grad():
             if ctx_init:
                 self.ctx0 = embedding(tokens[:1, 1:1 + n_ctx])[0].float()
             else:
                 g = torch.Generator().manual_seed(seed)
                 self.ctx0 = (torch.randn(n_ctx, width, generator=g) * 0.02).to(self.device)
+        if share_prefix:
+            self.encoder = SharedPrefix(self.text, tokens, n_ctx, int(max_batch_tokens))
+        elif backend == "torch":
+            self.encoder = Plain(self.text, tokens, int(max_batch_tokens), truncate)
+        else:
+            from sharpzo_ext.clip import onnx_tower  # noqa: PLC0415
+            from sharpzo_ext.clip.feature_cache import default_cache_dir  # noqa: PLC0415
+
+            full = Plain(self.text, tokens, int(max_batch_tokens), truncate)
+            session = onnx_tower.open_tower(
+                self.text, precision, onnx_file,
+                default_cache_dir() if cache_dir is None else cache_dir,
+                _calibration(full.tokens, self.ctx0, seed, int(max_batch_tokens)))
+            self.encoder = Plain(session, tokens, int(max_batch_tokens), truncate)
         self.seed, self.intrinsic_dim, self.rank = seed, intrinsic_dim, rank
         if intrinsic_dim is not None and intrinsic_dim < 1:
             raise ValueError(f"intrinsic_dim must be >= 1, got {intrinsic_dim}")
@@ -138,8 +222,10 @@ class PromptTask:
             from tqdm import tqdm  # noqa: PLC0415
 
             chunks = tqdm(chunks, desc="encoding images", unit="batch", leave=False)
-        out = [F.normalize(self.model.encode_image(images[i:i + batch_size].to(self.device)).float(),
-                           dim=-1) for i in chunks]
+        encode = (functools.partial(hf_clip.encode_image, self.model)
+                  if hf_clip.is_hf_clip(self.model) else self.model.encode_image)
+        out = [F.normalize(encode(images[i:i + batch_size].to(self.device)).float(), dim=-1)
+               for i in chunks]
         return torch.cat(out) if out else torch.empty(0, device=self.device)
 
     # ---- text ----------------------------------------------------------------------------------

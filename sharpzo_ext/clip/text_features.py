@@ -27,43 +27,36 @@ their own suffix lengths.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import torch
 
 from sharpzo_ext.clip.text_tower import TextTower, causal_attention
 
+if TYPE_CHECKING:
+    from sharpzo_ext.clip.onnx_tower import OnnxTower
+
 __all__ = ["Plain", "SharedPrefix"]
 
 
 class Plain:
-    """Every prompt in full (Note [Truncated prompts] when `truncate`)."""
+    """Every prompt in full (Note [Truncated prompts] when `truncate`), through any text tower
+    with TextTower's pool_index and prompt_features: the torch one or onnx_tower.OnnxTower."""
 
-    def __init__(self, tower: TextTower, tokens: torch.Tensor, n_ctx: int,
-                 max_batch_tokens: int, truncate: bool):
-        self.tower, self.n_ctx, self.max_batch_tokens = tower, n_ctx, max_batch_tokens
-        self.pool = tower.pool_index(tokens)
-        length = int(self.pool.max()) + 1 if truncate else tokens.shape[1]
+    def __init__(self, tower: TextTower | OnnxTower, tokens: torch.Tensor, max_batch_tokens: int,
+                 truncate: bool):
+        self.tower, self.max_batch_tokens = tower, max_batch_tokens
+        length = int(tower.pool_index(tokens).max()) + 1 if truncate else tokens.shape[1]
         self.tokens = tokens[:, :length]
-        with torch.no_grad():
-            self.embedded = tower.token_embedding(self.tokens).float()  # (C, L, width)
 
     def __call__(self, ctx: torch.Tensor) -> torch.Tensor:
         """L2-normalized text features (m, C, E) of the contexts ctx (m, n_ctx, width)."""
-        (C, L, width), m = self.embedded.shape, ctx.shape[0]
+        (C, L), m = self.tokens.shape, ctx.shape[0]
         out = []
         for pairs in torch.split(torch.arange(m * C, device=ctx.device),
                                  max(1, self.max_batch_tokens // L)):
             candidate, member = pairs // C, pairs % C  # (candidate, class) pairs, candidate-major
-            x = self.embedded[member]
-            x[:, 1:1 + self.n_ctx] = ctx[candidate]
-            B = pairs.numel()
-
-            def attend(layer, q, k, v, B=B):
-                return causal_attention(*(t.view(B, L, *t.shape[1:]) for t in (q, k, v)))
-
-            hidden = self.tower.run(self.tower.positions(x, 0).view(-1, width), attend)
-            pooled = hidden.view(B, L, width)[torch.arange(B, device=ctx.device), self.pool[member]]
-            out.append(self.tower.features(pooled))
+            out.append(self.tower.prompt_features(self.tokens[member], ctx[candidate]))
         return torch.cat(out).view(m, C, -1)
 
 

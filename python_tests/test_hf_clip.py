@@ -1,0 +1,114 @@
+"""Hugging Face CLIPModels (hf_clip.py, models.py's hf: loader): PromptTask's features against
+transformers' own CLIPModel.get_text_features, and the loader's clear errors."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sharpzo_ext.clip.hf_clip import Tokenizer
+from sharpzo_ext.clip.models import ModelError, load_model
+from sharpzo_ext.clip.prompt_task import PromptTask
+
+from hf_helpers import hf_tokenizer, save_hf_clip, tiny_hf_clip
+
+CLASSES = ["cat", "dog", "sailing boat", "great white shark", "tree",
+           "a very long class name with many words"]
+W = torch.randn(4, 12, generator=torch.Generator().manual_seed(0)) * 2
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return Tokenizer(hf_tokenizer(), 77)
+
+
+@torch.no_grad()
+def transformers_features(model, tokenizer, task, W):
+    """CLIPModel.get_text_features of the task's prompts with each row of W's context in place
+    of "a photo of a" (put into the token embeddings' output by a hook)."""
+    ids = tokenizer([f"a photo of a {c}." for c in CLASSES])
+    out = []
+    for context in task.context(W):
+        def put(module, inputs, output, context=context):
+            output = output.clone()
+            output[:, 1:1 + task.n_ctx] = context
+            return output
+
+        hook = model.text_model.embeddings.token_embedding.register_forward_hook(put)
+        try:
+            out.append(F.normalize(model.get_text_features(input_ids=ids).pooler_output, dim=-1))
+        finally:
+            hook.remove()
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("eos_token_id", [49407, 2], ids=["eos", "legacy-argmax"])
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_features_are_transformers(tokenizer, eos_token_id, share_prefix):
+    model = tiny_hf_clip(eos_token_id=eos_token_id)
+    task = PromptTask(model, tokenizer, CLASSES, intrinsic_dim=12, share_prefix=share_prefix)
+    ours = task.text_features(W)
+    reference = transformers_features(model, tokenizer, task, W)
+    assert ours.shape == reference.shape == (4, len(CLASSES), 24)
+    assert torch.allclose(ours, reference, atol=2e-6)
+
+
+@torch.no_grad()
+def test_zero_shot_logits_and_image_features_are_transformers(tokenizer):
+    model = tiny_hf_clip(seed=1)
+    task = PromptTask(model, tokenizer, CLASSES, intrinsic_dim=12)
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    features = task.encode_images(images)
+    ids = tokenizer([f"a photo of a {c}." for c in CLASSES])
+    out = model(input_ids=ids, pixel_values=images)  # zero-shot CLIP: logits_per_image
+    assert torch.allclose(features, F.normalize(out.image_embeds, dim=-1), atol=1e-6)
+    ours = task.logits(task.zero_vector()[None], features)[0]
+    assert torch.allclose(ours, out.logits_per_image, rtol=1e-5, atol=1e-4)
+
+
+def test_tokenizer_matches_open_clips(tokenizer):
+    from open_clip import tokenizer as open_clip_tokenizer
+
+    texts = ["a photo of a cat.", "X X X X great white shark.", "word " * 100]
+    assert torch.equal(tokenizer(texts), open_clip_tokenizer.tokenize(texts))
+
+
+def test_loads_a_checkpoint_directory(tmp_path, tokenizer):
+    model = save_hf_clip(tmp_path)
+    loaded = load_model(f"hf:{tmp_path}")
+    assert loaded.identity["model"] == f"hf:{tmp_path}"
+    for a, b in zip(loaded.model.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert torch.equal(loaded.tokenizer(["a photo of a dog."]), tokenizer(["a photo of a dog."]))
+    image = torch.rand(3, 40, 50)
+    assert loaded.preprocess(image).shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("case,message", [
+    ("missing", "neither a directory nor a model in the Hugging Face cache"),
+    ("hub-name", "pass a local checkpoint directory"),
+    ("no-config", "has no readable config.json"),
+    ("not-clip", "holds no CLIP model (its config.json says model_type 'bert'"),
+    ("no-tokenizer", "has no tokenizer"),
+])
+def test_bad_checkpoints_get_one_clear_error(tmp_path, monkeypatch, case, message):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # an empty cache
+    directory = tmp_path / "checkpoint"
+    if case == "not-clip":
+        directory.mkdir()
+        (directory / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    elif case == "no-config":
+        directory.mkdir()
+    elif case == "no-tokenizer":
+        save_hf_clip(directory, tokenizer=False)
+    name = "openai/clip-vit-base-patch16" if case == "hub-name" else str(directory)
+    with pytest.raises(ModelError, match=message.replace("(", r"\(")) as error:
+        load_model(f"hf:{name}")
+    assert "\n" not in str(error.value)
+
+
+def test_pretrained_is_refused_with_an_hf_model(tmp_path):
+    with pytest.raises(ModelError, match="--pretrained is for open_clip models"):
+        load_model(f"hf:{tmp_path}", pretrained="openai")

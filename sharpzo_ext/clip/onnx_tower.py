@@ -1,0 +1,202 @@
+"""The text tower on ONNX Runtime: TextTower.prompt_features exported by torch's ONNX exporter,
+run by an onnxruntime.InferenceSession on the CPU execution provider.
+
+The exported graph maps `tokens` (B, L) int64 and `context` (B, n_ctx, width) float32 to
+L2-normalized `features` (B, E), for any B, L and n_ctx: one file per model and weights, whatever
+the task. Files are cached as text-tower-<digest>.onnx, the digest being that of the tower's
+weights and structure (Note [Exported text towers]); the int8 variant (onnx_int8.py) adds the
+digest of its calibration.
+
+Note [Exported text towers]
+A file is used only if it is of this tower: its metadata holds the digest of the weights and
+structure it was exported from, and its inputs and output must have the names and the width
+above. A cached file that fails the check (damaged, or written by another version) is exported
+again; a file the caller named is refused instead, since replacing it would destroy their file.
+Exports are written to a temporary name and renamed, so a crash leaves no half-written file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from sharpzo_ext.clip.text_tower import TextTower
+from sharpzo_ext.files import atomic_path
+
+if TYPE_CHECKING:
+    from sharpzo_ext.clip.onnx_int8 import Calibration
+
+__all__ = ["OnnxTower", "open_tower", "weights_digest", "export", "save_variant", "check_file",
+           "INPUTS", "OUTPUTS"]
+
+INPUTS, OUTPUTS = ["tokens", "context"], ["features"]
+FORMAT = "1"  # bumped when the exported graph changes
+_DIGEST_KEY, _PRECISION_KEY, _FORMAT_KEY = ("sharpzo_ext.text_tower", "sharpzo_ext.precision",
+                                            "sharpzo_ext.format")
+
+
+def _tensors(part) -> list[torch.Tensor]:
+    if isinstance(part, torch.nn.Module):
+        return list(part.state_dict().values())
+    if isinstance(part, torch.Tensor):
+        return [part]
+    return [v for v in vars(part).values() if isinstance(v, torch.Tensor)] if hasattr(
+        part, "__dict__") else []
+
+
+def weights_digest(tower: TextTower) -> str:
+    """sha256 of an fp32 tower's weights and of what else decides its outputs (pooling, heads,
+    activations, layer norms' epsilon)."""
+    h = hashlib.sha256()
+    parts = [tower.token_embedding, tower.positional_embedding, tower.ln_final, tower.projection]
+    for block in tower.blocks:
+        parts += [getattr(block, f.name) for f in dataclasses.fields(block) if f.name != "heads"]
+        h.update(f"heads {block.heads} {type(block.act).__name__} "
+                 f"{getattr(block.ln_1, 'eps', None)};".encode())
+    h.update(f"pool {tower.pool_type} {tower.eos_id} {getattr(tower.ln_final, 'eps', None)};"
+             .encode())
+    for part in parts:
+        for t in _tensors(part):
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.detach().float().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+class _Exported(torch.nn.Module):
+    def __init__(self, tower: TextTower):
+        super().__init__()
+        self.tower = tower
+
+    def forward(self, tokens: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return self.tower.prompt_features(tokens, context)
+
+
+def _set_metadata(model, values: dict[str, str]) -> None:
+    kept = [p for p in model.metadata_props if p.key not in values]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in values.items():
+        model.metadata_props.add(key=key, value=value)
+
+
+def export(tower: TextTower, path: Path, digest: str) -> None:
+    """Exports an fp32 tower's prompt_features to `path` (atomically), with its digest."""
+    if tower.precision != "fp32":
+        raise ValueError(f"only an fp32 text tower is exported, not {tower.precision}")
+    tokens = torch.zeros(2, 8, dtype=torch.long)
+    tokens[:, -1] = tower.eos_id if tower.pool_type == "eos" else 1
+    context = torch.zeros(2, 2, tower.width)
+    length = tower.positional_embedding.shape[0]
+    pairs = torch.export.Dim("pairs")
+    dims = {"tokens": {0: pairs, 1: torch.export.Dim("length", max=length)},
+            "context": {0: pairs, 1: torch.export.Dim("n_ctx", max=length - 2)}}
+    with torch.no_grad(), warnings.catch_warnings():
+        # both inputs' first axis is "pairs", which the exporter reports as a rename it skips
+        warnings.filterwarnings("ignore", message=".*shares the same shape constraints")
+        program = torch.onnx.export(_Exported(tower).eval(), (tokens, context), dynamo=True,
+                                    input_names=INPUTS, output_names=OUTPUTS,
+                                    dynamic_shapes=dims, optimize=True, verbose=False)
+    save(program.model_proto, path, {_DIGEST_KEY: digest, _PRECISION_KEY: "fp32",
+                                     _FORMAT_KEY: FORMAT})
+
+
+def save_variant(model, source, path: Path, precision: str) -> None:
+    """Writes `model`, derived from the export `source` (onnx_int8's), as that export's variant
+    at `precision`."""
+    save(model, path, {**{p.key: p.value for p in source.metadata_props},
+                       _PRECISION_KEY: precision})
+
+
+def save(model, path: Path, metadata: dict[str, str]) -> None:
+    """Writes an ONNX model with `metadata` (atomically, in one file)."""
+    import onnx  # noqa: PLC0415
+
+    _set_metadata(model, metadata)
+    with atomic_path(path) as tmp:
+        onnx.save_model(model, str(tmp))
+
+
+def check_file(path: Path, digest: str, width: int, precision: str) -> str | None:
+    """Why the ONNX file at `path` is not this tower's export at `precision` (Note [Exported
+    text towers]), or None when it is."""
+    import onnx  # noqa: PLC0415
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as error:  # noqa: BLE001 (protobuf's errors have no common base)
+        first = (str(error) or type(error).__name__).splitlines()[0]
+        return f"it is not a readable ONNX file ({first})"
+    inputs = [i.name for i in model.graph.input]
+    outputs = [o.name for o in model.graph.output]
+    if inputs != INPUTS or outputs != OUTPUTS:
+        return (f"its inputs and outputs are {inputs} -> {outputs}, not "
+                f"{INPUTS} -> {OUTPUTS}")
+    meta = {p.key: p.value for p in model.metadata_props}
+    if meta.get(_FORMAT_KEY) != FORMAT:
+        return "it was not exported by this version of sharpzo_ext"
+    if meta.get(_DIGEST_KEY) != digest:
+        return "it was exported from another model or other weights"
+    if meta.get(_PRECISION_KEY) != precision:
+        return f"it is a {meta.get(_PRECISION_KEY)} export, not {precision}"
+    dims = model.graph.input[1].type.tensor_type.shape.dim
+    if len(dims) != 3 or dims[2].dim_value != width:
+        return f"its context is not (pairs, n_ctx, {width})"
+    return None
+
+
+class OnnxTower:
+    """An exported text tower run by onnxruntime on the CPU, with TextTower's interface to
+    text_features.Plain: pool_index and prompt_features (no gradients)."""
+
+    def __init__(self, path: Path, tower: TextTower):
+        import onnxruntime  # noqa: PLC0415
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        self.path, self.tower = path, tower
+        self.session = onnxruntime.InferenceSession(str(path), options,
+                                                    providers=["CPUExecutionProvider"])
+        self.pool_index = tower.pool_index
+
+    def prompt_features(self, tokens: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """TextTower.prompt_features, computed by the session."""
+        feed = {"tokens": tokens.detach().cpu().numpy().astype(np.int64, copy=False),
+                "context": context.detach().cpu().float().contiguous().numpy()}
+        features, = self.session.run(OUTPUTS, feed)
+        return torch.from_numpy(features).to(context.device)
+
+
+def open_tower(tower: TextTower, precision: str, onnx_file: str | Path | None,
+               cache_dir: str | Path, calibration: Calibration) -> OnnxTower:
+    """The session of `tower` at `precision`: the file `onnx_file`, or the cached export (Note
+    [Exported text towers]), exported (and for int8 quantized with `calibration`) first where
+    it does not exist yet."""
+    from sharpzo_ext.clip import onnx_int8  # noqa: PLC0415
+
+    digest = weights_digest(tower)
+    cache = Path(cache_dir)
+    fp32 = cache / f"text-tower-{digest[:16]}.onnx"
+    cached = fp32 if precision == "fp32" else (
+        cache / f"text-tower-{digest[:16]}-int8-{calibration.key}.onnx")
+    target = Path(onnx_file) if onnx_file is not None else cached
+    if target.exists():
+        problem = check_file(target, digest, tower.width, precision)
+        if problem is None:
+            return OnnxTower(target, tower)
+        if onnx_file is not None:
+            raise ValueError(f"onnx_file {target} is not this text tower's {precision} export: "
+                             f"{problem}")
+    if precision == "fp32":
+        export(tower, target, digest)
+    else:
+        if not fp32.exists() or check_file(fp32, digest, tower.width, "fp32") is not None:
+            export(tower, fp32, digest)
+        onnx_int8.quantize(fp32, target, calibration.feeds())
+    return OnnxTower(target, tower)
