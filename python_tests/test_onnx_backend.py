@@ -2,6 +2,8 @@
 candidates independent of their batch, the export cache, and files that are not this tower's."""
 
 import os
+import subprocess
+import sys
 
 import onnx
 import pytest
@@ -176,3 +178,11 @@ def test_a_text_tower_without_a_causal_mask_is_refused_before_export(tmp_path):
     with pytest.raises(TypeError, match="causal"):
         PromptTask(model, tokenizer, CLASSES, backend="onnxruntime", cache_dir=tmp_path)
     assert os.listdir(tmp_path) == []
+
+
+def test_importing_the_package_imports_no_engine_or_transformers():
+    code = ("import sys, sharpzo_ext, sharpzo_ext.clip, sharpzo_ext.clip.prompt_task; "
+            "print(sorted(m for m in ('transformers', 'onnx', 'onnxscript', 'onnxruntime') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

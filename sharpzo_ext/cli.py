@@ -93,7 +93,7 @@ def _option(p, flag: str, default, help: str | None = None, **kwargs) -> None:
 def _add_run_options(p, d) -> None:
     """Model, data and task options shared by train, eval and compare."""
     from sharpzo_ext.clip.precision import PRECISIONS  # noqa: PLC0415
-    from sharpzo_ext.clip.prompt_task import BACKENDS  # noqa: PLC0415
+    from sharpzo_ext.clip.backend import BACKENDS  # noqa: PLC0415
 
     _option(p, "--model", d.model, "open_clip model name (e.g. ViT-B-16, RN50), 'embedded', or "
             "hf:PATH_OR_NAME, a Hugging Face CLIP checkpoint directory or cached hub name")

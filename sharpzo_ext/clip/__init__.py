@@ -1,6 +1,6 @@
-"""CLIP prompt tuning with forward passes only, over open_clip models.
+"""CLIP prompt tuning with forward passes only, over open_clip and Hugging Face CLIP models.
 
-    loaded = sz.clip.load_model("ViT-B-16", pretrained="openai")   # or "embedded"
+    loaded = sz.clip.load_model("ViT-B-16", pretrained="openai")   # or "embedded", "hf:DIR"
     task = sz.clip.PromptTask(loaded.model, loaded.tokenizer, classnames)
     features = task.encode_images(images)                         # cached once
     losses = task.losses(W, features, labels)                     # a population, batched

@@ -8,7 +8,7 @@ import torch
 
 import sharpzo_ext as sz
 from sharpzo_ext import checks
-from sharpzo_ext.clip.prompt_task import check_backend
+from sharpzo_ext.clip import backend
 
 __all__ = ["TrainConfig", "RunError", "METHODS", "FORWARD_ONLY"]
 
@@ -89,7 +89,7 @@ class TrainConfig:
         if self.method == "coop" and self.backend != "torch":
             raise ValueError(f"coop trains with gradients, which the {self.backend} backend "
                              "has none of; use backend torch")
-        check_backend(self.backend, self.precision, torch.device(self.device), None)
+        backend.check(self.backend, self.precision, torch.device(self.device), None)
 
     @classmethod
     def from_saved(cls, saved, source: str) -> "TrainConfig":

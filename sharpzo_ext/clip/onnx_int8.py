@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import logging
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
+import torch
 
 from sharpzo_ext.clip import onnx_tower
 
-__all__ = ["Calibration", "quantize"]
+__all__ = ["Calibration", "calibration", "quantize"]
+
+CALIBRATION_SCALES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)  # context shifts, in std(ctx0) units
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +38,29 @@ class Calibration:
     """A task's calibration data: `feeds()` yields the inputs, `key` names them in file names."""
     key: str
     feeds: Callable[[], Iterable[dict[str, np.ndarray]]]
+
+
+def calibration(tokens: torch.Tensor, ctx0: torch.Tensor, seed: int,
+                max_batch_tokens: int) -> Calibration:
+    """A task's calibration data: every prompt (`tokens`, cut as the task runs them) with the
+    contexts ctx0 + s * std(ctx0) * N(0, I), s in CALIBRATION_SCALES, which cover the initial
+    context and the steps the optimizers take around it; in batches of max_batch_tokens."""
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(len(CALIBRATION_SCALES), *ctx0.shape, generator=g)
+    scales = torch.tensor(CALIBRATION_SCALES).view(-1, 1, 1) * float(ctx0.std())
+    contexts = (ctx0.cpu() + scales * noise).numpy()
+    tokens = tokens.cpu().numpy()
+    key = hashlib.sha256(tokens.tobytes() + contexts.tobytes()).hexdigest()[:16]
+
+    def feeds():
+        C, L = tokens.shape
+        per = max(1, max_batch_tokens // L)
+        for context in contexts:
+            for start in range(0, C, per):
+                rows = tokens[start:start + per]
+                yield {"tokens": rows, "context": np.repeat(context[None], len(rows), axis=0)}
+
+    return Calibration(key, feeds)
 
 
 class _Feeds:

@@ -14,82 +14,23 @@ exported to ONNX and run by onnxruntime (``backend="onnxruntime"``, onnx_tower.p
 from __future__ import annotations
 
 import functools
-import hashlib
-import importlib.util
 import math
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 import sharpzo_ext.ops as ops
-from sharpzo_ext.clip import hf_clip, low_rank
-from sharpzo_ext.clip import precision as precision_lib
+from sharpzo_ext.clip import backend as backend_lib
+from sharpzo_ext.clip import hf_clip, low_rank, text_tower
 from sharpzo_ext.clip.text_features import Plain, SharedPrefix
-from sharpzo_ext.clip import text_tower
 from sharpzo_ext.optim.objective import Population
 
-if TYPE_CHECKING:
-    from sharpzo_ext.clip.onnx_int8 import Calibration
-
-__all__ = ["PromptTask", "BACKENDS", "check_backend"]
+__all__ = ["PromptTask"]
 
 PROJECTION_STREAM = 1 << 60  # the stream of the projection A under the task's seed
-BACKENDS = ("torch", "onnxruntime")
-ONNXRUNTIME_PRECISIONS = ("fp32", "int8")
-CALIBRATION_SCALES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)  # context shifts, in std(ctx0) units
-
-
-def check_backend(backend: str, precision: str, device: torch.device,
-                  share_prefix: bool | None) -> bool:
-    """Raises ValueError unless `backend` can run the text tower at `precision` on `device`
-    (with shared prefixes if asked for); returns share_prefix, None replaced by the backend's
-    default."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend == "torch":
-        precision_lib.check(precision, device)
-        return True if share_prefix is None else share_prefix
-    if precision not in ONNXRUNTIME_PRECISIONS:
-        raise ValueError(f"the onnxruntime backend runs precision fp32 or int8, not {precision!r}")
-    if device.type != "cpu":
-        raise ValueError(f"the onnxruntime backend runs on the CPU only, not on {device}")
-    if share_prefix:
-        raise ValueError("the onnxruntime backend cannot share prefixes (its exported graph "
-                         "runs whole prompts): use share_prefix=False or None")
-    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if not importlib.util.find_spec(m)]
-    if missing:
-        raise ValueError(f"the onnxruntime backend needs {', '.join(missing)}: "
-                         "pip install 'sharpzo_ext[onnx]'")
-    return False
-
-
-def _calibration(tokens: torch.Tensor, ctx0: torch.Tensor, seed: int,
-                 max_batch_tokens: int) -> Calibration:
-    """Calibration data for the int8 export (Note [Static int8 for ONNX Runtime]): every prompt
-    of the task with contexts ctx0 + s * std(ctx0) * N(0, I), s in CALIBRATION_SCALES, which
-    covers the initial context and the steps the optimizers take around it."""
-    from sharpzo_ext.clip.onnx_int8 import Calibration  # noqa: PLC0415
-
-    g = torch.Generator().manual_seed(seed)
-    noise = torch.randn(len(CALIBRATION_SCALES), *ctx0.shape, generator=g)
-    scales = torch.tensor(CALIBRATION_SCALES).view(-1, 1, 1) * float(ctx0.std())
-    contexts = (ctx0.cpu() + scales * noise).numpy()
-    tokens = tokens.cpu().numpy()
-    key = hashlib.sha256(tokens.tobytes() + contexts.tobytes()).hexdigest()[:16]
-
-    def feeds():
-        C, L = tokens.shape
-        per = max(1, max_batch_tokens // L)
-        for context in contexts:
-            for start in range(0, C, per):
-                rows = tokens[start:start + per]
-                yield {"tokens": rows, "context": np.repeat(context[None], len(rows), axis=0)}
-
-    return Calibration(key, feeds)
 
 
 class PromptTask:
@@ -141,7 +82,7 @@ class PromptTask:
             raise ValueError(f"PromptTask needs at least two classes, got {len(classnames)}")
         self.device = (torch.device(device) if device is not None
                        else next(model.parameters()).device)
-        share_prefix = check_backend(backend, precision, self.device, share_prefix)
+        share_prefix = backend_lib.check(backend, precision, self.device, share_prefix)
         if int(max_batch_tokens) < 1:
             raise ValueError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
         if share_prefix and not truncate:
@@ -177,14 +118,14 @@ class PromptTask:
         elif backend == "torch":
             self.encoder = Plain(self.text, tokens, int(max_batch_tokens), truncate)
         else:
-            from sharpzo_ext.clip import onnx_tower  # noqa: PLC0415
+            from sharpzo_ext.clip import onnx_int8, onnx_tower  # noqa: PLC0415
             from sharpzo_ext.clip.feature_cache import default_cache_dir  # noqa: PLC0415
 
             full = Plain(self.text, tokens, int(max_batch_tokens), truncate)
             session = onnx_tower.open_tower(
                 self.text, precision, onnx_file,
                 default_cache_dir() if cache_dir is None else cache_dir,
-                _calibration(full.tokens, self.ctx0, seed, int(max_batch_tokens)))
+                onnx_int8.calibration(full.tokens, self.ctx0, seed, int(max_batch_tokens)))
             self.encoder = Plain(session, tokens, int(max_batch_tokens), truncate)
         self.seed, self.intrinsic_dim, self.rank = seed, intrinsic_dim, rank
         if intrinsic_dim is not None and intrinsic_dim < 1:
