@@ -94,7 +94,6 @@ def test_loads_a_checkpoint_directory(tmp_path, tokenizer):
 ])
 def test_bad_checkpoints_get_one_clear_error(tmp_path, monkeypatch, case, message):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # an empty cache
     directory = tmp_path / "checkpoint"
     if case == "not-clip":
         directory.mkdir()
@@ -103,10 +102,32 @@ def test_bad_checkpoints_get_one_clear_error(tmp_path, monkeypatch, case, messag
         directory.mkdir()
     elif case == "no-tokenizer":
         save_hf_clip(directory, tokenizer=False)
-    name = "openai/clip-vit-base-patch16" if case == "hub-name" else str(directory)
+    name = "sharpzo-ext-tests/no-such-clip" if case == "hub-name" else str(directory)
     with pytest.raises(ModelError, match=message.replace("(", r"\(")) as error:
         load_model(f"hf:{name}")
     assert "\n" not in str(error.value)
+
+
+def test_half_precision_checkpoints_load_as_float32(tmp_path, tokenizer):
+    model = save_hf_clip(tmp_path)
+    model.half().save_pretrained(tmp_path)
+    loaded = load_model(f"hf:{tmp_path}")
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.float32}
+    task = PromptTask(loaded.model, loaded.tokenizer, CLASSES, intrinsic_dim=12)
+    assert task.text_features(W).dtype == torch.float32
+
+
+def test_preprocessing_follows_the_checkpoints_config(tmp_path):
+    save_hf_clip(tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(
+        {"size": {"shortest_edge": 40}, "crop_size": {"height": 24, "width": 24},
+         "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}))
+    image = torch.full((3, 40, 60), 0.75)
+    out = load_model(f"hf:{tmp_path}").preprocess(image)
+    assert out.shape == (3, 24, 24) and torch.allclose(out, torch.ones(3, 24, 24), atol=1e-5)
+    (tmp_path / "preprocessor_config.json").write_text("[1, 2]")
+    with pytest.raises(ModelError, match="unreadable preprocessor_config.json"):
+        load_model(f"hf:{tmp_path}")
 
 
 def test_pretrained_is_refused_with_an_hf_model(tmp_path):

@@ -9,7 +9,7 @@ import onnx
 import pytest
 import torch
 
-from sharpzo_ext.clip import onnx_tower
+from sharpzo_ext.clip import onnx_int8, onnx_tower
 from sharpzo_ext.clip.hf_clip import Tokenizer
 from sharpzo_ext.clip.prompt_task import PromptTask
 
@@ -21,6 +21,10 @@ G = torch.Generator().manual_seed(0)
 W = torch.randn(6, 12, generator=G) * 0.8
 FEATURES = torch.nn.functional.normalize(torch.randn(10, 32, generator=G), dim=-1)
 LABELS = torch.arange(10) % len(CLASSES)
+
+
+def refuse(*args):
+    raise AssertionError("an export or quantization was written again")
 
 
 def models():
@@ -100,9 +104,6 @@ def test_exports_are_cached_by_weights(cache, exported, monkeypatch):
     assert exported.parent == cache and exported.name.startswith("text-tower-")
     mtime = exported.stat().st_mtime_ns
 
-    def refuse(*args):
-        raise AssertionError("exported again")
-
     monkeypatch.setattr(onnx_tower, "export", refuse)
     again = task(tiny_clip("vit"), backend="onnxruntime", cache_dir=cache)
     assert again.encoder.tower.path == exported and exported.stat().st_mtime_ns == mtime
@@ -120,15 +121,29 @@ def test_a_damaged_cached_export_is_exported_again(tmp_path, exported):
     assert onnx_tower.check_file(path, onnx_tower.weights_digest(again.text), 32, "fp32") is None
 
 
-def test_onnx_file_is_exported_where_named_and_used_again(tmp_path):
+def test_onnx_file_is_exported_where_named_and_used_again(tmp_path, monkeypatch):
     model = tiny_clip("vit", seed=6)
     named = tmp_path / "sub" / "tower.onnx"
     t = task(model, backend="onnxruntime", onnx_file=named, cache_dir=tmp_path / "cache")
     assert t.encoder.tower.path == named and named.is_file()
     assert not (tmp_path / "cache").exists()
+    monkeypatch.setattr(onnx_tower, "export", refuse)
+    again = task(model, backend="onnxruntime", onnx_file=named, cache_dir=tmp_path / "cache")
     with torch.no_grad():
         expected = task(model).losses(W, FEATURES, LABELS)
-        assert torch.allclose(t.losses(W, FEATURES, LABELS), expected, rtol=1e-5)
+        assert torch.allclose(again.losses(W, FEATURES, LABELS), expected, rtol=1e-5)
+
+
+def test_a_cached_int8_file_is_not_quantized_again(cache, monkeypatch):
+    model = tiny_clip("vit")
+    path = task(model, backend="onnxruntime", precision="int8", cache_dir=cache).encoder.tower.path
+    assert "-int8-" in path.name
+    monkeypatch.setattr(onnx_int8, "quantize", refuse)
+    monkeypatch.setattr(onnx_tower, "export", refuse)
+    again = task(model, backend="onnxruntime", precision="int8", cache_dir=cache)
+    assert again.encoder.tower.path == path
+    with pytest.raises(AssertionError, match="written again"):  # another seed: calibration
+        task(model, backend="onnxruntime", precision="int8", cache_dir=cache, seed=1)
 
 
 def _listing(directory):
@@ -138,7 +153,7 @@ def _listing(directory):
 @pytest.mark.parametrize("case,message", [
     ("another-model", "exported from another model or other weights"),
     ("other-inputs", "its inputs and outputs are"),
-    ("not-onnx", "not a readable ONNX file"),
+    ("not-onnx", "not an ONNX file onnxruntime can load"),
     ("other-precision", "it is a fp32 export, not int8"),
 ])
 def test_a_named_file_that_is_not_this_towers_is_refused(tmp_path, exported, case, message):
@@ -147,8 +162,10 @@ def test_a_named_file_that_is_not_this_towers_is_refused(tmp_path, exported, cas
         named.write_bytes(b"\x08\x01garbage")
     else:
         proto = onnx.load(str(exported))
-        if case == "other-inputs":
+        if case == "other-inputs":  # a valid graph whose first input has another name
             proto.graph.input[0].name = "input_ids"
+            for node in proto.graph.node:
+                node.input[:] = ["input_ids" if i == "tokens" else i for i in node.input]
         onnx.save(proto, str(named))
     model = tiny_clip("vit", seed=7 if case == "another-model" else 0)
     before = _listing(tmp_path)
@@ -165,10 +182,18 @@ def test_a_named_file_that_is_not_this_towers_is_refused(tmp_path, exported, cas
     ({"backend": "onnxruntime", "precision": "bf16"}, "runs precision fp32 or int8, not 'bf16'"),
     ({"backend": "onnxruntime", "share_prefix": True}, "cannot share prefixes"),
     ({"backend": "onnxruntime", "device": "cuda"}, "runs on the CPU only"),
+    ({"onnx_file": "tower.onnx"}, "onnx_file is for backend 'onnxruntime', not 'torch'"),
 ])
 def test_bad_backend_options_are_refused_before_anything_is_written(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         task(tiny_clip("vit"), cache_dir=tmp_path, **kwargs)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_bad_intrinsic_dimension_is_refused_before_export(tmp_path):
+    with pytest.raises(ValueError, match="intrinsic_dim must be >= 1"):
+        PromptTask(*tiny_clip("vit"), CLASSES, intrinsic_dim=0, backend="onnxruntime",
+                   cache_dir=tmp_path)
     assert os.listdir(tmp_path) == []
 
 

@@ -114,7 +114,8 @@ def _add_run_options(p, d) -> None:
     _option(p, "--precision", d.precision, "the text tower's linear layers: fp32, bf16, or int8 "
             "(CPU only; README, 'Real CLIP sizes')", choices=PRECISIONS)
     _option(p, "--backend", d.backend, "runs the text tower: torch, or onnxruntime (an ONNX "
-            "export, cached in --cache-dir; fp32 or int8; README, 'Inference engines')",
+            "export, cached in --cache-dir; fp32 or int8; README, 'Hugging Face models and "
+            "inference engines')",
             choices=BACKENDS)
     _option(p, "--cache-dir", "$SHARPZO_EXT_CACHE or ~/.cache/sharpzo_ext", "feature cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

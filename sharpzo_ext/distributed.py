@@ -79,23 +79,27 @@ def initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def finish() -> None:
-    """Waits until every rank gets here, then destroys the default process group: the end of
-    a run that init() started (Note [Ending a distributed run]). Nothing outside a distributed
-    launch.
+def finish(wait: bool = True) -> None:
+    """Waits until every rank gets here (unless not `wait`: a run that failed), then destroys
+    the default process group: the end of a run that init() started (Note [Ending a distributed
+    run]). Nothing outside a distributed launch.
 
     Note [Ending a distributed run]
     Ranks other than 0 finish stepping before rank 0 has written its results. Exiting then,
     with the process group still alive, leaves its teardown to the interpreter's shutdown, where
     gloo can abort the process (seen once in CI: rank 1 killed by SIGABRT, so torchrun stopped
     rank 0 before it wrote the summary). A barrier keeps every rank until rank 0 is done, and the
-    group is destroyed while the interpreter is still whole."""
-    if initialized():
-        try:
+    group is destroyed while the interpreter is still whole. A rank whose run failed destroys
+    it without waiting: its peers then fail at their next collective instead of at the timeout."""
+    if not initialized():
+        return
+    try:
+        if wait:
             dist.barrier()
-        except (RuntimeError, dist.DistBackendError) as error:
-            raise DistributedError(f"a peer stopped answering at the end of the run "
-                                   f"({str(error).splitlines()[0]})") from None
+    except RuntimeError as error:
+        raise DistributedError(f"a peer stopped answering at the end of the run "
+                               f"({str(error).splitlines()[0]})") from None
+    finally:
         dist.destroy_process_group()
 
 

@@ -6,9 +6,9 @@ population of 20 candidates.
 Every row is measured in a fresh process, so that its peak resident memory is its own: the
 memory the task adds on top of the loaded model (ONNX Runtime's session holds its own copy of
 the weights) until its population has been evaluated. ONNX Runtime rows first build their task
-in another process, which exports (and for int8 calibrates and quantizes) into the export cache,
-a temporary directory: the measured process loads the cached file, as every run after the first
-does, and the first build's time is reported apart. Per row also: ms per candidate, and the
+in another process with an empty export cache of its own, which exports (and for int8 also
+calibrates and quantizes): the measured process loads the cached file, as every run after the
+first does, and the first build's time is reported apart. Per row also: ms per candidate, and the
 largest relative difference of a candidate's loss from torch fp32's.
 """
 
@@ -112,10 +112,11 @@ def run(config: BenchConfig) -> Suite:
     models = [("embedded", None)] + ([] if config.quick else [(REALSIZE, 10), (REALSIZE, 100)])
     population = 4 if config.quick else POPULATION
     rows, records = [], []
-    with tempfile.TemporaryDirectory() as cache:
+    with tempfile.TemporaryDirectory() as caches:
         for model, classes in models:
             reference = baseline = None
             for path in paths:
+                cache = f"{caches}/{model}-{classes}-{path}"  # empty: the first build exports
                 spec = {"model": model, "classes": classes, "path": path, "cache": cache,
                         "population": population, "device": config.device,
                         "quick": config.quick, "threads": torch.get_num_threads()}

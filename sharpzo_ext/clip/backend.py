@@ -16,15 +16,14 @@ BACKENDS = ("torch", "onnxruntime")
 ONNXRUNTIME_PRECISIONS = ("fp32", "int8")
 
 
-def check(backend: str, precision: str, device: torch.device, share_prefix: bool | None) -> bool:
+def check(backend: str, precision: str, device: torch.device, share_prefix: bool) -> None:
     """Raises ValueError unless `backend` can run the text tower at `precision` on `device`
-    (with shared prefixes if asked for); returns share_prefix, None replaced by the backend's
-    default."""
+    (with shared prefixes if `share_prefix`)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "torch":
         precision_lib.check(precision, device)
-        return True if share_prefix is None else share_prefix
+        return
     if precision not in ONNXRUNTIME_PRECISIONS:
         raise ValueError(f"the onnxruntime backend runs precision fp32 or int8, not {precision!r}")
     if device.type != "cpu":
@@ -36,4 +35,3 @@ def check(backend: str, precision: str, device: torch.device, share_prefix: bool
     if missing:
         raise ValueError(f"the onnxruntime backend needs {', '.join(missing)}: "
                          "pip install 'sharpzo_ext[onnx]'")
-    return False

@@ -89,7 +89,8 @@ class TrainConfig:
         if self.method == "coop" and self.backend != "torch":
             raise ValueError(f"coop trains with gradients, which the {self.backend} backend "
                              "has none of; use backend torch")
-        backend.check(self.backend, self.precision, torch.device(self.device), None)
+        backend.check(self.backend, self.precision, torch.device(self.device),
+                      share_prefix=self.backend == "torch")
 
     @classmethod
     def from_saved(cls, saved, source: str) -> "TrainConfig":

@@ -1,8 +1,8 @@
 """A Hugging Face transformers CLIPModel as PromptTask sees it: its text tower (text_tower.py's
 blocks over the model's weights), its image features and its tokenizer in open_clip's format.
 
-transformers is imported only by callers that hold such a model (is_hf_clip looks it up in
-sys.modules), so `import sharpzo_ext` stays light.
+transformers is imported only by callers that hold such a model (is_hf_clip looks its CLIP
+module up in sys.modules), so `import sharpzo_ext` stays light.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ __all__ = ["is_hf_clip", "text_tower", "encode_image", "Tokenizer"]
 
 
 def is_hf_clip(model: object) -> bool:
-    transformers = sys.modules.get("transformers")
-    return transformers is not None and isinstance(model, transformers.CLIPModel)
+    """Whether `model` is a transformers CLIPModel; imports nothing (open_clip imports
+    transformers where it is installed, but not its CLIP module)."""
+    clip = sys.modules.get("transformers.models.clip.modeling_clip")
+    return clip is not None and isinstance(model, clip.CLIPModel)
 
 
 def _block(layer: torch.nn.Module, precision: str) -> Block:

@@ -72,13 +72,13 @@ def _embedded(checkpoint: str | None, device) -> LoadedModel:
                        {"model": "embedded", "weights": digest}, embedded.known_tokens(path))
 
 
-def _image_transforms(size: int, mean, std) -> Callable:
-    """CLIP's preprocessing: a PIL image, or a float tensor (3, H, W) in [0, 1], resized
-    (bicubic) and center-cropped to `size`, then normalized."""
+def _image_transforms(size: int, crop: int, mean, std) -> Callable:
+    """CLIP's preprocessing: a PIL image, or a float tensor (3, H, W) in [0, 1], its shortest
+    edge resized (bicubic) to `size`, center-cropped to `crop`, then normalized."""
     from torchvision import transforms  # noqa: PLC0415
 
     resize = [transforms.Resize(size, transforms.InterpolationMode.BICUBIC),
-              transforms.CenterCrop(size)]
+              transforms.CenterCrop(crop)]
     normalize = transforms.Normalize(mean, std)
     from_pil = transforms.Compose([*resize, transforms.ToTensor(), normalize])
     from_tensor = transforms.Compose([*resize, normalize])
@@ -106,6 +106,29 @@ def _hf_directory(name: str) -> Path:
                          "a local checkpoint directory: --model hf:/path/to/checkpoint") from None
 
 
+def _hf_preprocess(directory: Path, image_size: int, name: str) -> Callable:
+    """The preprocessing of preprocessor_config.json (resize the shortest edge, center-crop,
+    normalize), or OpenAI CLIP's at the model's image size where there is none."""
+    path = directory / "preprocessor_config.json"
+    try:
+        processor = json.loads(path.read_text()) if path.is_file() else {}
+        if not isinstance(processor, dict):
+            raise ValueError("not a JSON object")
+
+        def pixels(value, key):
+            value = value.get(key) if isinstance(value, dict) else value
+            return image_size if value is None else int(value)
+
+        resize = pixels(processor.get("size"), "shortest_edge")
+        crop = pixels(processor.get("crop_size"), "height")
+        mean = [float(v) for v in processor.get("image_mean", MEAN)]
+        std = [float(v) for v in processor.get("image_std", STD)]
+    except (OSError, ValueError, TypeError) as error:
+        raise ModelError(f"hf:{name} has an unreadable preprocessor_config.json: "
+                         f"{str(error).splitlines()[0]}") from None
+    return _image_transforms(resize, crop, mean, std)
+
+
 def _hf_clip(name: str, device) -> LoadedModel:
     """A Hugging Face CLIPModel with its tokenizer (Note [No network])."""
     if importlib.util.find_spec("transformers") is None:
@@ -125,24 +148,25 @@ def _hf_clip(name: str, device) -> LoadedModel:
                          "merges.txt): save the CLIP's tokenizer into the directory too")
     import transformers  # noqa: PLC0415
 
+    verbosity, bars = (transformers.logging.get_verbosity(),
+                       transformers.logging.is_progress_bar_enabled())
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    try:
-        model = transformers.CLIPModel.from_pretrained(directory, local_files_only=True)
+    try:  # float32 whatever the checkpoint was saved in: the text tower computes in float32
+        model = transformers.CLIPModel.from_pretrained(directory, local_files_only=True,
+                                                       dtype=torch.float32)
         tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
     except Exception as error:  # noqa: BLE001 (missing or damaged files raise anything)
         raise ModelError(f"cannot load hf:{name}: "
                          f"{(str(error) or type(error).__name__).splitlines()[0]}") from None
-    try:
-        processor = json.loads((directory / "preprocessor_config.json").read_text())
-    except (OSError, ValueError):
-        processor = {}
-    size = processor.get("crop_size", model.config.vision_config.image_size)
-    size = size.get("height", size.get("shortest_edge")) if isinstance(size, dict) else size
-    preprocess = _image_transforms(int(size), processor.get("image_mean", MEAN),
-                                   processor.get("image_std", STD))
-    weights = sorted(p for p in directory.iterdir() if p.suffix in (".safetensors", ".bin"))
-    identity = {"model": f"hf:{name}", "weights": [_file_identity(p) for p in weights]}
+    finally:  # the user's own settings again
+        transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.logging.enable_progress_bar()
+    preprocess = _hf_preprocess(directory, model.config.vision_config.image_size, name)
+    files = sorted(p for p in directory.iterdir() if p.suffix in (".safetensors", ".bin")
+                   or p.name in ("config.json", "preprocessor_config.json"))
+    identity = {"model": f"hf:{name}", "weights": [_file_identity(p) for p in files]}
     from sharpzo_ext.clip.hf_clip import Tokenizer  # noqa: PLC0415
 
     length = model.config.text_config.max_position_embeddings

@@ -31,6 +31,8 @@ from sharpzo_ext.clip import onnx_tower
 __all__ = ["Calibration", "calibration", "quantize"]
 
 CALIBRATION_SCALES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)  # context shifts, in std(ctx0) units
+# what `quantize` does, in the cache key: a change of recipe is a new file
+RECIPE = f"qdq u8 minmax activations, s8 per-channel 7-bit weights, scales {CALIBRATION_SCALES}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +52,7 @@ def calibration(tokens: torch.Tensor, ctx0: torch.Tensor, seed: int,
     scales = torch.tensor(CALIBRATION_SCALES).view(-1, 1, 1) * float(ctx0.std())
     contexts = (ctx0.cpu() + scales * noise).numpy()
     tokens = tokens.cpu().numpy()
-    key = hashlib.sha256(tokens.tobytes() + contexts.tobytes()).hexdigest()[:16]
+    key = hashlib.sha256(RECIPE.encode() + tokens.tobytes() + contexts.tobytes()).hexdigest()[:16]
 
     def feeds():
         C, L = tokens.shape

@@ -17,7 +17,6 @@ Exports are written to a temporary name and renamed, so a crash leaves no half-w
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import warnings
 from pathlib import Path
@@ -41,30 +40,32 @@ _DIGEST_KEY, _PRECISION_KEY, _FORMAT_KEY = ("sharpzo_ext.text_tower", "sharpzo_e
                                             "sharpzo_ext.format")
 
 
-def _tensors(part) -> list[torch.Tensor]:
-    if isinstance(part, torch.nn.Module):
-        return list(part.state_dict().values())
-    if isinstance(part, torch.Tensor):
-        return [part]
-    return [v for v in vars(part).values() if isinstance(v, torch.Tensor)] if hasattr(
-        part, "__dict__") else []
+_LINEARS, _MODULES = ("qkv", "out", "fc", "proj"), ("ln_1", "ls_1", "ln_2", "act", "ls_2")
 
 
 def weights_digest(tower: TextTower) -> str:
     """sha256 of an fp32 tower's weights and of what else decides its outputs (pooling, heads,
     activations, layer norms' epsilon)."""
-    h = hashlib.sha256()
-    parts = [tower.token_embedding, tower.positional_embedding, tower.ln_final, tower.projection]
+    if tower.precision != "fp32":
+        raise ValueError(f"only an fp32 text tower is exported, not {tower.precision}")
+    modules = [tower.token_embedding, tower.ln_final]
+    tensors = [tower.positional_embedding]
     for block in tower.blocks:
-        parts += [getattr(block, f.name) for f in dataclasses.fields(block) if f.name != "heads"]
-        h.update(f"heads {block.heads} {type(block.act).__name__} "
-                 f"{getattr(block.ln_1, 'eps', None)};".encode())
-    h.update(f"pool {tower.pool_type} {tower.eos_id} {getattr(tower.ln_final, 'eps', None)};"
-             .encode())
-    for part in parts:
-        for t in _tensors(part):
-            h.update(str(tuple(t.shape)).encode())
-            h.update(t.detach().float().contiguous().cpu().numpy().tobytes())
+        modules += [getattr(block, name) for name in _MODULES]
+        for name in _LINEARS:  # precision.py's fp32 linear layers: their weight and bias
+            tensors += [t for t in (getattr(block, name).weight, getattr(block, name).bias)
+                        if t is not None]
+    if isinstance(tower.projection, torch.nn.Module):
+        modules.append(tower.projection)
+    elif tower.projection is not None:
+        tensors.append(tower.projection)
+    h = hashlib.sha256(f"pool {tower.pool_type} {tower.eos_id}; ".encode())
+    h.update(" ".join(f"{type(m).__name__} {getattr(m, 'eps', '')} {getattr(m, 'heads', '')}"
+                      for m in modules).encode())
+    h.update(" ".join(str(block.heads) for block in tower.blocks).encode())
+    for t in tensors + [t for m in modules for t in m.state_dict().values()]:
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().float().contiguous().cpu().numpy().tobytes())
     return h.hexdigest()
 
 
@@ -122,47 +123,52 @@ def save(model, path: Path, metadata: dict[str, str]) -> None:
         onnx.save_model(model, str(tmp))
 
 
-def check_file(path: Path, digest: str, width: int, precision: str) -> str | None:
-    """Why the ONNX file at `path` is not this tower's export at `precision` (Note [Exported
-    text towers]), or None when it is."""
-    import onnx  # noqa: PLC0415
+def _session(path: Path):
+    import onnxruntime  # noqa: PLC0415
 
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _opened(path: Path, digest: str, width: int, precision: str):
+    """(the session of `path`, None) if it is this tower's export at `precision` (Note
+    [Exported text towers]), else (None, why not)."""
     try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as error:  # noqa: BLE001 (protobuf's errors have no common base)
+        session = _session(path)
+    except Exception as error:  # noqa: BLE001 (onnxruntime's load errors have no common base)
         first = (str(error) or type(error).__name__).splitlines()[0]
-        return f"it is not a readable ONNX file ({first})"
-    inputs = [i.name for i in model.graph.input]
-    outputs = [o.name for o in model.graph.output]
+        return None, f"it is not an ONNX file onnxruntime can load ({first})"
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+    meta = session.get_modelmeta().custom_metadata_map
     if inputs != INPUTS or outputs != OUTPUTS:
-        return (f"its inputs and outputs are {inputs} -> {outputs}, not "
-                f"{INPUTS} -> {OUTPUTS}")
-    meta = {p.key: p.value for p in model.metadata_props}
-    if meta.get(_FORMAT_KEY) != FORMAT:
-        return "it was not exported by this version of sharpzo_ext"
-    if meta.get(_DIGEST_KEY) != digest:
-        return "it was exported from another model or other weights"
-    if meta.get(_PRECISION_KEY) != precision:
-        return f"it is a {meta.get(_PRECISION_KEY)} export, not {precision}"
-    dims = model.graph.input[1].type.tensor_type.shape.dim
-    if len(dims) != 3 or dims[2].dim_value != width:
-        return f"its context is not (pairs, n_ctx, {width})"
-    return None
+        problem = f"its inputs and outputs are {inputs} -> {outputs}, not {INPUTS} -> {OUTPUTS}"
+    elif meta.get(_FORMAT_KEY) != FORMAT:
+        problem = "it was not exported by this version of sharpzo_ext"
+    elif meta.get(_DIGEST_KEY) != digest:
+        problem = "it was exported from another model or other weights"
+    elif meta.get(_PRECISION_KEY) != precision:
+        problem = f"it is a {meta.get(_PRECISION_KEY)} export, not {precision}"
+    elif session.get_inputs()[1].shape[2:] != [width]:
+        problem = f"its context is not (pairs, n_ctx, {width})"
+    else:
+        return session, None
+    return None, problem
+
+
+def check_file(path: Path, digest: str, width: int, precision: str) -> str | None:
+    """Why the ONNX file at `path` is not this tower's export at `precision`, or None."""
+    return _opened(path, digest, width, precision)[1]
 
 
 class OnnxTower:
     """An exported text tower run by onnxruntime on the CPU, with TextTower's interface to
     text_features.Plain: pool_index and prompt_features (no gradients)."""
 
-    def __init__(self, path: Path, tower: TextTower):
-        import onnxruntime  # noqa: PLC0415
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        self.path, self.tower = path, tower
-        self.session = onnxruntime.InferenceSession(str(path), options,
-                                                    providers=["CPUExecutionProvider"])
+    def __init__(self, path: Path, session, tower: TextTower):
+        self.path, self.session, self.tower = path, session, tower
         self.pool_index = tower.pool_index
 
     def prompt_features(self, tokens: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -174,10 +180,11 @@ class OnnxTower:
 
 
 def open_tower(tower: TextTower, precision: str, onnx_file: str | Path | None,
-               cache_dir: str | Path, calibration: Calibration) -> OnnxTower:
+               cache_dir: str | Path, calibration: Calibration | None) -> OnnxTower:
     """The session of `tower` at `precision`: the file `onnx_file`, or the cached export (Note
     [Exported text towers]), exported (and for int8 quantized with `calibration`) first where
-    it does not exist yet."""
+    it does not exist yet. An int8 file is quantized from the fp32 export, which is cached in
+    `cache_dir` whatever `onnx_file` names."""
     from sharpzo_ext.clip import onnx_int8  # noqa: PLC0415
 
     digest = weights_digest(tower)
@@ -187,9 +194,9 @@ def open_tower(tower: TextTower, precision: str, onnx_file: str | Path | None,
         cache / f"text-tower-{digest[:16]}-int8-{calibration.key}.onnx")
     target = Path(onnx_file) if onnx_file is not None else cached
     if target.exists():
-        problem = check_file(target, digest, tower.width, precision)
+        session, problem = _opened(target, digest, tower.width, precision)
         if problem is None:
-            return OnnxTower(target, tower)
+            return OnnxTower(target, session, tower)
         if onnx_file is not None:
             raise ValueError(f"onnx_file {target} is not this text tower's {precision} export: "
                              f"{problem}")
@@ -199,4 +206,4 @@ def open_tower(tower: TextTower, precision: str, onnx_file: str | Path | None,
         if not fp32.exists() or check_file(fp32, digest, tower.width, "fp32") is not None:
             export(tower, fp32, digest)
         onnx_int8.quantize(fp32, target, calibration.feeds())
-    return OnnxTower(target, tower)
+    return OnnxTower(target, _session(target), tower)

@@ -82,7 +82,11 @@ class PromptTask:
             raise ValueError(f"PromptTask needs at least two classes, got {len(classnames)}")
         self.device = (torch.device(device) if device is not None
                        else next(model.parameters()).device)
-        share_prefix = backend_lib.check(backend, precision, self.device, share_prefix)
+        if share_prefix is None:
+            share_prefix = backend == "torch"  # the onnxruntime backend runs whole prompts
+        backend_lib.check(backend, precision, self.device, share_prefix)
+        if onnx_file is not None and backend != "onnxruntime":
+            raise ValueError(f"onnx_file is for backend 'onnxruntime', not {backend!r}")
         if int(max_batch_tokens) < 1:
             raise ValueError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
         if share_prefix and not truncate:
@@ -113,20 +117,6 @@ class PromptTask:
             else:
                 g = torch.Generator().manual_seed(seed)
                 self.ctx0 = (torch.randn(n_ctx, width, generator=g) * 0.02).to(self.device)
-        if share_prefix:
-            self.encoder = SharedPrefix(self.text, tokens, n_ctx, int(max_batch_tokens))
-        elif backend == "torch":
-            self.encoder = Plain(self.text, tokens, int(max_batch_tokens), truncate)
-        else:
-            from sharpzo_ext.clip import onnx_int8, onnx_tower  # noqa: PLC0415
-            from sharpzo_ext.clip.feature_cache import default_cache_dir  # noqa: PLC0415
-
-            full = Plain(self.text, tokens, int(max_batch_tokens), truncate)
-            session = onnx_tower.open_tower(
-                self.text, precision, onnx_file,
-                default_cache_dir() if cache_dir is None else cache_dir,
-                onnx_int8.calibration(full.tokens, self.ctx0, seed, int(max_batch_tokens)))
-            self.encoder = Plain(session, tokens, int(max_batch_tokens), truncate)
         self.seed, self.intrinsic_dim, self.rank = seed, intrinsic_dim, rank
         if intrinsic_dim is not None and intrinsic_dim < 1:
             raise ValueError(f"intrinsic_dim must be >= 1, got {intrinsic_dim}")
@@ -147,6 +137,21 @@ class PromptTask:
             self.projection = ops.sample((n_ctx * width, intrinsic_dim), seed, PROJECTION_STREAM,
                                          device=self.device) * scale
             self.dim = intrinsic_dim
+        if share_prefix:
+            self.encoder = SharedPrefix(self.text, tokens, n_ctx, int(max_batch_tokens))
+        elif backend == "torch":
+            self.encoder = Plain(self.text, tokens, int(max_batch_tokens), truncate)
+        else:
+            from sharpzo_ext.clip import onnx_int8, onnx_tower  # noqa: PLC0415
+            from sharpzo_ext.clip.feature_cache import default_cache_dir  # noqa: PLC0415
+
+            full = Plain(self.text, tokens, int(max_batch_tokens), truncate)
+            session = onnx_tower.open_tower(
+                self.text, precision, onnx_file,
+                default_cache_dir() if cache_dir is None else cache_dir,
+                onnx_int8.calibration(full.tokens, self.ctx0, seed, int(max_batch_tokens))
+                if precision == "int8" else None)
+            self.encoder = Plain(session, tokens, int(max_batch_tokens), truncate)
         scale = getattr(model, "logit_scale", None)
         self._logit_scale = 100.0 if scale is None else float(scale.detach().exp())
         bias = getattr(model, "logit_bias", None)

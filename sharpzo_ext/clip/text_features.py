@@ -6,7 +6,7 @@ batches. Two ways, with the same results within float32 rounding:
   per candidate, and each class's remaining tokens run against their cached keys and values
   (Note [Shared prefix]);
 - Plain: every prompt in full, cut after the longest prompt's end token (Note [Truncated
-  prompts]); kept to check the other against.
+  prompts]); what the onnxruntime backend runs, and what the torch one is checked against.
 
 Note [Truncated prompts]
 The text transformer is causal and pools at the end token, so positions after the last end token

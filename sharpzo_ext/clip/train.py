@@ -152,6 +152,20 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     start = time.time()
     owner = not distributed.initialized()  # this run starts the process group, and ends it
     rank, world = distributed.init(timeout_s=120)
+    try:
+        summary = _train(config, out, resume, progress, report, start, rank, world)
+    except BaseException:
+        if owner:
+            distributed.finish(wait=False)  # Note [Ending a distributed run]
+        raise
+    if owner:
+        distributed.finish()
+    return summary
+
+
+def _train(config: TrainConfig, out: Path, resume: bool, progress: bool,
+           report: Callable[[str], None], start: float, rank: int, world: int) -> dict:
+    """`train` on this rank (of `world`; rank 0 writes the run directory)."""
     writer = rank == 0  # the other ranks of a distributed run step, and write nothing
     progress = progress and writer
     p = prepare(config, progress)
@@ -164,10 +178,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
             best, log = initial_progress(p, p.task)
         if writer:
             run_dir.write_config(out, config)
-        summary = _run(p, method, out, best, log, start, world, progress, writer, report)
-    if owner:
-        distributed.finish()  # Note [Ending a distributed run]
-    return summary
+        return _run(p, method, out, best, log, start, world, progress, writer, report)
 
 
 def _run(p: Prepared, method: Method, out: Path, best: dict, log: list[dict], start: float,
