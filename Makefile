@@ -11,12 +11,12 @@ SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.cuh' -o -
 	csrc/compile_flags.txt scripts/cuda_home.py setup.py pyproject.toml
 TORCH_PREFIX = $$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null)
 
-.PHONY: demo test build ctest pytest test-cpu-only-library bench clean
+.PHONY: demo test build ctest ctest-aarch64 check-kernel-code pytest test-cpu-only-library bench bench-avx2 clean
 
 demo: $(EXT)
 	$(VENV)/bin/sharpzo-ext train
 
-test: ctest pytest test-cpu-only-library
+test: ctest ctest-aarch64 check-kernel-code pytest test-cpu-only-library
 
 build: $(EXT)
 
@@ -35,6 +35,23 @@ ctest:
 	cmake --build build/ctest -j 2 > /dev/null
 	ctest --test-dir build/ctest --output-on-failure
 
+# The same C++ tests cross-compiled for ARM (aarch64) and run under qemu-user: test_stream_bits
+# shows that ARM computes the x86 bits. Skipped, saying so, where the tools are missing.
+ctest-aarch64:
+	@if command -v aarch64-linux-gnu-g++ > /dev/null && command -v qemu-aarch64 > /dev/null; then \
+		cmake -S . -B build/ctest-aarch64 -DSHARPZO_BUILD_TESTS=ON \
+			-DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake > /dev/null && \
+		cmake --build build/ctest-aarch64 -j 2 > /dev/null && \
+		ctest --test-dir build/ctest-aarch64 --output-on-failure; \
+	else \
+		echo "ctest-aarch64: SKIPPED, no aarch64 cross-compiler or qemu-aarch64" \
+			"(apt-get install g++-aarch64-linux-gnu qemu-user)"; \
+	fi
+
+# The built kernels' machine code: no perturbation tile clone uses the slow 64-bit multiply.
+check-kernel-code: $(EXT)
+	$(PY) scripts/check_kernel_code.py $(EXT)
+
 pytest: $(EXT)
 	$(PY) -m pytest -q
 
@@ -51,6 +68,19 @@ test-cpu-only-library: $(DEPS)
 
 bench: $(EXT)
 	$(PY) -m sharpzo_ext bench
+
+# The kernel suites on the AVX2 code, as an AVX2-only machine runs it: the op library built
+# without AVX-512 clones (SHARPZO_CPU_NO_AVX512) and loaded in place of _C.
+AVX2_LIBRARY := build/avx2-only/libsharpzo_ops.so
+bench-avx2: $(DEPS)
+	mkdir -p build
+	cmake -S . -B build/avx2-only -DSHARPZO_BUILD_TESTS=OFF -DSHARPZO_BUILD_EXTENSION=ON \
+		-DSHARPZO_EXT_CUDA=0 -DSHARPZO_CPU_NO_AVX512=ON -DCMAKE_PREFIX_PATH="$(TORCH_PREFIX)" \
+		-DPython3_EXECUTABLE="$(abspath $(PY))" > build/avx2-only.log 2>&1 \
+		|| (cat build/avx2-only.log; exit 1)
+	cmake --build build/avx2-only -j 2 >> build/avx2-only.log 2>&1 || (cat build/avx2-only.log; exit 1)
+	SHARPZO_EXT_LIBRARY=$(AVX2_LIBRARY) $(PY) -m sharpzo_ext bench --suite perturb \
+		--suite sparse_zscore --suite cmaes $(BENCH_ARGS)
 
 clean:
 	rm -rf build sharpzo_ext/*.so *.egg-info

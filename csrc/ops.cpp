@@ -37,4 +37,8 @@ TORCH_LIBRARY(sharpzo, m) {
   // as uint8 (128 in a non-finite row): oneDNN's u8 form with zero point 128 (Note [quantize_rows
   // arithmetic] in sharpzo/quantize.h; Note [Row-wise int8] in sharpzo_ext/clip/precision.py).
   m.def("quantize_rows(Tensor x) -> (Tensor q, Tensor scale)");
+
+  // The clone of the CPU kernels this library runs on this machine: "x86-64-v4" (AVX-512),
+  // "x86-64-v3" (AVX2 + FMA), "x86-64" (baseline), "aarch64" or "portable".
+  m.def("cpu_kernel_isa() -> str");
 }

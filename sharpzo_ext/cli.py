@@ -48,7 +48,7 @@ def _run_bench(args) -> None:
     import torch  # noqa: PLC0415
 
     from sharpzo_ext.bench import DEFAULT_SUITES, BenchConfig, run_suites  # noqa: PLC0415
-    from sharpzo_ext.bench.common import environment  # noqa: PLC0415
+    from sharpzo_ext.bench.common import environment, machine_line  # noqa: PLC0415
     from sharpzo_ext.files import path_problem, write_json  # noqa: PLC0415
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -61,8 +61,9 @@ def _run_bench(args) -> None:
     config = BenchConfig(device=args.device, quick=args.quick, min_run_time=args.min_run_time)
     suites = run_suites(args.suite or DEFAULT_SUITES, config,
                         progress=lambda m: print(m, file=sys.stderr))
+    where = machine_line(args.device)
     for suite in suites:
-        print(f"\n## {suite.name} ({args.device}, {torch.get_num_threads()} threads)\n")
+        print(f"\n## {suite.name} ({where}, {torch.get_num_threads()} threads)\n")
         print(suite.table)
         if suite.targets:
             print("\nTargets:")

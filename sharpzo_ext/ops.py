@@ -14,7 +14,7 @@ from sharpzo_ext import fakes  # noqa: F401 (registers the fake kernels)
 from sharpzo_ext.checks import STREAM_INT_LIMIT, integer, real, stream_integer
 
 __all__ = ["perturb_", "sample", "sparse_zscore", "sparse_zscore_", "mask_score",
-           "cma_cov_update_", "quantize_rows", "DISTRIBUTIONS"]
+           "cma_cov_update_", "quantize_rows", "cpu_kernel_isa", "DISTRIBUTIONS"]
 
 DISTRIBUTIONS = ("gaussian", "rademacher")
 
@@ -169,3 +169,12 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     and q 128. One pass over x; the same bits on CPU and CUDA.
     """
     return torch.ops.sharpzo.quantize_rows.default(x)
+
+
+def cpu_kernel_isa() -> str:
+    """Which compilation of the CPU kernels runs on this machine: ``"x86-64-v4"`` (AVX-512),
+    ``"x86-64-v3"`` (AVX2 and FMA), ``"x86-64"`` (baseline), ``"aarch64"`` or ``"portable"``.
+    Every one computes the same bits; they differ in speed. A library built with
+    SHARPZO_CPU_NO_AVX512 (``make bench-avx2``) says ``"x86-64-v3"`` on an AVX-512 machine.
+    """
+    return torch.ops.sharpzo.cpu_kernel_isa.default()

@@ -16,17 +16,18 @@ namespace {
 
 using TileFn = void (*)(StreamKey, uint64_t, float*);
 
-#define SHARPZO_TILES_FOR(suffix, attributes)                                         \
+// Each ISA's Gaussian tile as perturb.cpp ships it, and the Rademacher tile compiled for the ISA.
+#define SHARPZO_TILES_FOR(suffix, attributes, gaussian_tile_fn)                      \
   attributes void gaussian_##suffix(StreamKey key, uint64_t tile, float* out) {      \
-    gaussian_tile(key, tile, out);                                                    \
+    gaussian_tile_fn(key, tile, out);                                                 \
   }                                                                                   \
   attributes void rademacher_##suffix(StreamKey key, uint64_t tile, float* out) {    \
     rademacher_tile(key, tile, out);                                                  \
   }
 
-SHARPZO_TILES_FOR(v4, __attribute__((target("arch=x86-64-v4"), noinline)))
-SHARPZO_TILES_FOR(v3, __attribute__((target("arch=x86-64-v3"), noinline)))
-SHARPZO_TILES_FOR(baseline, __attribute__((noinline)))
+SHARPZO_TILES_FOR(v4, __attribute__((target("arch=x86-64-v4"), noinline)), gaussian_tile_avx512)
+SHARPZO_TILES_FOR(v3, __attribute__((target("arch=x86-64-v3"), noinline)), gaussian_tile_avx2)
+SHARPZO_TILES_FOR(baseline, __attribute__((noinline)), gaussian_tile)
 
 // Element j of the stream by its definition, one element at a time and never vectorized.
 __attribute__((optimize("no-tree-vectorize"), noinline)) void scalar_tile(

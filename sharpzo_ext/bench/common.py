@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import os
 import platform
 from typing import Callable, Sequence
 
@@ -15,7 +16,8 @@ import torch
 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 from torch.utils.benchmark import Timer  # noqa: E402
 
-from sharpzo_ext.bench.allocations import bytes_allocated
+import sharpzo_ext as sz  # noqa: E402
+from sharpzo_ext.bench.allocations import bytes_allocated  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -85,19 +87,58 @@ def format_bytes(n: int) -> str:
 
 
 def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo), or the platform's processor where there is none."""
+    """The CPU's model name with its x86 family and model numbers (virtual machines often show
+    a generic name), from /proc/cpuinfo, or the platform's processor where there is none."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break  # the first processor is enough
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        name += f", family {fields['cpu family']} model {fields['model']}"
+    return name
+
+
+# The /proc/cpuinfo flags that decide the kernels' speed, in the order they are reported.
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512_vnni",
+             "avx512_bf16", "amx_tile", "asimd", "sve")
+
+
+def cpu_isa() -> str:
+    """The machine and the ISA features the kernels care about, e.g. "x86_64: avx2 fma avx512f
+    ...", from /proc/cpuinfo's flags (x86) or Features (ARM)."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    present = [flag for flag in ISA_FLAGS if flag in flags]
+    return f"{platform.machine()}: {' '.join(present) or 'none of ' + ' '.join(ISA_FLAGS)}"
+
+
+def machine_line(device: str = "cpu") -> str:
+    """The machine a table was measured on, for its heading: the CPU's model, ISA and the
+    kernels' clone, and the GPU's name on CUDA."""
+    line = f"{cpu_model()} ({cpu_isa()}; kernels {sz.ops.cpu_kernel_isa()})"
+    if device.startswith("cuda"):
+        line = f"{torch.cuda.get_device_name(device)}, host {line}"
+    return line
 
 
 def environment() -> dict:
     return {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_model(),
+            "cpu_isa": cpu_isa(), "kernel_isa": sz.ops.cpu_kernel_isa(),
+            "kernel_library": os.environ.get("SHARPZO_EXT_LIBRARY", "sharpzo_ext._C"),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "machine": platform.machine(), "processor": platform.processor() or platform.machine()}
 

@@ -50,6 +50,8 @@ def _methods(x: torch.Tensor, dist: str) -> dict:
 
 def run(config: BenchConfig) -> Suite:
     sizes = (1 << 11, 1 << 20) if config.quick else (1 << 11, 1 << 20, 1 << 24)
+    # AVX2 (and older) CPUs have half the vector width for the Gaussian's arithmetic
+    gaussian_goal = ">= 15" if sz.ops.cpu_kernel_isa() == "x86-64-v4" else ">= 8"
     records, rows, targets = [], [], []
     for dist in ("gaussian", "rademacher"):
         for dtype in (torch.float32, torch.bfloat16):
@@ -69,9 +71,9 @@ def run(config: BenchConfig) -> Suite:
                 if size == 1 << 24 and dtype == torch.float32:
                     label = f"perturb_ {dist} fp32 2^24"
                     targets.append(Target(f"{label} vs MeZO eager", ms["MeZO eager"] / ours,
-                                          ">= 20" if dist == "rademacher" else ">= 15"))
+                                          ">= 20" if dist == "rademacher" else gaussian_goal))
                     if dist == "rademacher":
-                        targets.append(Target(f"{label} / roofline", ours / ms["roofline"], "<= 3"))
+                        targets.append(Target(f"{label} / roofline", ours / ms["roofline"], "<= 2"))
                     else:
                         targets.append(Target(f"{label} vs torch in-place normal_+add_",
                                               ms["torch in-place"] / ours, ">= 3"))

@@ -1,14 +1,18 @@
 // The CPU perturbation kernels' stream generators: one tile of the stream at a time, written as
-// loops the compiler vectorizes. Header-only and torch-free so that the kernel (cpu/perturb.cpp,
-// which compiles them once per ISA, Note [CPU ISA dispatch]) and the C++ tests
-// (test_isa_agreement.cpp, which checks every ISA's code against the scalar definition) compile
-// the same loops.
+// loops the compiler vectorizes, except for Philox on x86 (sharpzo/philox_x86.h). Header-only
+// and torch-free so that the kernel (cpu/perturb.cpp, which compiles them once per ISA, Note
+// [CPU ISA dispatch]) and the C++ tests (test_isa_agreement.cpp, which checks every ISA's code
+// against the scalar definition) compile the same loops.
 #pragma once
 
 #include <cstdint>
 
 #include "sharpzo/macros.h"
 #include "sharpzo/stream.h"
+
+#if defined(SHARPZO_X86_CLONES)
+#include "sharpzo/philox_x86.h"
+#endif
 
 namespace sharpzo {
 
@@ -28,26 +32,39 @@ constexpr uint32_t kRademacherBlocksPerTile = kTileElements / kRademacherPerBloc
 SHARPZO_INLINE uint32_t first_of(uint64_t packed) { return static_cast<uint32_t>(packed); }
 SHARPZO_INLINE uint32_t second_of(uint64_t packed) { return static_cast<uint32_t>(packed >> 32); }
 
-// Stream elements 256 tile .. 256 tile + 255, Gaussian.
-SHARPZO_INLINE void gaussian_tile(StreamKey key, uint64_t tile, float* __restrict out) {
-  constexpr uint32_t kBlocks = kGaussianBlocksPerTile;
-  const uint64_t first_block = tile * kBlocks;
+// The Philox words of a Gaussian tile's 64 blocks, as structure of arrays.
+struct GaussianTileWords {
+  alignas(64) uint32_t w0[kGaussianBlocksPerTile];
+  alignas(64) uint32_t w1[kGaussianBlocksPerTile];
+  alignas(64) uint32_t w2[kGaussianBlocksPerTile];
+  alignas(64) uint32_t w3[kGaussianBlocksPerTile];
+};
+
+SHARPZO_INLINE uint64_t first_gaussian_block(uint64_t tile) {
+  return tile * kGaussianBlocksPerTile;
+}
+
+// Philox two blocks at a time (Note [Two Philox blocks per 64-bit word]), vectorized across pairs.
+SHARPZO_INLINE void gaussian_tile_words(StreamKey key, uint64_t tile, GaussianTileWords& w) {
+  const uint64_t first_block = first_gaussian_block(tile);
   const uint32_t block_lo = static_cast<uint32_t>(first_block);
   const uint32_t block_hi = static_cast<uint32_t>(first_block >> 32);
-  // Three loops, each vectorized across blocks: Philox two blocks at a time into structure-of-
-  // arrays words, Box-Muller into structure-of-arrays lanes, then interleave into stream order.
-  uint32_t w0[kBlocks], w1[kBlocks], w2[kBlocks], w3[kBlocks];
-  for (uint32_t p = 0; p < kBlocks / 2; ++p) {
-    const Words4x2 w = stream_block_pair(key, block_lo + 2 * p, block_hi);
-    w0[2 * p] = first_of(w.w0), w0[2 * p + 1] = second_of(w.w0);
-    w1[2 * p] = first_of(w.w1), w1[2 * p + 1] = second_of(w.w1);
-    w2[2 * p] = first_of(w.w2), w2[2 * p + 1] = second_of(w.w2);
-    w3[2 * p] = first_of(w.w3), w3[2 * p + 1] = second_of(w.w3);
+  for (uint32_t p = 0; p < kGaussianBlocksPerTile / 2; ++p) {
+    const Words4x2 pair = stream_block_pair(key, block_lo + 2 * p, block_hi);
+    w.w0[2 * p] = first_of(pair.w0), w.w0[2 * p + 1] = second_of(pair.w0);
+    w.w1[2 * p] = first_of(pair.w1), w.w1[2 * p + 1] = second_of(pair.w1);
+    w.w2[2 * p] = first_of(pair.w2), w.w2[2 * p + 1] = second_of(pair.w2);
+    w.w3[2 * p] = first_of(pair.w3), w.w3[2 * p + 1] = second_of(pair.w3);
   }
+}
+
+// Box-Muller into structure-of-arrays lanes (vectorized across blocks), then stream order.
+SHARPZO_INLINE void gaussian_from_words(const GaussianTileWords& w, float* __restrict out) {
+  constexpr uint32_t kBlocks = kGaussianBlocksPerTile;
   float lane0[kBlocks], lane1[kBlocks], lane2[kBlocks], lane3[kBlocks];
   for (uint32_t b = 0; b < kBlocks; ++b) {
-    const GaussianPair first = box_muller(w0[b], w1[b]);
-    const GaussianPair second = box_muller(w2[b], w3[b]);
+    const GaussianPair first = box_muller(w.w0[b], w.w1[b]);
+    const GaussianPair second = box_muller(w.w2[b], w.w3[b]);
     lane0[b] = first.z_cos, lane1[b] = first.z_sin;
     lane2[b] = second.z_cos, lane3[b] = second.z_sin;
   }
@@ -58,6 +75,31 @@ SHARPZO_INLINE void gaussian_tile(StreamKey key, uint64_t tile, float* __restric
     out[4 * b + 3] = lane3[b];
   }
 }
+
+// Stream elements 256 tile .. 256 tile + 255, Gaussian: the portable tile (baseline x86, ARM).
+SHARPZO_INLINE void gaussian_tile(StreamKey key, uint64_t tile, float* __restrict out) {
+  GaussianTileWords w;
+  gaussian_tile_words(key, tile, w);
+  gaussian_from_words(w, out);
+}
+
+#if defined(SHARPZO_X86_CLONES)
+// The same tile with Philox on the vector units (Note [Philox on x86 vector units]).
+SHARPZO_AVX512_INLINE void gaussian_tile_avx512(StreamKey key, uint64_t tile,
+                                                float* __restrict out) {
+  GaussianTileWords w;
+  philox_blocks_avx512(key, first_gaussian_block(tile), kGaussianBlocksPerTile, w.w0, w.w1, w.w2,
+                       w.w3);
+  gaussian_from_words(w, out);
+}
+
+SHARPZO_AVX2_INLINE void gaussian_tile_avx2(StreamKey key, uint64_t tile, float* __restrict out) {
+  GaussianTileWords w;
+  philox_blocks_avx2(key, first_gaussian_block(tile), kGaussianBlocksPerTile, w.w0, w.w1, w.w2,
+                     w.w3);
+  gaussian_from_words(w, out);
+}
+#endif
 
 // Stream elements 256 tile .. 256 tile + 255, Rademacher.
 SHARPZO_INLINE void rademacher_tile(StreamKey key, uint64_t tile, float* __restrict out) {

@@ -72,9 +72,10 @@ SHARPZO_HOST_DEVICE float rademacher_from_block(Words4 w, uint32_t index) {
 
 namespace stream_detail {
 
-// 2 * ((w >> 9) + 0.5) = 2 * (w >> 9) + 1: an odd integer below 2^24, exact in float32.
+// 2 * ((w >> 9) + 0.5) = 2 * (w >> 9) + 1 = (w >> 8) | 1: an odd integer below 2^24, exact in
+// float32.
 SHARPZO_HOST_DEVICE int32_t twice_uniform_numerator(uint32_t w) {
-  return static_cast<int32_t>(((w >> 9) << 1) | 1u);
+  return static_cast<int32_t>((w >> 8) | 1u);
 }
 
 // Note [Polynomial log and sincos]
@@ -92,9 +93,11 @@ SHARPZO_HOST_DEVICE int32_t twice_uniform_numerator(uint32_t w) {
 SHARPZO_HOST_DEVICE float log_of_unit(int32_t K) {
   // u = m 2^e with m in [sqrt(1/2), sqrt(2)): offsetting the bits by those of sqrt(1/2) makes
   // the exponent field e and the mantissa field m - sqrt(1/2), with no comparison (or branch).
+  // The bits of u = K 2^-24 are those of float(K) (exact) with 24 taken off the exponent field.
   constexpr int32_t kSqrtHalfBits = 0x3F3504F3;
-  const int32_t offset_bits =
-      static_cast<int32_t>(float_bits(static_cast<float>(K) * 0x1p-24f)) - kSqrtHalfBits;
+  constexpr int32_t kTimesTwoToMinus24 = 24 << 23;
+  const int32_t offset_bits = static_cast<int32_t>(float_bits(static_cast<float>(K))) -
+                              (kTimesTwoToMinus24 + kSqrtHalfBits);
   const int32_t e = offset_bits >> 23;  // arithmetic shift: u < sqrt(1/2) gives e < 0
   const float m = bits_float(static_cast<uint32_t>((offset_bits & 0x007FFFFF) + kSqrtHalfBits));
   const float f = m - 1.0f;  // exact (Sterbenz)
