@@ -15,7 +15,9 @@
 // everywhere]. Where the compiler cannot be brought to emit the right instructions (Note [Philox
 // on x86 vector units]), the x86 clones are written by hand and become versions of one function
 // (GCC function multiversioning, the same load-time choice). sharpzo::cpu_kernel_isa reports
-// the choice.
+// the choice. A library built with SHARPZO_CPU_NO_AVX512 defined has no AVX-512 clones: on an
+// AVX-512 machine it runs the AVX2 code, which is how AVX2-only machines are measured (`make
+// bench-avx2`).
 //
 // Note [Same bits everywhere]
 // All floating-point code of the kernels is compiled without FMA contraction (-ffp-contract=off
@@ -25,9 +27,6 @@
 // too. Workers of a distributed run on different machines regenerate identical directions from a
 // shared seed, and a mask chosen on one device equals the mask chosen on another. The price is
 // about 20% of the CPU Gaussian's speed (the polynomials lose their fused multiply-adds).
-//
-// A library built with SHARPZO_CPU_NO_AVX512 defined has no AVX-512 clones: on an AVX-512 machine
-// it runs the AVX2 code, which is how AVX2-only machines are measured (`make bench-avx2`).
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
 #define SHARPZO_X86_CLONES 1
 #endif
