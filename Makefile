@@ -55,15 +55,20 @@ check-kernel-code: $(EXT)
 pytest: $(EXT)
 	$(PY) -m pytest -q
 
-# The op library built by CMake against libtorch with CUDA off: the CPU-only build, run through
-# the op tests (the package loads it in place of _C when SHARPZO_EXT_LIBRARY is set).
-test-cpu-only-library: $(DEPS)
+# $(call cpu_only_library,DIR,CMAKE_ARGS): the op library built by CMake against libtorch with
+# CUDA off, in DIR (log: DIR.log).
+define cpu_only_library
 	mkdir -p build
-	cmake -S . -B build/cpu-only -DSHARPZO_BUILD_TESTS=OFF -DSHARPZO_BUILD_EXTENSION=ON \
-		-DSHARPZO_EXT_CUDA=0 -DCMAKE_PREFIX_PATH="$(TORCH_PREFIX)" \
-		-DPython3_EXECUTABLE="$(abspath $(PY))" > build/cpu-only.log 2>&1 \
-		|| (cat build/cpu-only.log; exit 1)
-	cmake --build build/cpu-only -j 2 >> build/cpu-only.log 2>&1 || (cat build/cpu-only.log; exit 1)
+	cmake -S . -B $(1) -DSHARPZO_BUILD_TESTS=OFF -DSHARPZO_BUILD_EXTENSION=ON \
+		-DSHARPZO_EXT_CUDA=0 $(2) -DCMAKE_PREFIX_PATH="$(TORCH_PREFIX)" \
+		-DPython3_EXECUTABLE="$(abspath $(PY))" > $(1).log 2>&1 || (cat $(1).log; exit 1)
+	cmake --build $(1) -j 2 >> $(1).log 2>&1 || (cat $(1).log; exit 1)
+endef
+
+# The CPU-only build, run through the op tests (the package loads it in place of _C when
+# SHARPZO_EXT_LIBRARY is set).
+test-cpu-only-library: $(DEPS)
+	$(call cpu_only_library,build/cpu-only,)
 	SHARPZO_EXT_LIBRARY=build/cpu-only/libsharpzo_ops.so $(PY) -m pytest -q -m ops
 
 bench: $(EXT)
@@ -71,16 +76,10 @@ bench: $(EXT)
 
 # The kernel suites on the AVX2 code, as an AVX2-only machine runs it: the op library built
 # without AVX-512 clones (SHARPZO_CPU_NO_AVX512) and loaded in place of _C.
-AVX2_LIBRARY := build/avx2-only/libsharpzo_ops.so
 bench-avx2: $(DEPS)
-	mkdir -p build
-	cmake -S . -B build/avx2-only -DSHARPZO_BUILD_TESTS=OFF -DSHARPZO_BUILD_EXTENSION=ON \
-		-DSHARPZO_EXT_CUDA=0 -DSHARPZO_CPU_NO_AVX512=ON -DCMAKE_PREFIX_PATH="$(TORCH_PREFIX)" \
-		-DPython3_EXECUTABLE="$(abspath $(PY))" > build/avx2-only.log 2>&1 \
-		|| (cat build/avx2-only.log; exit 1)
-	cmake --build build/avx2-only -j 2 >> build/avx2-only.log 2>&1 || (cat build/avx2-only.log; exit 1)
-	SHARPZO_EXT_LIBRARY=$(AVX2_LIBRARY) $(PY) -m sharpzo_ext bench --suite perturb \
-		--suite sparse_zscore --suite cmaes $(BENCH_ARGS)
+	$(call cpu_only_library,build/avx2-only,-DSHARPZO_CPU_NO_AVX512=ON)
+	SHARPZO_EXT_LIBRARY=build/avx2-only/libsharpzo_ops.so $(PY) -m sharpzo_ext bench \
+		--suite perturb --suite sparse_zscore --suite cmaes $(BENCH_ARGS)
 
 clean:
 	rm -rf build sharpzo_ext/*.so *.egg-info

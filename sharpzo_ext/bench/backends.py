@@ -24,7 +24,7 @@ import time
 import torch
 
 from sharpzo_ext import resident_memory
-from sharpzo_ext.bench.common import BenchConfig, Suite, cpu_model, markdown_table, measure_ms
+from sharpzo_ext.bench.common import BenchConfig, Suite, markdown_table, measure_ms
 
 POPULATION = 20
 REALSIZE = "ViT-B-16"
@@ -144,9 +144,7 @@ def run(config: BenchConfig) -> Suite:
         ["model", "backend and path", "ms per candidate", "speed vs torch shared fp32",
          "peak memory added (MB)", "max rel. loss diff. vs torch fp32", "first build (s)"],
         rows)
-    header = (f"Population {population}; measured on "
-              f"{cpu_model() if config.device == 'cpu' else config.device}, "
-              f"{torch.get_num_threads()} threads, each row in a fresh process.\n\n")
+    header = f"Population {population}; each row in a fresh process.\n\n"
     return Suite("backends", header + table, records, [])
 
 

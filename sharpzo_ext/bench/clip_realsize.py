@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from sharpzo_ext import resident_memory
-from sharpzo_ext.bench.common import (BenchConfig, Suite, Target, cpu_model, markdown_table,
+from sharpzo_ext.bench.common import (BenchConfig, Suite, Target, markdown_table,
                                       measure_ms)
 
 MODEL = "ViT-B-16"
@@ -114,7 +114,6 @@ def run(config: BenchConfig) -> Suite:
         ["classes", "path", "tokens per candidate", "ms per candidate", "speed-up",
          "GFLOP/s", "of sgemm peak", "peak memory added (MB)",
          f"{RUN_FORWARDS:,}-forward run"], rows)
-    header = (f"{MODEL} text tower, random weights, population {population}; measured on "
-              f"{cpu_model() if config.device == 'cpu' else config.device}, sgemm peak "
+    header = (f"{MODEL} text tower, random weights, population {population}; sgemm peak "
               f"{peak:.0f} GFLOP/s in this run.\n\n")
     return Suite("clip-realsize", header + table, records, targets)

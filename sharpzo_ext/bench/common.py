@@ -86,19 +86,25 @@ def format_bytes(n: int) -> str:
     return f"{n} B"
 
 
-def cpu_model() -> str:
-    """The CPU's model name with its x86 family and model numbers (virtual machines often show
-    a generic name), from /proc/cpuinfo, or the platform's processor where there is none."""
+def _first_processor() -> dict[str, str]:
+    """The fields of /proc/cpuinfo's first processor ({} where there is no such file)."""
     fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if not line.strip():
-                    break  # the first processor is enough
+                    break
                 key, _, value = line.partition(":")
                 fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    return fields
+
+
+def cpu_model() -> str:
+    """The CPU's model name with its x86 family and model numbers (virtual machines often show
+    a generic name), or the platform's processor where /proc/cpuinfo has no model name."""
+    fields = _first_processor()
     name = fields.get("model name") or platform.processor() or platform.machine()
     if "cpu family" in fields and "model" in fields:
         name += f", family {fields['cpu family']} model {fields['model']}"
@@ -113,15 +119,8 @@ ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512dq", "avx512bw", "avx512vl", "avx5
 def cpu_isa() -> str:
     """The machine and the ISA features the kernels care about, e.g. "x86_64: avx2 fma avx512f
     ...", from /proc/cpuinfo's flags (x86) or Features (ARM)."""
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
+    fields = _first_processor()
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
     present = [flag for flag in ISA_FLAGS if flag in flags]
     return f"{platform.machine()}: {' '.join(present) or 'none of ' + ' '.join(ISA_FLAGS)}"
 
