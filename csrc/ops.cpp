@@ -32,11 +32,12 @@ TORCH_LIBRARY(sharpzo, m) {
       "cma_cov_update_(Tensor(a!) C, Tensor pc, Tensor Y, Tensor weights, float c1, float cmu, "
       "float decay) -> ()");
 
-  // Row-wise symmetric int8 quantization of a 2-D float32 x: scale = max|x| / 127 per row (1 where
-  // that is 0, NaN for a row with a non-finite entry), q = round_half_even(x / scale) + 128
-  // as uint8 (128 in a non-finite row): oneDNN's u8 form with zero point 128 (Note [quantize_rows
-  // arithmetic] in sharpzo/quantize.h; Note [Row-wise int8] in sharpzo_ext/clip/precision.py).
-  m.def("quantize_rows(Tensor x) -> (Tensor q, Tensor scale)");
+  // Row-wise symmetric int8 quantization of a 2-D float32 x: scale = max|x| / qmax per row (1
+  // where that is 0, NaN for a row with a non-finite entry), q = round_half_even(x / scale) + 128
+  // as uint8 (128 in a non-finite row): oneDNN's u8 form with zero point 128. qmax in [1, 127]
+  // (Note [quantize_rows arithmetic] in sharpzo/quantize.h; Notes [Row-wise int8] and [int8
+  // without VNNI] in sharpzo_ext/clip/precision.py).
+  m.def("quantize_rows(Tensor x, int qmax=127) -> (Tensor q, Tensor scale)");
 
   // The clone of the CPU kernels this library runs on this machine: "x86-64-v4" (AVX-512),
   // "x86-64-v3" (AVX2 + FMA), "x86-64" (baseline), "aarch64" or "portable".

@@ -8,22 +8,23 @@
 
 namespace sharpzo {
 
-// q = round_half_even(x / s) + 128 (uint8) with s = max|x| / 127 per row of a 2-D float32 x
+// q = round_half_even(x / s) + 128 (uint8) with s = max|x| / qmax per row of a 2-D float32 x
 // (Note [quantize_rows arithmetic] in sharpzo/quantize.h).
 struct QuantizeRowsJob {
   at::Tensor x;      // (rows, cols) float32, contiguous
   at::Tensor q;      // (rows, cols) uint8
   at::Tensor scale;  // (rows, 1) float32
+  float qmax;        // an integer in [1, 127]
 };
 
 using QuantizeRowsLauncher = void (*)(const QuantizeRowsJob& job);
 
-std::tuple<at::Tensor, at::Tensor> quantize_rows_with(const at::Tensor& x,
+std::tuple<at::Tensor, at::Tensor> quantize_rows_with(const at::Tensor& x, int64_t qmax,
                                                       QuantizeRowsLauncher launch);
 
 template <QuantizeRowsLauncher launch>
-std::tuple<at::Tensor, at::Tensor> quantize_rows_kernel(const at::Tensor& x) {
-  return quantize_rows_with(x, launch);
+std::tuple<at::Tensor, at::Tensor> quantize_rows_kernel(const at::Tensor& x, int64_t qmax) {
+  return quantize_rows_with(x, qmax, launch);
 }
 
 }  // namespace sharpzo

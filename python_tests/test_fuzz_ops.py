@@ -303,20 +303,23 @@ def test_cma_cov_update_fake_refuses_what_the_kernel_refuses(case):
 
 # ---- quantize_rows -----------------------------------------------------------------------------
 
-@given(x=tensors(finite=False))
-def test_quantize_rows_agrees_with_the_reference_or_refuses(x):
+QMAX = st.one_of(st.just(127), st.integers(-1, 130))
+
+
+@given(x=tensors(finite=False), qmax=QMAX)
+def test_quantize_rows_agrees_with_the_reference_or_refuses(x, qmax):
     x = x.to(HOME)
     result = []
-    error = verdict(lambda: result.append(sz.ops.quantize_rows(x)))
+    error = verdict(lambda: result.append(sz.ops.quantize_rows(x, qmax)))
     if error is not None:
-        assert x.dtype != torch.float32 or x.dim() != 2
-        assert_refusal_names(error, "x")
+        assert x.dtype != torch.float32 or x.dim() != 2 or not 1 <= qmax <= 127
+        assert_refusal_names(error, "x", "qmax")
         return
-    (q, scale), (rq, rscale) = result[0], reference.quantize_rows(x.cpu())
+    (q, scale), (rq, rscale) = result[0], reference.quantize_rows(x.cpu(), qmax)
     assert_identical(q, rq)
     assert_identical(scale, rscale)
 
 
-@given(x=tensors())
-def test_quantize_rows_fake_refuses_what_the_kernel_refuses(x):
-    assert_meta_agrees(sz.ops.quantize_rows, x)
+@given(x=tensors(), qmax=QMAX)
+def test_quantize_rows_fake_refuses_what_the_kernel_refuses(x, qmax):
+    assert_meta_agrees(lambda t: sz.ops.quantize_rows(t, qmax), x)

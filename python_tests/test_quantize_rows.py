@@ -41,11 +41,12 @@ def assert_same(actual, expected):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_matches_the_reference(device):
+@pytest.mark.parametrize("qmax", [127, 63, 1])
+def test_matches_the_reference(device, qmax):
     x = awkward_rows()
-    assert_same(sz.ops.quantize_rows(x.to(device)), reference.quantize_rows(x))
+    assert_same(sz.ops.quantize_rows(x.to(device), qmax), reference.quantize_rows(x, qmax))
     big = torch.randn(300, 2048, generator=torch.Generator().manual_seed(1)) * 5
-    assert_same(sz.ops.quantize_rows(big.to(device)), reference.quantize_rows(big))
+    assert_same(sz.ops.quantize_rows(big.to(device), qmax), reference.quantize_rows(big, qmax))
 
 
 def test_known_answers():
@@ -54,15 +55,20 @@ def test_known_answers():
                                                   [0.1, 0.2, math.nan, 0.0, 0.0]]))
     assert q.tolist() == [[130, 1, 128, 130, 255], [128] * 5, [128] * 5]
     assert scale[0, 0] == 1.0 and scale[1, 0] == 1.0 and math.isnan(scale[2, 0])
+    q, scale = sz.ops.quantize_rows(torch.tensor([[1.5, -63.0, 0.5, 2.5, 63.0, 31.5]]), qmax=63)
+    assert q.tolist() == [[130, 65, 128, 130, 191, 160]] and scale.item() == 1.0
+    q, scale = sz.ops.quantize_rows(torch.tensor([[-4.0, 1.0, 3.0]]), qmax=1)
+    assert q.tolist() == [[127, 128, 129]] and scale.item() == 4.0
 
 
-def test_dequantized_rows_are_within_half_a_step():
+@pytest.mark.parametrize("qmax", [127, 63])
+def test_dequantized_rows_are_within_half_a_step(qmax):
     x = torch.randn(64, 512, generator=torch.Generator().manual_seed(2)) * torch.logspace(
         -3, 3, 64)[:, None]
-    q, scale = sz.ops.quantize_rows(x)
+    q, scale = sz.ops.quantize_rows(x, qmax)
     error = ((q.float() - 128) * scale - x).abs()
     assert (error <= scale / 2 * (1 + 1e-5)).all()
-    assert (q.float() - 128).abs().amax(dim=1).eq(127).all()  # each row uses the full range
+    assert (q.float() - 128).abs().amax(dim=1).eq(qmax).all()  # each row uses the full range
 
 
 def test_non_contiguous_input_by_logical_index():
@@ -89,10 +95,24 @@ def test_bad_input_is_refused_naming_the_argument(device, x, error, message):
         sz.ops.quantize_rows(x.to(device))
 
 
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+@pytest.mark.parametrize("qmax", [0, -1, 128, 255])
+def test_qmax_out_of_range_is_refused(device, qmax):
+    with pytest.raises(ValueError, match=rf"quantize_rows: qmax must be in \[1, 127\], got {qmax}"):
+        sz.ops.quantize_rows(torch.zeros(2, 3, device=device), qmax)
+
+
+@pytest.mark.parametrize("qmax", [63.5, "63", None, True])
+def test_qmax_of_another_type_is_refused(qmax):
+    with pytest.raises(TypeError, match="qmax must be an int"):
+        sz.ops.quantize_rows(torch.zeros(2, 3), qmax)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck(device):
     finite = awkward_rows()[[0, 1, 2, 3, 4, 7]]  # opcheck compares outputs with NaN != NaN
     torch.library.opcheck(torch.ops.sharpzo.quantize_rows.default, (finite.to(device),))
+    torch.library.opcheck(torch.ops.sharpzo.quantize_rows.default, (finite.to(device), 63))
 
 
 @pytest.mark.cuda
@@ -100,3 +120,4 @@ def test_opcheck(device):
 def test_cpu_and_cuda_give_the_same_bits():
     x = torch.randn(5000, 768, generator=torch.Generator().manual_seed(4)) * 3
     assert_same(sz.ops.quantize_rows(x.cuda()), sz.ops.quantize_rows(x))
+    assert_same(sz.ops.quantize_rows(x.cuda(), 63), sz.ops.quantize_rows(x, 63))

@@ -7,9 +7,9 @@ The dispatcher sends a call to the Meta kernel as soon as one of its tensors is 
 ``sparse_zscore(cpu_g, k, score=meta_score)`` runs this fake, not the CPU kernel. A fake that
 only returned empty outputs would then hand back uninitialized memory for a mismatched call,
 so each fake repeats every check of its op's host code (csrc/checks.cpp and the op's .cpp),
-the device check included. python_tests/test_fuzz_ops.py runs random calls on the CPU and on meta tensors
-and requires the same verdict. Aliasing (check_no_overlap) is a property of memory, which
-meta tensors do not have: it is checked by the kernels only.
+the device check included. python_tests/test_fuzz_ops.py runs random calls on the CPU and on
+meta tensors and requires the same verdict. Aliasing (check_no_overlap) is a property of
+memory, which meta tensors do not have: it is checked by the kernels only.
 """
 
 from __future__ import annotations
@@ -137,9 +137,11 @@ def _cma_cov_update_fake(C, pc, Y, weights, c1, cmu, decay):
 
 
 @torch.library.register_fake("sharpzo::quantize_rows")
-def _quantize_rows_fake(x):
+def _quantize_rows_fake(x, qmax=127):
     if x.dtype != torch.float32:
         raise TypeError(f"quantize_rows: x must be a float32 tensor, got {x.dtype}")
     if x.dim() != 2:
         raise ValueError(f"quantize_rows: x must be 2-D (rows, columns), got shape {list(x.shape)}")
+    if not 1 <= qmax <= 127:
+        raise ValueError(f"quantize_rows: qmax must be in [1, 127], got {qmax}")
     return x.new_empty(x.shape, dtype=torch.uint8), x.new_empty((x.shape[0], 1))

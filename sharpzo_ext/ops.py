@@ -160,15 +160,16 @@ def cma_cov_update_(
     return C
 
 
-def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_rows(x: torch.Tensor, qmax: int = 127) -> tuple[torch.Tensor, torch.Tensor]:
     """Row-wise symmetric int8 quantization of a 2-D float32 ``x``: ``(q, scale)`` with
-    ``scale = max|x| / 127`` per row, shape (rows, 1), and ``q = round_half_even(x / scale) + 128``
+    ``scale = max|x| / qmax`` per row, shape (rows, 1), and ``q = round_half_even(x / scale) + 128``
     as uint8, so that ``x ~= (q - 128) * scale``: the u8 form (zero point 128) that oneDNN's
-    int8 matmul takes. A row of zeros (or of values below 127 times the smallest subnormal,
-    where max|x| / 127 would be 0) has scale 1; a row with a non-finite entry has scale NaN
-    and q 128. One pass over x; the same bits on CPU and CUDA.
+    int8 matmul takes, with values in [-qmax, qmax]. ``qmax`` is an int in [1, 127]: 127 for
+    full int8, 63 for 7 bits. A row of zeros (or of values below qmax times the smallest
+    subnormal, where max|x| / qmax would be 0) has scale 1; a row with a non-finite entry has
+    scale NaN and q 128. One pass over x; the same bits on CPU and CUDA.
     """
-    return torch.ops.sharpzo.quantize_rows.default(x)
+    return torch.ops.sharpzo.quantize_rows.default(x, integer(qmax, "qmax"))
 
 
 def cpu_kernel_isa() -> str:

@@ -39,8 +39,9 @@ def philox4x32(counter, key, rounds: int = 10) -> np.ndarray:
 def _blocks(seed: int, stream: int, blocks: np.ndarray) -> np.ndarray:
     """The stream's Philox blocks `blocks` (uint64 array): uint32 words (len, 4)."""
     s = np.uint64(stream)
-    counter = np.stack([blocks & _MASK32, blocks >> np.uint64(32), np.full_like(blocks, s & _MASK32),
-                        np.full_like(blocks, s >> np.uint64(32))], axis=-1)
+    high = s >> np.uint64(32)
+    counter = np.stack([blocks & _MASK32, blocks >> np.uint64(32),
+                        np.full_like(blocks, s & _MASK32), np.full_like(blocks, high)], axis=-1)
     key = np.array([seed & 0xFFFFFFFF, seed >> 32], dtype=np.uint64)
     return philox4x32(counter, key)
 
@@ -74,7 +75,8 @@ def sample(shape, seed: int, stream: int = 0, dist: str = "gaussian", offset: in
 
 
 def perturb(x: torch.Tensor, seed: int, stream: int = 0, scale: float = 1.0,
-            dist: str = "gaussian", offset: int = 0, mask: torch.Tensor | None = None) -> torch.Tensor:
+            dist: str = "gaussian", offset: int = 0,
+            mask: torch.Tensor | None = None) -> torch.Tensor:
     """What perturb_ makes of x, as a new tensor: x + scale * z in float32 (float64 for float64
     tensors), rounded once to x's dtype, only where mask is True."""
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -143,7 +145,8 @@ def sparse_zscore(g: torch.Tensor, k: int, score: torch.Tensor | None = None,
     x = g.detach().cpu().double().numpy().ravel()
     mean, denom, finite = _moments(x, eps)
     if not finite:
-        return (torch.full_like(g, math.nan), torch.zeros(g.shape, dtype=torch.bool, device=g.device))
+        return (torch.full_like(g, math.nan),
+                torch.zeros(g.shape, dtype=torch.bool, device=g.device))
     z = (x - mean) / denom if denom > 0 else np.zeros_like(x)
     values = torch.from_numpy(z).to(g.dtype)  # one rounding, double -> dtype
     keys = order_keys(np.abs(_score_array(values)) if score is None else _score_array(score))
@@ -178,14 +181,15 @@ def cma_cov_update(C: torch.Tensor, pc: torch.Tensor, Y: torch.Tensor, weights: 
 
 # ---- quantize_rows -----------------------------------------------------------------------------
 
-def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """scale = max|x| / 127 per row (1 if that is 0, NaN if not finite); q = round(x / scale) + 128
-    (half to even, clamped to [-127, 127]; 128 in a non-finite row), in float32 arithmetic."""
+def quantize_rows(x: torch.Tensor, qmax: int = 127) -> tuple[torch.Tensor, torch.Tensor]:
+    """scale = max|x| / qmax per row (1 if that is 0, NaN if not finite); q = round(x / scale) +
+    128 (half to even, clamped to [-qmax, qmax]; 128 in a non-finite row), in float32
+    arithmetic."""
     amax = x.abs().amax(dim=1, keepdim=True) if x.shape[1] else torch.zeros(x.shape[0], 1)
     finite = torch.isfinite(x).all(dim=1, keepdim=True)
-    scale = amax / torch.tensor(127.0)
+    scale = amax / torch.tensor(float(qmax))
     scale = torch.where(scale == 0, torch.ones_like(scale), scale)
     scale = torch.where(finite, scale, torch.full_like(scale, math.nan))
-    y = torch.round((x / scale).clamp(-127, 127))
+    y = torch.round((x / scale).clamp(-qmax, qmax))
     y = torch.where(finite, y, torch.zeros_like(y))
     return (y.to(torch.int32) + 128).to(torch.uint8), scale

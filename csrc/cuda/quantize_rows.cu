@@ -17,7 +17,8 @@ constexpr int64_t kMaxGridRows = 1 << 30;  // rows per launch (gridDim.x < 2^31)
 
 // One block per row: the max of the bit patterns of |x| by a shared-memory atomicMax, then the
 // quantized values (Note [quantize_rows arithmetic]).
-__global__ void quantize_rows_kernel_cuda(const float* x, uint8_t* q, float* scale, int64_t cols) {
+__global__ void quantize_rows_kernel_cuda(const float* x, uint8_t* q, float* scale, int64_t cols,
+                                          float qmax) {
   __shared__ uint32_t max_bits;
   const int64_t row = blockIdx.x;
   const float* xr = x + row * cols;
@@ -28,9 +29,9 @@ __global__ void quantize_rows_kernel_cuda(const float* x, uint8_t* q, float* sca
   for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) mine = max(mine, abs_bits(xr[i]));
   atomicMax(&max_bits, mine);
   __syncthreads();
-  const float s = row_scale(max_bits);
+  const float s = row_scale(max_bits, qmax);
   if (threadIdx.x == 0) scale[row] = s;
-  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) qr[i] = quantize_value(xr[i], s);
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) qr[i] = quantize_value(xr[i], s, qmax);
 }
 
 void launch_cuda(const QuantizeRowsJob& job) {
@@ -41,8 +42,9 @@ void launch_cuda(const QuantizeRowsJob& job) {
     const int64_t cols = job.x.size(1);
     quantize_rows_kernel_cuda<<<static_cast<unsigned>(count), kThreads, 0,
                                 c10::cuda::getCurrentCUDAStream()>>>(
-        job.x.const_data_ptr<float>() + start * cols, job.q.mutable_data_ptr<uint8_t>() + start * cols,
-        job.scale.mutable_data_ptr<float>() + start, cols);
+        job.x.const_data_ptr<float>() + start * cols,
+        job.q.mutable_data_ptr<uint8_t>() + start * cols, job.scale.mutable_data_ptr<float>() + start,
+        cols, job.qmax);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 }

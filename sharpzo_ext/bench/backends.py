@@ -105,7 +105,7 @@ def _in_process(spec: dict) -> dict:
 def run(config: BenchConfig) -> Suite:
     from sharpzo_ext.clip import precision as precision_lib  # noqa: PLC0415
 
-    torch_int8 = config.device == "cpu" and precision_lib.exact_int8_matmul()
+    torch_int8 = precision_lib.runs("int8", config.device)
     paths = [i for i, (_, backend, _, precision) in enumerate(PATHS)
              if (backend == "torch" or config.device == "cpu")
              and (backend != "torch" or precision != "int8" or torch_int8)]

@@ -30,8 +30,8 @@ def _precision_rows(task_for, features, labels, config: BenchConfig):
     W = torch.randn(POPULATION, 128, generator=torch.Generator().manual_seed(1)) * SIGMA
     rows, records, exact = [], [], None
     for name in ("fp32", "bf16", "int8"):
-        if name == "int8" and (config.device != "cpu" or not precision.exact_int8_matmul()):
-            continue  # CPU with VNNI or AMX only (Note [int8 needs VNNI])
+        if not precision.runs(name, config.device):
+            continue  # int8: CPU only
         task = task_for(name)
         with torch.no_grad():
             losses = task.losses(W, features, labels)

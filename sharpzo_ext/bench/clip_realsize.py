@@ -70,7 +70,7 @@ def run(config: BenchConfig) -> Suite:
     tokenizer = open_clip.get_tokenizer(MODEL)
     class_counts = (10,) if config.quick else (10, 100, 1000)
     population = 4 if config.quick else POPULATION
-    int8 = config.device == "cpu" and precision_lib.exact_int8_matmul()  # Note [int8 needs VNNI]
+    int8 = precision_lib.runs("int8", config.device)
     paths = [p for p in PATHS if p[2] != "int8" or int8]
     W = torch.randn(population, 512, generator=torch.Generator().manual_seed(0)) * 0.5
     peak = _sgemm_gflops(config)
@@ -103,7 +103,8 @@ def run(config: BenchConfig) -> Suite:
                             "ms_per_candidate": seconds * 1e3, "gflops": gflops,
                             "sgemm_peak_gflops": peak, "peak_memory_increase_mb": memory,
                             "projected_run_s": seconds * RUN_FORWARDS,
-                            "max_batch_tokens": task.encoder.max_batch_tokens})
+                            "max_batch_tokens": task.encoder.max_batch_tokens,
+                            "int8_weight_max": precision_lib.int8_weight_max() if int8 else None})
     at = 10 if config.quick else 100
     targets = [Target(f"shared prefix fp32 vs today's path, {at} classes",
                       ms[at, PATHS[0][0]] / ms[at, PATHS[1][0]], ">= 1.5")]
@@ -114,6 +115,8 @@ def run(config: BenchConfig) -> Suite:
         ["classes", "path", "tokens per candidate", "ms per candidate", "speed-up",
          "GFLOP/s", "of sgemm peak", "peak memory added (MB)",
          f"{RUN_FORWARDS:,}-forward run"], rows)
+    weights = (f"; int8 weights in [-{precision_lib.int8_weight_max()}, "
+               f"{precision_lib.int8_weight_max()}]" if int8 else "")
     header = (f"{MODEL} text tower, random weights, population {population}; sgemm peak "
-              f"{peak:.0f} GFLOP/s in this run.\n\n")
+              f"{peak:.0f} GFLOP/s in this run{weights}.\n\n")
     return Suite("clip-realsize", header + table, records, targets)

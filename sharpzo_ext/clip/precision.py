@@ -17,12 +17,18 @@ rows are offset by 128 into u8, and the kernel subtracts the offset exactly with
 The rows are quantized by this package's op quantize_rows in one pass: the same arithmetic in
 eager torch took six passes over the activations, as long as the int8 matmul itself.
 
-Note [int8 needs VNNI]
-Without VNNI (or AMX), oneDNN multiplies u8 by s8 in pairs summed into 16 bits (vpmaddubsw),
-which saturates for activations over the full u8 range: torch.ao quantizes to 7 bits there. This
-package does not: int8 is refused unless the kernel gives the exact answer on a saturating
-known-answer product, checked once per process. That runs the kernel oneDNN actually picks, so
-it also holds under ONEDNN_MAX_CPU_ISA and on CPUs that are not x86.
+Note [int8 without VNNI]
+Without VNNI (or AMX), as on AVX2 CPUs (AMD before Zen 4, Intel client cores before Ice Lake)
+and AVX-512 Xeons before Cascade Lake, oneDNN multiplies u8 by s8 in pairs summed into 16 bits
+(vpmaddubsw), which saturates when both operands use their full range: 2 * 255 * 127 > 2^15 - 1.
+torch.ao narrows the activations to 7 bits there (reduce_range). This package narrows the
+weights instead, to [-63, 63] (quantize_rows with qmax 63): 2 * 255 * 63 < 2^15, so the integer
+products are exact again, the activations keep their row scales and 8 bits, and the weights,
+quantized once, carry twice the rounding error. Which range a process uses is decided once, by
+known-answer products on the kernel oneDNN actually picks (full-range rows against channels of
++qmax and -qmax, exact in float32): 127 where that is exact, else 63, else int8 is refused. So
+the choice follows the CPU, ONEDNN_MAX_CPU_ISA and CPUs that are not x86 alike, and int8 losses
+differ between a CPU with VNNI and one without, as any change of arithmetic makes them differ.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import torch.nn.functional as F
 
 from sharpzo_ext import ops
 
-__all__ = ["PRECISIONS", "check", "linear", "exact_int8_matmul"]
+__all__ = ["PRECISIONS", "check", "runs", "linear", "int8_weight_max"]
 
 PRECISIONS = ("fp32", "bf16", "int8")
 
@@ -51,23 +57,40 @@ def check(precision: str, device: torch.device) -> None:
                                                                "qlinear_pointwise"):
         raise ValueError("precision 'int8' needs torch's oneDNN int8 kernels "
                          "(torch.ops.onednn.qlinear_pointwise), which this torch build lacks")
-    if not exact_int8_matmul():
-        raise ValueError("precision 'int8' needs a CPU with VNNI or AMX: without them oneDNN's "
-                         "int8 matmul saturates on full-range activations (Note [int8 needs "
-                         "VNNI]); use fp32")
+    if not int8_weight_max():
+        raise ValueError("precision 'int8' needs oneDNN's int8 matmul to be exact, and on this "
+                         "CPU it is not, even with 7-bit weights (Note [int8 without VNNI]); "
+                         "use fp32")
+
+
+def runs(precision: str, device: torch.device | str) -> bool:
+    """Whether `check` accepts `precision` on `device`."""
+    try:
+        check(precision, torch.device(device))
+    except ValueError:
+        return False
+    return True
 
 
 @functools.cache
-def exact_int8_matmul() -> bool:
-    """Whether oneDNN's u8 x s8 matmul is exact on full-range rows here (Note [int8 needs
-    VNNI]): 64 rows of u8 255 (int8 127 at zero point 128) times 256 channels of 127 over 512
-    inputs, 127 * 127 * 512 each, exact in float32."""
+def int8_weight_max() -> int:
+    """The weights' int8 range [-qmax, qmax] this CPU's int8 matmul is exact with (Note [int8
+    without VNNI]): 127 with VNNI or AMX, 63 with 16-bit pair sums, 0 where neither is exact."""
+    return next((qmax for qmax in (127, 63) if _exact_int8_matmul(qmax)), 0)
+
+
+def _exact_int8_matmul(qmax: int) -> bool:
+    """Whether oneDNN's u8 x s8 matmul gives the exact products of 64 rows of u8 255 (int8 127 at
+    zero point 128) and 256 channels of +qmax and -qmax over 512 inputs: +-127 * qmax * 512,
+    exact in float32."""
     x = torch.full((64, 512), 255, dtype=torch.uint8)
-    packed = torch.ops.onednn.qlinear_prepack(torch.full((256, 512), 127, dtype=torch.int8), None)
+    sign = torch.tensor([1, -1]).repeat(128)
+    packed = torch.ops.onednn.qlinear_prepack((sign[:, None] * qmax).expand(256, 512)
+                                              .to(torch.int8).contiguous(), None)
     y = torch.ops.onednn.qlinear_pointwise(x, 1.0, 128, packed, torch.ones(256),
                                            torch.zeros(256, dtype=torch.int64), None, 1.0, 0,
                                            torch.float32, "none", [], "")
-    return bool((y == 127 * 127 * 512).all())
+    return bool((y == (sign * 127 * qmax * 512).float()).all())
 
 
 def linear(weight: torch.Tensor, bias: torch.Tensor | None, precision: str):
@@ -100,12 +123,13 @@ class _Bf16Linear:
 
 
 class _Int8Linear:
-    """Row-wise int8 activations, per-channel int8 weights (Note [Row-wise int8])."""
+    """Row-wise int8 activations, per-channel int8 weights (Note [Row-wise int8]), 7-bit on CPUs
+    without VNNI (Note [int8 without VNNI])."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         self.out_features, self.in_features = weight.shape
         # a weight row is an output channel: the same row-wise quantization as the activations
-        q, scale = ops.quantize_rows(weight.detach().float())
+        q, scale = ops.quantize_rows(weight.detach().float(), int8_weight_max())
         self.weight_scale = scale.flatten()
         self.packed = torch.ops.onednn.qlinear_prepack((q.short() - 128).to(torch.int8), None)
         self.zero_points = torch.zeros(self.out_features, dtype=torch.int64)
