@@ -92,4 +92,5 @@ def build_extension():
 
 
 ext_modules, cmdclass = build_extension()
-setup(ext_modules=ext_modules, cmdclass=cmdclass, options={"bdist_wheel": {"py_limited_api": "cp310"}})
+setup(ext_modules=ext_modules, cmdclass=cmdclass,
+      options={"bdist_wheel": {"py_limited_api": "cp310"}})

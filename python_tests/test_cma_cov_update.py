@@ -93,7 +93,8 @@ def test_cpu_and_cuda_give_the_same_bits(dtype):
 
 
 @pytest.mark.parametrize("mutate, error, match", [
-    (lambda C, pc, Y, w: (C.half(), pc.half(), Y.half(), w.half()), TypeError, "C must be a float32"),
+    (lambda C, pc, Y, w: (C.half(), pc.half(), Y.half(), w.half()), TypeError,
+     "C must be a float32"),
     (lambda C, pc, Y, w: (C[:, :5], pc, Y, w), ValueError, "square"),
     (lambda C, pc, Y, w: (C, pc[:5], Y, w), ValueError, "pc must have shape"),
     (lambda C, pc, Y, w: (C, pc, Y[:, :5], w), ValueError, "Y must have shape"),

@@ -322,8 +322,9 @@ def test_population_closure_must_return_popsize_losses():
 
 def test_state_dict_of_another_optimizer_is_refused():
     _, opt = start(4)
+    sgd = torch.optim.SGD([torch.nn.Parameter(torch.zeros(4))], lr=1)
     with pytest.raises(ValueError, match="not a CMAES state dict"):
-        opt.load_state_dict(torch.optim.SGD([torch.nn.Parameter(torch.zeros(4))], lr=1).state_dict())
+        opt.load_state_dict(sgd.state_dict())
 
 
 @pytest.mark.cuda

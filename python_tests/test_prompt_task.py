@@ -18,7 +18,8 @@ def model_and_tokenizer(request):
 
 def features(n=24, dim=32, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return F.normalize(torch.randn(n, dim, generator=g), dim=-1), torch.randint(0, 5, (n,), generator=g)
+    features = F.normalize(torch.randn(n, dim, generator=g), dim=-1)
+    return features, torch.randint(0, 5, (n,), generator=g)
 
 
 @pytest.mark.parametrize("share_prefix", [True, False])
@@ -26,8 +27,8 @@ def test_zero_vector_is_open_clip_zero_shot(model_and_tokenizer, share_prefix):
     model, tokenizer = model_and_tokenizer
     task = PromptTask(model, tokenizer, CLASSES, intrinsic_dim=16, share_prefix=share_prefix)
     with torch.no_grad():
-        reference = F.normalize(model.encode_text(tokenizer([f"a photo of a {c}." for c in CLASSES])),
-                                dim=-1)
+        prompts = tokenizer([f"a photo of a {c}." for c in CLASSES])
+        reference = F.normalize(model.encode_text(prompts), dim=-1)
     ours = task.text_features(task.zero_vector()[None])[0]
     assert torch.allclose(ours, reference, atol=1e-5)
     x, y = features()

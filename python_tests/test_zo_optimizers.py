@@ -41,8 +41,9 @@ def train(opt, loss_fn, steps):
 # ---- rates on analytic objectives --------------------------------------------------------------
 
 def test_zosgd_matches_the_spsa_rate_on_a_quadratic():
-    # For f = |x|^2 / 2 with Gaussian directions, E f(x - eta g) = f (1 - 2 eta + eta^2 (d + 2) / q),
-    # minimized at eta = q / (d + 2): f shrinks by (1 - q / (d + 2)) per step in expectation.
+    # For f = |x|^2 / 2 with Gaussian directions,
+    # E f(x - eta g) = f (1 - 2 eta + eta^2 (d + 2) / q), minimized at eta = q / (d + 2): f
+    # shrinks by (1 - q / (d + 2)) per step in expectation.
     d, q, steps = 50, 2, 150
     finals = []
     for seed in range(6):
@@ -111,7 +112,8 @@ def test_sparse_zo_touches_only_the_mask():
     opt.step(lambda: quadratic(p))
     mask = opt.masks[0]
     assert int(mask.sum()) == 10
-    assert torch.equal(p.detach()[~mask], before[~mask]) and (p.detach()[mask] != before[mask]).all()
+    assert torch.equal(p.detach()[~mask], before[~mask])
+    assert (p.detach()[mask] != before[mask]).all()
 
 
 def test_score_mask_prefers_large_weights_with_informative_gradients():
@@ -148,7 +150,8 @@ def test_normalized_update_has_unit_scale():
     before = p.detach().clone()
     opt.step(lambda: quadratic(p))
     change = (before - p.detach())[opt.masks[0]]
-    assert abs(float(change.mean())) < 1e-9 and float(change.std(unbiased=False)) == pytest.approx(1, abs=1e-6)
+    assert abs(float(change.mean())) < 1e-9
+    assert float(change.std(unbiased=False)) == pytest.approx(1, abs=1e-6)
 
 
 # ---- SharpZO -----------------------------------------------------------------------------------

@@ -82,7 +82,8 @@ def main():
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         if step % 100 == 0 or step == args.steps - 1:
-            print(f"step {step:5d}  loss {loss.item():.3f}  {time.time() - start:6.0f} s", flush=True)
+            print(f"step {step:5d}  loss {loss.item():.3f}  {time.time() - start:6.0f} s",
+                  flush=True)
     model.eval()
     clean_g = torch.Generator().manual_seed(10**6 + args.seed)
     clean = synthetic.sample_scenes(1000, clean_g, styles=[0])

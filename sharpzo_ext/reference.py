@@ -112,9 +112,11 @@ def _moments(x: np.ndarray, eps: float) -> tuple[float, float, bool]:
     """(mean, std + eps, finite) of float64 x, two passes of ordered_sum."""
     n = x.size
     mean = ordered_sum(x) / n
+    if not math.isfinite(mean):  # inf - inf would only warn; the moments are not finite anyway
+        return mean, math.nan, False
     d = x - mean
-    std = math.sqrt(ordered_sum(d * d) / n) if math.isfinite(mean) else math.nan
-    return mean, std + eps, math.isfinite(mean) and math.isfinite(std)
+    std = math.sqrt(ordered_sum(d * d) / n)
+    return mean, std + eps, math.isfinite(std)
 
 
 def order_keys(score: np.ndarray) -> np.ndarray:

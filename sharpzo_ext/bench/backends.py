@@ -24,7 +24,8 @@ import time
 import torch
 
 from sharpzo_ext import resident_memory
-from sharpzo_ext.bench.common import BenchConfig, Suite, markdown_table, measure_ms
+from sharpzo_ext.bench.common import (BenchConfig, Suite, markdown_table, measure_ms,
+                                      row_progress)
 
 POPULATION = 20
 REALSIZE = "ViT-B-16"
@@ -112,7 +113,8 @@ def run(config: BenchConfig) -> Suite:
     models = [("embedded", None)] + ([] if config.quick else [(REALSIZE, 10), (REALSIZE, 100)])
     population = 4 if config.quick else POPULATION
     rows, records = [], []
-    with tempfile.TemporaryDirectory() as caches:
+    with tempfile.TemporaryDirectory() as caches, row_progress(
+            "backends", len(models) * len(paths)) as bar:
         for model, classes in models:
             reference = baseline = None
             for path in paths:
@@ -140,6 +142,7 @@ def run(config: BenchConfig) -> Suite:
                                 "max_rel_loss_difference": difference,
                                 "first_build_s": row["first_build_s"],
                                 "cached_build_s": row["build_s"]})
+                bar.update()
     table = markdown_table(
         ["model", "backend and path", "ms per candidate", "speed vs torch shared fp32",
          "peak memory added (MB)", "max rel. loss diff. vs torch fp32", "first build (s)"],

@@ -16,7 +16,7 @@ import torch
 
 from sharpzo_ext import resident_memory
 from sharpzo_ext.bench.common import (BenchConfig, Suite, Target, markdown_table,
-                                      measure_ms)
+                                      measure_ms, row_progress)
 
 MODEL = "ViT-B-16"
 POPULATION = 20
@@ -76,8 +76,9 @@ def run(config: BenchConfig) -> Suite:
     peak = _sgemm_gflops(config)
     flops_per_token = _linear_flops_per_token(model)
     rows, records, ms = [], [], {}
-    for classes in class_counts:
-        for name, share_prefix, precision, max_batch_tokens in paths:
+    runs = [(classes, path) for classes in class_counts for path in paths]
+    with row_progress("clip-realsize", len(runs)) as bar:
+        for classes, (name, share_prefix, precision, max_batch_tokens) in runs:
             bound = {} if max_batch_tokens is None else {"max_batch_tokens": max_batch_tokens}
             task = PromptTask(model, tokenizer, IMAGENET_CLASSNAMES[:classes], intrinsic_dim=512,
                               share_prefix=share_prefix, precision=precision,
@@ -105,6 +106,7 @@ def run(config: BenchConfig) -> Suite:
                             "projected_run_s": seconds * RUN_FORWARDS,
                             "max_batch_tokens": task.encoder.max_batch_tokens,
                             "int8_weight_max": precision_lib.int8_weight_max() if int8 else None})
+            bar.update()
     at = 10 if config.quick else 100
     targets = [Target(f"shared prefix fp32 vs today's path, {at} classes",
                       ms[at, PATHS[0][0]] / ms[at, PATHS[1][0]], ">= 1.5")]

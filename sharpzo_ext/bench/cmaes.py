@@ -48,7 +48,8 @@ def _ms_per_generation(generation, n, popsize, config: BenchConfig) -> float:
     generations()  # warm-up
     timer = Timer(stmt="generations()", globals={"generations": generations},
                   num_threads=torch.get_num_threads())
-    return timer.blocked_autorange(min_run_time=config.effective_min_run_time).median / per_run * 1e3
+    median = timer.blocked_autorange(min_run_time=config.effective_min_run_time).median
+    return median / per_run * 1e3
 
 
 def generation_times(config: BenchConfig):

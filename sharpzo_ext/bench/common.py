@@ -46,7 +46,8 @@ class Target:
         return self.value >= float(bound) if op == ">=" else self.value <= float(bound)
 
     def line(self) -> str:
-        return f"{'met ' if self.met else 'MISS'}  {self.name}: {self.value:.2f}{self.unit} (target {self.goal}{self.unit})"
+        return (f"{'met ' if self.met else 'MISS'}  {self.name}: {self.value:.2f}{self.unit} "
+                f"(target {self.goal}{self.unit})")
 
 
 @dataclasses.dataclass
@@ -69,8 +70,17 @@ def measure_ms(fn: Callable[[], object], config: BenchConfig,
     return timer.blocked_autorange(min_run_time=config.effective_min_run_time).median * 1e3
 
 
+def row_progress(suite: str, rows: int):
+    """A progress bar on stderr that advances once per table row (`bar.update()`), for the
+    suites that run ViT-B-16 for many minutes; the tables themselves go to stdout."""
+    from tqdm import tqdm  # noqa: PLC0415
+
+    return tqdm(total=rows, desc=suite, unit="row", leave=False)
+
+
 def measure(fn: Callable[[], object], config: BenchConfig) -> dict:
-    return {"median_ms": measure_ms(fn, config), "bytes_allocated": bytes_allocated(fn, config.device)}
+    return {"median_ms": measure_ms(fn, config),
+            "bytes_allocated": bytes_allocated(fn, config.device)}
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -64,7 +64,8 @@ def run(config: BenchConfig) -> Suite:
                 ours = ms["sharpzo_ext"]
                 rows.append([dist, case["dtype"], f"2^{size.bit_length() - 1}",
                              *(f"{ms[m]:.3f}" for m in METHODS),
-                             f"{ms['MeZO eager'] / ours:.1f}x", f"{ms['torch in-place'] / ours:.1f}x",
+                             f"{ms['MeZO eager'] / ours:.1f}x",
+                             f"{ms['torch in-place'] / ours:.1f}x",
                              f"{ours / ms['roofline']:.2f}",
                              format_bytes(results["sharpzo_ext"]["bytes_allocated"]),
                              format_bytes(results["MeZO eager"]["bytes_allocated"])])

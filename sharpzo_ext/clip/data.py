@@ -18,8 +18,8 @@ from typing import Callable, Sequence
 
 import torch
 
-__all__ = ["DataError", "Dataset", "EMBEDDED_TASKS", "embedded_task", "image_folder", "coop_dataset", "few_shot",
-           "load_images", "COOP_DATASETS"]
+__all__ = ["DataError", "Dataset", "EMBEDDED_TASKS", "embedded_task", "image_folder",
+           "coop_dataset", "few_shot", "load_images", "COOP_DATASETS"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 

@@ -33,7 +33,8 @@ def _key(model: LoadedModel, data: Dataset, split: str) -> str:
 
 
 def split_features(task: PromptTask, model: LoadedModel, data: Dataset, split: str,
-                   cache_dir: str | Path | None, progress: bool = True) -> tuple[torch.Tensor, bool]:
+                   cache_dir: str | Path | None,
+                   progress: bool = True) -> tuple[torch.Tensor, bool]:
     """(features (N, E), whether they came from the cache) of a split: read from the cache, or
     computed by the frozen image tower in batches (with a progress bar) and written to it
     (atomically). A cache file that cannot be read, or holds another number of rows than the

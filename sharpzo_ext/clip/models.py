@@ -217,7 +217,8 @@ def load_model(name: str = "embedded", pretrained: str | None = None,
     except RuntimeError as error:
         first = str(error).splitlines()[0]
         if pretrained and Path(pretrained).is_file():
-            raise ModelError(f"checkpoint {pretrained} does not fit model {name}: {first}") from None
+            raise ModelError(
+                f"checkpoint {pretrained} does not fit model {name}: {first}") from None
         raise ModelError(f"cannot create {name} with weights {pretrained!r}: {first}") from None
     except Exception as error:  # noqa: BLE001 (unpickling a damaged file raises anything)
         first = (str(error) or type(error).__name__).splitlines()[0]

@@ -155,7 +155,8 @@ def _background(scenes: Scenes, x: torch.Tensor, y: torch.Tensor,
     cluttered = (scenes.background == CLUTTERED).nonzero().flatten()
     for i in cluttered.tolist():  # random strokes in the shapes' colours
         for _ in range(6):
-            color = torch.tensor(list(COLORS.values()))[torch.randint(len(COLORS), (1,), generator=g)]
+            pick = torch.randint(len(COLORS), (1,), generator=g)
+            color = torch.tensor(list(COLORS.values()))[pick]
             a, b = torch.rand(2, generator=g) * 2 - 1, torch.rand(2, generator=g) * 2 - 1
             d = b - a
             t = (((x[0, 0] - a[0]) * d[0] + (y[0, 0] - a[1]) * d[1]) / (d @ d + 1e-9)).clamp(0, 1)
