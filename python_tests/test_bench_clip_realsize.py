@@ -39,7 +39,7 @@ def test_rows_name_their_precision_bound_and_int8_weight_range(suite):
     int8 = precision.runs("int8", "cpu")
     assert len(paths) == (5 if int8 else 3)
     bounds = {r["path"]: r["max_batch_tokens"] for r in suite.records}
-    assert set(bounds.values()) == ({8192, 2048} if int8 else {8192})
+    assert set(bounds.values()) == ({8192, clip_realsize.SMALL_BOUND} if int8 else {8192})
     for r in suite.records:
         assert r["int8_weight_max"] == (precision.int8_weight_max() if int8 else None)
     if int8:

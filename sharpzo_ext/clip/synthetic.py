@@ -27,6 +27,7 @@ COLORS = {"red": (0.9, 0.1, 0.1), "green": (0.1, 0.65, 0.2), "blue": (0.15, 0.3,
           "yellow": (0.95, 0.85, 0.1), "purple": (0.55, 0.2, 0.75), "orange": (1.0, 0.55, 0.05),
           "pink": (1.0, 0.45, 0.7), "brown": (0.5, 0.3, 0.1), "white": (0.95, 0.95, 0.95),
           "black": (0.05, 0.05, 0.05)}
+PALETTE = torch.tensor(list(COLORS.values()))  # (colours, 3) RGB, in COLORS' order
 SIZES = {"small": 0.45, "medium": 0.6, "large": 0.75}  # radius, in half image widths
 BACKGROUNDS = ("plain", "striped", "checkered", "dotted", "gradient", "speckled")
 CLUTTERED = len(BACKGROUNDS)  # the unseen background of the shifted split
@@ -155,8 +156,7 @@ def _background(scenes: Scenes, x: torch.Tensor, y: torch.Tensor,
     cluttered = (scenes.background == CLUTTERED).nonzero().flatten()
     for i in cluttered.tolist():  # random strokes in the shapes' colours
         for _ in range(6):
-            pick = torch.randint(len(COLORS), (1,), generator=g)
-            color = torch.tensor(list(COLORS.values()))[pick]
+            color = PALETTE[torch.randint(len(COLORS), (1,), generator=g)]
             a, b = torch.rand(2, generator=g) * 2 - 1, torch.rand(2, generator=g) * 2 - 1
             d = b - a
             t = (((x[0, 0] - a[0]) * d[0] + (y[0, 0] - a[1]) * d[1]) / (d @ d + 1e-9)).clamp(0, 1)
@@ -188,7 +188,7 @@ def render(scenes: Scenes) -> torch.Tensor:
             band = mask & ~_inside(shape, u[rows] / 0.7, v[rows] / 0.7)
             mask = torch.where(outline.view(-1, 1, 1, 1), band, mask)
         covered[rows] = mask
-    color = torch.tensor(list(COLORS.values()))[scenes.color].view(n, 3, 1, 1)
+    color = PALETTE[scenes.color].view(n, 3, 1, 1)
     image = torch.where(covered, color, image)
     noisy = (scenes.style == STYLES.index("noisy")).nonzero().flatten()
     if noisy.numel():  # a textured fill and grain over the whole image
