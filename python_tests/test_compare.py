@@ -74,3 +74,39 @@ def test_an_unknown_task_is_refused_before_anything_runs(tmp_path):
     with pytest.raises(RunError, match="'nowhere' is neither an embedded task"):
         CompareConfig(tasks=("embedded", "nowhere")).check()
     CompareConfig(tasks=("embedded", str(tmp_path))).check()  # a folder: loaded when it runs
+
+
+def test_heads_are_compared_by_their_image_encodings(tmp_path):
+    out = tmp_path / "cmp"
+    methods = ["sharpzo-gda", "gda", "tip-adapter", "linear-probe", "cmaes", "coop"]
+    assert main(["compare", "--data", "embedded-grainy", "--methods", *methods, "--seeds", "0",
+                 "--budget", "200", "--coop-budget", "10", "--eval-every", "100",
+                 "--head-views", "3", "--out", str(out), "--cache-dir",
+                 str(tmp_path / "cache"), "--quiet"]) == 0
+    records = {r["method"]: r for r in json.loads((out / "compare.json").read_text())}
+    for kind in ("gda", "tip-adapter", "linear-probe"):
+        r = records[kind]
+        assert r["forward_passes"] == 0 and r["image_encoding_passes"] == 3 and r["head"] == kind
+        assert r["test_acc"] > r["zero_shot_test_acc"]
+    assert records["sharpzo-gda"]["head"] == "gda"
+    assert records["sharpzo-gda"]["image_encoding_passes"] == 3
+    assert records["cmaes"]["head"] is None and records["coop"]["head"] is None
+    from sharpzo_ext.clip.compare_report import passes
+
+    assert passes(records["coop"], 10) == 20  # a forward and a backward pass a step
+    assert passes(records["gda"], 0) == 3 and passes(records["cmaes"], 200) == 200
+    table = (out / "compare.md").read_text()
+    assert "to CoOp's level: passes" in table and "GDA (training-free head)" in table
+    rows = {line.split(" | ")[0][2:]: line for line in table.splitlines() if line.startswith("| ")}
+    assert rows["GDA (training-free head)"].split(" | ")[4] == "3 ± 0"  # passes
+    assert rows["CoOp (first order)"].split(" | ")[4] == "20 ± 0"
+
+
+def test_compare_head_gives_every_forward_only_method_a_head_but_not_coop(tmp_path):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--data", "embedded", "--methods", "cmaes", "zosgd", "coop",
+                 "--head", "tip-adapter", "--seeds", "0", "--budget", "40", "--coop-budget",
+                 "4", "--eval-every", "20", "--head-views", "2", "--shots", "2", "--out",
+                 str(out), "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 0
+    heads = {r["method"]: r["head"] for r in json.loads((out / "compare.json").read_text())}
+    assert heads == {"cmaes": "tip-adapter", "zosgd": "tip-adapter", "coop": None}

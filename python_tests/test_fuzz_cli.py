@@ -23,7 +23,8 @@ TRAIN_FAULTS = {
     "--method": ["foo"], "--sharpness": ["foo"], "--shard": ["foo"], "--device": ["tpu"],
     "--data": ["/nonexistent/data", "FILE"], "--out": ["FILE", "FILE/sub"],
     "--resume": ["/nonexistent/run", "DIR"], "--pretrained": ["GARBAGE", "DIR"],
-    "--model": ["no-such-model"], "--precision": ["fp8"],
+    "--model": ["no-such-model"], "--precision": ["fp8"], "--head": ["knn"],
+    "--head-views": ["0", "257", "2.5"],
 }
 VALID_TRAIN = {"--lr": "0.01", "--popsize": "6", "--density": "0.3", "--seed": "3",
                "--budget": "50", "--sharpness": "none", "--shots": "2", "--q": "2"}
@@ -34,6 +35,8 @@ OTHER_FAULTS = [
     ["compare", "--methods", "foo"], ["compare", "--budget", "0"], ["compare", "--tasks", "foo"],
     ["compare", "--tasks", "embedded", "--data", "embedded"],
     ["train", "--method", "coop", "--precision", "int8"],
+    ["train", "--method", "gda", "--head", "linear-probe"], ["compare", "--head", "knn"],
+    ["compare", "--head-views", "0"],
     ["bench", "--json", "DIR"], ["bench", "--json", "FILE/sub"], ["bench", "--device", "tpu"],
     ["bench", "--min-run-time", "0"], ["bench", "--suite", "foo"], ["frobnicate"],
 ]

@@ -101,8 +101,8 @@ def _add_run_options(p, d) -> None:
     _option(p, "--pretrained", d.pretrained, "open_clip pretrained tag (e.g. openai; needs a "
             "network once) or a local checkpoint file")
     _option(p, "--data", d.data, "an embedded task ('embedded'; 'embedded-cluttered', "
-            "'embedded-grainy', 'embedded-colors': README, 'The tasks'), an ImageFolder tree, "
-            "or CoOp's data root with --dataset")
+            "'embedded-grainy', 'embedded-colors', 'embedded-stencil': README, 'The tasks'), an "
+            "ImageFolder tree, or CoOp's data root with --dataset")
     _option(p, "--dataset", d.dataset, "a CoOp data set under --data (caltech101, oxford_pets, "
             "stanford_cars, oxford_flowers, food101, sun397, dtd, eurosat, ucf101, "
             "fgvc_aircraft, imagenet)")
@@ -122,6 +122,18 @@ def _add_run_options(p, d) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _add_head_options(p, d, head_default) -> None:
+    """--head and --head-views, of train and compare."""
+    from sharpzo_ext.clip.config import HEAD_CHOICES, MAX_HEAD_VIEWS  # noqa: PLC0415
+
+    _option(p, "--head", head_default, "tune the prompt for this closed-form head on the image "
+            "features, ensembled with it by a weight chosen on validation (none: the prompt "
+            "alone)", choices=HEAD_CHOICES)
+    _option(p, "--head-views", d.head_views, "views (flips and shifts) of each training image "
+            f"whose features a head averages, 1 to {MAX_HEAD_VIEWS}; each costs an encoding of "
+            "the training images", type=int)
+
+
 def _add_train(sub) -> None:
     from sharpzo_ext.clip.config import METHODS, TrainConfig  # noqa: PLC0415
     from sharpzo_ext.optim.sharpzo import SHARPNESS  # noqa: PLC0415
@@ -132,8 +144,10 @@ def _add_train(sub) -> None:
                        "it on validation and reports test (and shifted-split) accuracy. With no "
                        "arguments: SharpZO on the embedded default model and task.")
     _add_run_options(p, d)
-    _option(p, "--method", d.method, "a forward-only optimizer, or coop: first-order CoOp "
-            "(Adam, backward passes), the reference", choices=METHODS)
+    _option(p, "--method", d.method, "a forward-only optimizer; coop: first-order CoOp "
+            "(Adam, backward passes), the reference; gda, tip-adapter or linear-probe: that "
+            "head on the zero-shot prompt, no tuning", choices=METHODS)
+    _add_head_options(p, d, d.head)
     _option(p, "--budget", d.budget, "training forward passes; coop: steps", type=int)
     p.add_argument("--out", help="run directory (default: runs/<method>-<time>)")
     p.add_argument("--resume", metavar="DIR",
@@ -171,11 +185,16 @@ def _config_from(args, **changes):
 def _run_train(args) -> None:
     import time  # noqa: PLC0415
 
+    from sharpzo_ext.clip.heads import HEADS  # noqa: PLC0415
     from sharpzo_ext.clip.train import train  # noqa: PLC0415
 
     if args.resume and args.out:
         raise CliError("--resume DIR continues the run in DIR; --out does not apply")
     config = _config_from(args)
+    if "head" in vars(args) and config.method in HEADS and config.head not in (config.method,
+                                                                               "none"):
+        raise CliError(f"--method {config.method} is the {config.method} head on the zero-shot "
+                       f"prompt; --head {config.head} does not apply")
     out = args.resume or args.out or f"runs/{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"
     if train(config, out, resume=bool(args.resume), progress=not args.quiet,
              explicit=_explicit(args)):
@@ -229,6 +248,7 @@ def _add_compare(sub) -> None:
                    help=f"embedded tasks to compare on (default: {' '.join(c.tasks)}; "
                    "--data DATA instead: that one task)")
     p.add_argument("--methods", nargs="+", choices=COMPARE_METHODS, default=list(c.methods))
+    _add_head_options(p, d, c.base.head)
     p.add_argument("--seeds", nargs="+", type=int, default=list(c.seeds))
     p.add_argument("--budget", type=int, default=c.base.budget,
                    help=f"forward passes of every forward-only method ({c.base.budget}, ZIP's "
@@ -251,10 +271,13 @@ def _run_compare(args) -> None:
 
     from sharpzo_ext.clip.compare import DEFAULT_TASKS, CompareConfig, compare  # noqa: PLC0415
 
+    c = CompareConfig()
+
     if args.tasks and "data" in vars(args):
         raise CliError("--tasks and --data both name what to compare on; give one")
     tasks = args.tasks or ([args.data] if "data" in vars(args) else DEFAULT_TASKS)
-    config = CompareConfig(base=_config_from(args), tasks=tuple(tasks),
+    config = CompareConfig(base=_config_from(args, head=getattr(args, "head", c.base.head)),
+                           tasks=tuple(tasks),
                            methods=tuple(args.methods),
                            seeds=tuple(args.seeds), coop_budget=args.coop_budget,
                            coop_lr=args.coop_lr, target=args.target)

@@ -18,14 +18,21 @@ Methods:
                     counted in steps (a forward and a backward pass each), --coop-budget;
                     always at fp32 on torch (--precision and --backend set the forward-only
                     methods' text tower)
+  sharpzo-gda       SharpZO tuning the prompt for the GDA head (ensemble.py)
+  gda, tip-adapter  closed-form heads on the cached image features beside the zero-shot
+                    prompt, with no tuning (heads.py)
+  linear-probe      logistic regression on the image features (first order, on the features
+                    only) beside the zero-shot prompt
+
+--head (default none) gives every other forward-only method a head too; coop never has one.
 
 Every method runs on every task with every seed; the seed draws the few-shot split and the
 method's projection and perturbation stream. Output in DIR: compare.json (one record per task,
 method and seed, with its accuracy curve), compare.md (per task: mean ± 95% confidence interval
-over seeds, time to a target accuracy; compare_report.py) and compare-<task>.png (test accuracy
-against forward passes, with the intervals as bands). Memory: the process's peak resident
-memory while a method runs (its high-water mark reset before it, Linux), and that peak minus
-the memory resident when it started (what the method itself adds).
+over seeds, passes to a target accuracy and to CoOp's level; compare_report.py) and
+compare-<task>.png (test accuracy against passes, with the intervals as bands). Memory: the
+process's peak resident memory while a method runs (its high-water mark reset before it,
+Linux), and that peak minus the memory resident when it started (what the method itself adds).
 """
 
 from __future__ import annotations
@@ -37,21 +44,24 @@ from typing import Callable
 
 from sharpzo_ext import checks, resident_memory
 from sharpzo_ext.clip import compare_report, methods, run_dir
+from sharpzo_ext.clip import ensemble as ensemble_lib
 from sharpzo_ext.clip.config import RunError, TrainConfig
 from sharpzo_ext.clip.data import EMBEDDED_TASKS
 from sharpzo_ext.clip.prepare import Prepared, prepare
 from sharpzo_ext.clip.evaluate import accuracies
-from sharpzo_ext.clip.train import initial_progress, optimize
+from sharpzo_ext.clip.heads import HEADS
+from sharpzo_ext.clip.train import finish, initial_progress, optimize, zero_shot
 from sharpzo_ext.files import write_json, write_text
 
 __all__ = ["COMPARE_METHODS", "DEFAULT_METHODS", "DEFAULT_TASKS", "BUDGET", "CompareConfig",
            "compare", "method_config"]
 
-COMPARE_METHODS = ("sharpzo", "sharpzo-released", "zip", "spsa-gc", "zosgd", "sparsezo",
-                   "cmaes", "coop")
-# the forward-only field and the first-order reference; sharpzo-released and sparsezo (SharpZO's
-# own ablations) on request, to keep the default run within 20 minutes on 2 cores
-DEFAULT_METHODS = ("sharpzo", "zip", "spsa-gc", "cmaes", "zosgd", "coop")
+COMPARE_METHODS = ("sharpzo", "sharpzo-gda", "sharpzo-released", "zip", "spsa-gc", "zosgd",
+                   "sparsezo", "cmaes", "coop") + HEADS
+# the forward-only field, the heads and the first-order references; sharpzo-released and
+# sparsezo (SharpZO's own ablations) on request, to keep the default run within 20 minutes on
+# 2 cores
+DEFAULT_METHODS = ("sharpzo", "sharpzo-gda", "zip", "spsa-gc", "cmaes", "zosgd", "coop") + HEADS
 DEFAULT_TASKS = ("embedded-grainy", "embedded-colors")  # Note [Tasks that separate]
 BUDGET = 5000  # forward passes of each forward-only method: ZIP's MAX_API_CALLS
 
@@ -60,7 +70,8 @@ BUDGET = 5000  # forward passes of each forward-only method: ZIP's MAX_API_CALLS
 class CompareConfig:
     """What compare runs: every method on every task (a `data` of TrainConfig: base with
     data = task) with every seed."""
-    base: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(budget=BUDGET))
+    base: TrainConfig = dataclasses.field(
+        default_factory=lambda: TrainConfig(budget=BUDGET, head="none"))
     tasks: tuple[str, ...] = DEFAULT_TASKS
     methods: tuple[str, ...] = DEFAULT_METHODS
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
@@ -99,37 +110,49 @@ class CompareConfig:
 
 def method_config(config: CompareConfig, method: str) -> TrainConfig:
     """The run configuration of one compared method: `base` with the method, and for
-    sharpzo-released the released code's settings, for coop its step budget and learning rate
-    (evaluated 40 times over its run)."""
+    sharpzo-released the released code's settings, for sharpzo-gda the GDA head, for a head the
+    head on the zero-shot prompt, for coop its step budget and learning rate (evaluated 40
+    times over its run) and no head."""
     base = config.base
     if method == "sharpzo-released":
         return dataclasses.replace(base, method="sharpzo", sharpness="cge", popsize=40,
                                    sigma=0.4, rho=0.1, switch_step=100, batched=False)
+    if method == "sharpzo-gda":
+        return dataclasses.replace(base, method="sharpzo", head="gda")
+    if method in HEADS:
+        return dataclasses.replace(base, method=method, head="none")
     if method == "coop":
         return dataclasses.replace(base, method="coop", budget=config.coop_budget,
                                    coop_lr=config.coop_lr, precision="fp32", backend="torch",
-                                   eval_every=max(1, config.coop_budget // 40))
+                                   eval_every=max(1, config.coop_budget // 40), head="none")
     return dataclasses.replace(base, method=method)
 
 
 def _method_run(p: Prepared, method: str, config: CompareConfig, progress: bool) -> dict:
     run_config = method_config(config, method)
     task = methods.make_task(run_config, p.loaded, p.data.classnames)
-    run = methods.build(run_config, task, p.features["train"], p.labels["train"])
-    best, log = initial_progress(p, task)
     measured = resident_memory.reset_peak()
     resident = resident_memory.status_mb("VmRSS")
+    start = time.time()
+    run = methods.build(run_config, task, p)  # a head is fitted here
+    fitted = time.time() - start
+    best, log = initial_progress(p, run)
     best = optimize(p, run, run_config.budget, run_config.eval_every, best, log,
                     progress=progress, label=f"{method} seed {run_config.seed}")
+    finish(p, run, best)
     peak = resident_memory.status_mb("VmHWM") if measured else None
     extra = peak - resident if peak is not None and resident is not None else None
-    final = accuracies(p, task, best["w"], p.eval_splits())
+    final = accuracies(p, task, best["w"], p.eval_splits(), run.ensemble)
+    head = run.ensemble
     return {"method": method, "seed": run_config.seed,
             **{f"{s}_acc": v for s, v in final.items()},
-            "zero_shot_test_acc": log[0].get("test_acc"),
+            "zero_shot_test_acc": zero_shot(log).get("test"),
             "forward_passes": methods.forward_passes(run.optimizer),
+            "image_encoding_passes": run_config.head_views if head else 0,
+            "head": head and head.head.kind,
+            "head_weight": head and ensemble_lib.weight_record(head.weight),
             "selected_at_forward_passes": best["forward_passes"],
-            "wall_time_s": log[-1]["wall_time_s"], "peak_memory_mb": peak,
+            "wall_time_s": fitted + log[-1]["wall_time_s"], "peak_memory_mb": peak,
             "training_memory_mb": extra, "curve": log}
 
 
@@ -153,6 +176,8 @@ def compare(config: CompareConfig, out: str | Path, progress: bool = True,
             one = dataclasses.replace(config, base=dataclasses.replace(config.base, data=task,
                                                                        seed=seed))
             p = prepare(one.base, progress)
+            if any(method_config(one, m).head_kind for m in config.methods):
+                p.head_features()  # the views' encodings, shared by every head (not timed)
             for method in config.methods:
                 records.append({"task": task} | _method_run(p, method, one, progress))
     out.mkdir(parents=True, exist_ok=True)

@@ -9,15 +9,20 @@ import torch
 import sharpzo_ext as sz
 from sharpzo_ext import checks
 from sharpzo_ext.clip import backend
+from sharpzo_ext.clip.heads import HEADS
 
-__all__ = ["TrainConfig", "RunError", "METHODS", "FORWARD_ONLY"]
+__all__ = ["TrainConfig", "RunError", "METHODS", "FORWARD_ONLY", "HEAD_CHOICES"]
 
 FORWARD_ONLY = ("sharpzo", "zosgd", "sparsezo", "cmaes", "zip", "spsa-gc")
-METHODS = FORWARD_ONLY + ("coop",)  # coop: first-order CoOp, the reference upper bound
+# coop: first-order CoOp, the reference upper bound; a head's name: that head on the zero-shot
+# prompt, fitted in closed form with no tuning (ensemble.py)
+METHODS = FORWARD_ONLY + ("coop",) + HEADS
+HEAD_CHOICES = HEADS + ("none",)
+MAX_HEAD_VIEWS = 256
 
-
-# fields that older run directories lack
-ADDED_LATER = frozenset({"batched", "coop_lr", "precision", "backend"})
+# fields that older run directories lack, and the value that continues them as they ran
+ADDED_LATER = {"batched": True, "coop_lr": 2e-3, "precision": "fp32", "backend": "torch",
+               "head": "none", "head_views": 1}
 
 
 class RunError(Exception):
@@ -44,6 +49,9 @@ class TrainConfig:
     batched: bool = True              # a population in batched calls; False: one call per row
     precision: str = "fp32"           # the text tower's linear layers: fp32, bf16 or int8 (CPU)
     backend: str = "torch"            # the text tower on "torch" or "onnxruntime" (CPU)
+    head: str = "gda"                 # the prompt is tuned for this head (ensemble.py)
+    head_views: int = 16              # views of each training image whose features a head
+    #                                   averages (views.py)
     # optimizer hyperparameters (each method uses the ones it has)
     lr: float = 0.05
     eps: float = 0.01
@@ -56,6 +64,18 @@ class TrainConfig:
     q: int = 4
     density: float = 0.5
     coop_lr: float = 2e-3             # Adam's learning rate for coop
+
+    @property
+    def head_kind(self) -> str | None:
+        """The head of the run: the method itself for a head-only method (whatever `head`
+        says), else `head` (None for "none"): the head the prompt is tuned for."""
+        if self.method in HEADS:
+            return self.method
+        return None if self.head == "none" else self.head
+
+    @property
+    def tunes_prompt(self) -> bool:
+        return self.method not in HEADS
 
     def check(self) -> None:
         """Raises RunError, naming the field, unless every field is valid: a run refuses a
@@ -74,6 +94,8 @@ class TrainConfig:
             checks.integer(self.intrinsic_dim, "intrinsic_dim", 1)
         checks.real(self.coop_lr, "coop_lr", positive=True)
         checks.choice(self.shard, "shard", ("population", "data"))
+        checks.choice(self.head, "head", HEAD_CHOICES)
+        checks.integer(self.head_views, "head_views", 1, MAX_HEAD_VIEWS)
         # every forward-only hyperparameter, by the rules of the optimizer that takes it
         # (SharpZO takes them all), whichever method runs
         sz.optim.SharpZO([torch.zeros(2)], lr=self.lr, eps=self.eps, sigma=self.sigma,
@@ -96,16 +118,16 @@ class TrainConfig:
     def from_saved(cls, saved, source: str) -> "TrainConfig":
         """The configuration a run directory saved (config.json's contents), or RunError
         naming `source` if it is not a complete, valid one. Fields added after sharpzo_ext
-        0.1.0 (ADDED_LATER) may be missing: they take their defaults."""
+        0.1.0 (ADDED_LATER) may be missing: they take the values those runs ran with."""
         if not isinstance(saved, dict):
             raise RunError(f"{source} is not a run configuration (a JSON object)")
         names = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(saved) - names)
-        missing = sorted(names - set(saved) - ADDED_LATER)
+        missing = sorted(names - set(saved) - set(ADDED_LATER))
         if unknown or missing:
             what = f"unknown fields {unknown}" if unknown else f"no {', '.join(missing)}"
             raise RunError(f"{source} is not a run configuration of this version: {what}")
-        config = cls(**saved)
+        config = cls(**{**ADDED_LATER, **saved})
         try:
             config.check()
         except RunError as error:

@@ -41,7 +41,8 @@ class Dataset:
 # ---- the embedded task -------------------------------------------------------------------------
 
 EMBEDDED_TASKS = {"embedded": "outline", "embedded-cluttered": "cluttered",
-                  "embedded-grainy": "grainy", "embedded-colors": "colors"}
+                  "embedded-grainy": "grainy", "embedded-colors": "colors",
+                  "embedded-stencil": "stencil"}
 
 
 def embedded_task(shots: int = 16, seed: int = 0, test_per_class: int = 100,

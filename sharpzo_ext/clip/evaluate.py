@@ -12,16 +12,22 @@ import torch
 
 from sharpzo_ext.clip import run_dir
 from sharpzo_ext.clip.config import RunError, TrainConfig
+from sharpzo_ext.clip.ensemble import Ensemble, split_logits
 from sharpzo_ext.clip.prepare import Prepared, prepare
 from sharpzo_ext.clip.prompt_task import PromptTask
 
 __all__ = ["accuracies", "prompt_config", "evaluate_prompt", "RECORDED"]
 
 
-def accuracies(p: Prepared, task: PromptTask, w: torch.Tensor, splits) -> dict[str, float]:
-    """{split: accuracy of the prompt w} for those of `splits` that the prepared data has."""
-    return {split: task.accuracy(w, p.features[split], p.labels[split]) for split in splits
-            if split in p.features}
+def accuracies(p: Prepared, task: PromptTask, w: torch.Tensor, splits,
+               ensemble: Ensemble | None = None) -> dict[str, float]:
+    """{split: accuracy of the prompt w (with the ensemble's head at its weight, if given)} for
+    those of `splits` that the prepared data has."""
+    if ensemble is None:
+        return {split: task.accuracy(w, p.features[split], p.labels[split]) for split in splits
+                if split in p.features}
+    return {split: ensemble.accuracy(task, w, split, p.features[split], p.labels[split])
+            for split in splits if split in p.features}
 
 
 # What a saved prompt records about its projection (metadata key -> TrainConfig field, parser).
@@ -51,10 +57,11 @@ def prompt_config(metadata: dict, config: TrainConfig, explicit: Iterable[str],
 
 def evaluate_prompt(prompt: str | Path, config: TrainConfig, progress: bool = True,
                     explicit: Iterable[str] = ()) -> dict:
-    """Accuracies of a saved prompt on every split of the data of `config` (same model and
-    classes; refused with a RunError otherwise). The values the prompt recorded win over
-    `config`'s (prompt_config; `explicit` names the fields set on purpose)."""
-    w, metadata = run_dir.read_prompt(Path(prompt))
+    """Accuracies of a saved prompt (with its head at its weight, if it has one) on every split
+    of the data of `config` (same model and classes; refused with a RunError otherwise). The
+    values the prompt recorded win over `config`'s (prompt_config; `explicit` names the fields
+    set on purpose)."""
+    w, metadata, head = run_dir.read_prompt(Path(prompt))
     config = prompt_config(metadata, config, explicit, str(prompt))
     config.check()
     p = prepare(config, progress)
@@ -70,4 +77,14 @@ def evaluate_prompt(prompt: str | Path, config: TrainConfig, progress: bool = Tr
     if w.numel() != p.task.dim:
         raise RunError(f"{prompt} holds a {w.numel()}-dimensional prompt; this task's is "
                        f"{p.task.dim} (other intrinsic_dim or context length)")
-    return accuracies(p, p.task, w.to(p.task.device), ("train", "val", "test", "shifted"))
+    ensemble = None
+    if head is not None:
+        head, weight = head
+        width, classes = p.features["train"].shape[1], len(p.data.classnames)
+        if (head.width, head.classes) != (width, classes):
+            raise RunError(f"{prompt} holds a {head.kind} head for features of width "
+                           f"{head.width} and {head.classes} classes; this model's features "
+                           f"are {width} wide, for {classes} classes")
+        ensemble = Ensemble(head, weight, split_logits(head, p.features))
+    return accuracies(p, p.task, w.to(p.task.device), ("train", "val", "test", "shifted"),
+                      ensemble)

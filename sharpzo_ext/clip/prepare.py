@@ -4,6 +4,7 @@ image features of every split (from the feature cache when it has them)."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import torch
 
@@ -28,9 +29,26 @@ class Prepared:
     features: dict[str, torch.Tensor]
     labels: dict[str, torch.Tensor]
     cache_hits: dict[str, bool]
+    cache: Path | None = None
+    progress: bool = True
+    _head_features: torch.Tensor | None = None
 
     def eval_splits(self) -> list[str]:
         return [split for split in EVAL_SPLITS if split in self.features]
+
+    def head_features(self) -> torch.Tensor:
+        """The training images' features averaged over config.head_views views (views.py),
+        what a head is fitted to: computed (or read from the cache) when first asked for."""
+        if self._head_features is None:
+            views = self.config.head_views
+            if views == 1:
+                self._head_features = self.features["train"]
+            else:
+                self._head_features, hit = split_features(
+                    self.task, self.loaded, self.data, "train", self.cache, self.progress,
+                    views=views, seed=self.config.seed)
+                self.cache_hits[f"train-{views}-views"] = hit
+        return self._head_features
 
 
 def load_data(config: TrainConfig) -> data_lib.Dataset:
@@ -49,9 +67,9 @@ def prepare(config: TrainConfig, progress: bool = True) -> Prepared:
     loaded = load_model(config.model, config.pretrained, config.device)
     data = load_data(config)
     task = make_task(config, loaded, data.classnames)
-    cache = config.cache_dir if config.cache_dir is not None else default_cache_dir()
+    cache = Path(config.cache_dir) if config.cache_dir is not None else default_cache_dir()
     features, labels, hits = {}, {}, {}
     for split in data.splits:
         features[split], hits[split] = split_features(task, loaded, data, split, cache, progress)
         labels[split] = data.labels(split).to(task.device)
-    return Prepared(config, loaded, data, task, features, labels, hits)
+    return Prepared(config, loaded, data, task, features, labels, hits, cache, progress)

@@ -200,20 +200,26 @@ class PromptTask:
         logits = self._logit_scale * torch.einsum("ne,mce->mnc", features.to(self.device), text)
         return logits if self._logit_bias is None else logits + self._logit_bias
 
-    def losses(self, W: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy loss of every row of W over the images: a (m,) tensor."""
+    def losses(self, W: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
+               offset: torch.Tensor | None = None) -> torch.Tensor:
+        """Cross-entropy loss of every row of W over the images: a (m,) tensor. `offset` (N, C),
+        if given, is added to every row's logits (a head's, ensemble.py)."""
         logits = self.logits(W, features)
+        if offset is not None:
+            logits = logits + offset.to(self.device)
         labels = labels.to(self.device).expand(logits.shape[0], -1)
         return F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").mean(dim=1)
 
-    def loss(self, w: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.losses(torch.as_tensor(w).reshape(1, -1), features, labels)[0]
+    def loss(self, w: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
+             offset: torch.Tensor | None = None) -> torch.Tensor:
+        return self.losses(torch.as_tensor(w).reshape(1, -1), features, labels, offset)[0]
 
-    def objective(self, features: torch.Tensor, labels: torch.Tensor) -> Population:
+    def objective(self, features: torch.Tensor, labels: torch.Tensor,
+                  offset: torch.Tensor | None = None) -> Population:
         """The training loss over these images as a Population objective for the optimizers:
         ``opt.step(task.objective(features, labels))`` evaluates a whole population (or all
         the points of a two-point estimate) in batched forwards."""
-        return Population(lambda W: self.losses(W, features, labels))
+        return Population(lambda W: self.losses(W, features, labels, offset))
 
     @torch.no_grad()
     def accuracy(self, w: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> float:

@@ -4,7 +4,8 @@ file):
   config.json         the resolved configuration (what --resume rebuilds the run from)
   log.jsonl           one line per evaluation: forward passes, train loss, accuracies, time
   state.pt            optimizer and progress at the last evaluation (what --resume continues)
-  prompt.safetensors  the selected prompt: w, its context vectors, and what they belong to
+  prompt.safetensors  the selected prompt: w, its context vectors, what they belong to, and
+                      its head with the head's weight (when the run has one)
   accuracy.png        validation and test accuracy against forward passes
   summary.json        zero-shot and tuned accuracies, forward passes, wall time, peak memory
   .lock               held (flock) by the process that writes the run: a second writer is
@@ -27,6 +28,8 @@ import torch
 
 from sharpzo_ext.clip.config import RunError, TrainConfig
 from sharpzo_ext.clip.data import Dataset
+from sharpzo_ext.clip.ensemble import Ensemble, from_prompt_file
+from sharpzo_ext.clip.heads import Head, HeadError
 from sharpzo_ext.clip.models import LoadedModel
 from sharpzo_ext.clip.prompt_task import PromptTask
 from sharpzo_ext.files import atomic_path, path_problem, write_json, write_text
@@ -95,12 +98,14 @@ def write_config(out: Path, config: TrainConfig) -> None:
 
 
 def save_progress(out: Path, optimizer: torch.optim.Optimizer, w: torch.Tensor, best: dict,
-                  log: list[dict]) -> None:
-    """log.jsonl and state.pt: everything --resume needs to continue the same trajectory."""
+                  log: list[dict], ensemble: Ensemble | None = None) -> None:
+    """log.jsonl and state.pt: everything --resume needs to continue the same trajectory (the
+    head the prompt is tuned for included)."""
     write_text(out / "log.jsonl", "".join(json.dumps(row) + "\n" for row in log))
     with atomic_path(out / "state.pt") as tmp:
         torch.save({"optimizer": copy.deepcopy(optimizer.state_dict()), "w": w.detach().clone(),
-                    "best": best, "log": log}, tmp)
+                    "best": best, "log": log,
+                    "ensemble": None if ensemble is None else ensemble.state()}, tmp)
 
 
 def load_progress(out: Path) -> dict:
@@ -117,7 +122,9 @@ def load_progress(out: Path) -> dict:
 
 
 def save_prompt(path: Path, loaded: LoadedModel, data: Dataset, task: PromptTask,
-                w: torch.Tensor, extra: dict) -> None:
+                w: torch.Tensor, extra: dict, ensemble: Ensemble | None = None) -> None:
+    """The prompt file: w, its context vectors, what they belong to, and the head with its
+    weight when the prompt has one (`eval` scores them together)."""
     from safetensors.torch import save_file  # noqa: PLC0415
 
     metadata = {"model": json.dumps(loaded.identity, sort_keys=True),
@@ -127,21 +134,31 @@ def save_prompt(path: Path, loaded: LoadedModel, data: Dataset, task: PromptTask
                 "seed": str(task.seed), **{k: str(v) for k, v in extra.items()}}
     tensors = {"w": w.detach().float().cpu().contiguous(),
                "ctx": task.context(w.reshape(1, -1))[0].detach().cpu().contiguous()}
+    if ensemble is not None:
+        head_tensors, head_metadata = ensemble.to_prompt_file()
+        tensors |= head_tensors
+        metadata |= head_metadata
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
 
 
-def read_prompt(path: Path) -> tuple[torch.Tensor, dict]:
-    """(w, metadata) of a saved prompt file."""
+def read_prompt(path: Path) -> tuple[torch.Tensor, dict, tuple[Head, float] | None]:
+    """(w, metadata, (head, weight) or None) of a saved prompt file."""
     from safetensors import safe_open  # noqa: PLC0415
 
     if not path.is_file():
         raise RunError(f"prompt file {path} does not exist")
     try:
         with safe_open(str(path), framework="pt") as f:
-            return f.get_tensor("w"), f.metadata() or {}
+            metadata = f.metadata() or {}
+            w = f.get_tensor("w")
+            tensors = {k: f.get_tensor(k) for k in f.keys() if k not in ("w", "ctx")}
     except Exception as error:  # noqa: BLE001 (anything unreadable is one error to the user)
         raise RunError(f"cannot read prompt file {path}: {error}") from None
+    try:
+        return w, metadata, from_prompt_file(tensors, metadata, str(path))
+    except HeadError as error:
+        raise RunError(str(error)) from None
 
 
 def plot_accuracy(path: Path, log: list[dict], zero_shot: dict[str, float], title: str) -> None:

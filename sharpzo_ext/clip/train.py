@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import resource
 import time
 from pathlib import Path
@@ -16,15 +17,15 @@ from typing import Callable, Iterable
 import torch
 
 from sharpzo_ext import distributed
+from sharpzo_ext.clip import ensemble as ensemble_lib
 from sharpzo_ext.clip import run_dir
 from sharpzo_ext.clip.config import METHODS, RunError, TrainConfig
 from sharpzo_ext.clip.evaluate import accuracies
 from sharpzo_ext.clip.methods import Method, build, forward_passes
 from sharpzo_ext.clip.prepare import Prepared, prepare
-from sharpzo_ext.clip.prompt_task import PromptTask
 
 __all__ = ["TrainConfig", "RunError", "METHODS", "train", "resumed_config", "optimize",
-           "initial_progress", "summarize", "format_summary", "zero_shot"]
+           "initial_progress", "finish", "summarize", "format_summary", "zero_shot"]
 
 
 def __getattr__(name: str):
@@ -46,15 +47,29 @@ def peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def initial_progress(p: Prepared, task: PromptTask) -> tuple[dict, list[dict]]:
-    """(best, log) before any step: w = 0, zero-shot CLIP."""
+def _train_loss(p: Prepared, method: Method, w: torch.Tensor) -> float:
+    """The training loss of w: of the text logits, plus the head's cross-fitted logits for a
+    prompt tuned for a head (what the optimizer minimizes)."""
+    e = method.ensemble
+    offset = None if e is None or e.cross_fitted is None else e.offset()
+    with torch.no_grad():
+        return float(method.task.loss(w, p.features["train"], p.labels["train"], offset))
+
+
+def initial_progress(p: Prepared, method: Method) -> tuple[dict, list[dict]]:
+    """(best, log) before any step: w = 0, zero-shot CLIP (with the method's head, if it has
+    one; the first row then keeps the zero-shot prompt's own accuracies in "zero_shot")."""
+    task = method.task
     zero_w = task.zero_vector()
-    accs = accuracies(p, task, zero_w, p.eval_splits())
-    loss = float(task.loss(zero_w, p.features["train"], p.labels["train"]))
+    accs = accuracies(p, task, zero_w, p.eval_splits(), method.ensemble)
+    loss = _train_loss(p, method, zero_w)
     best = {"val_acc": accs.get("val", 0.0), "w": zero_w.clone(), "forward_passes": 0,
             "train_loss": loss}
-    return best, [{"forward_passes": 0, "train_loss": loss,
-                   **{f"{k}_acc": v for k, v in accs.items()}, "wall_time_s": 0.0}]
+    row = {"forward_passes": 0, "train_loss": loss, **{f"{k}_acc": v for k, v in accs.items()},
+           "wall_time_s": 0.0}
+    if method.ensemble is not None:
+        row["zero_shot"] = accuracies(p, task, zero_w, p.eval_splits())
+    return best, [row]
 
 
 def optimize(p: Prepared, method: Method, budget: int, eval_every: int, best: dict,
@@ -63,8 +78,11 @@ def optimize(p: Prepared, method: Method, budget: int, eval_every: int, best: di
     """Steps the method until `budget` forward passes (methods.forward_passes), evaluating every
     `eval_every`: appends to `log`, keeps in `best` the iterate with the best validation
     accuracy (ties: lower train loss), calls on_eval(best, log) after each evaluation. Returns
-    best. With evaluate=False (the other ranks of a distributed run) it only steps."""
+    best. With evaluate=False (the other ranks of a distributed run) it only steps. A head-only
+    method has nothing to step."""
     task, optimizer, w = method.task, method.optimizer, method.w
+    if optimizer is None:
+        return best
     session_start = time.time()
     bar = None
     if progress:
@@ -83,9 +101,8 @@ def optimize(p: Prepared, method: Method, budget: int, eval_every: int, best: di
             continue
         next_eval = (spent // eval_every + 1) * eval_every
         current = w.detach().clone()
-        with torch.no_grad():
-            train_loss = float(task.loss(current, p.features["train"], p.labels["train"]))
-        accs = accuracies(p, task, current, p.eval_splits())
+        train_loss = _train_loss(p, method, current)
+        accs = accuracies(p, task, current, p.eval_splits(), method.ensemble)
         log.append({"forward_passes": spent, "train_loss": train_loss,
                     **{f"{k}_acc": v for k, v in accs.items()},
                     "wall_time_s": elapsed + time.time() - session_start})
@@ -118,9 +135,8 @@ def resumed_config(out: Path, config: TrainConfig, explicit: Iterable[str]) -> T
                                else saved.cache_dir)
 
 
-def _resume_(out: Path, method: Method) -> tuple[dict, list[dict]]:
-    """Loads the run's state.pt into `method`: (best, log)."""
-    state = run_dir.load_progress(out)
+def _resume_(out: Path, method: Method, state: dict) -> tuple[dict, list[dict]]:
+    """Loads the run's state (its state.pt) into `method`: (best, log)."""
     try:
         method.optimizer.load_state_dict(state["optimizer"])
         w = torch.as_tensor(state["w"])
@@ -169,13 +185,16 @@ def _train(config: TrainConfig, out: Path, resume: bool, progress: bool,
     writer = rank == 0  # the other ranks of a distributed run step, and write nothing
     progress = progress and writer
     p = prepare(config, progress)
-    method = build(config, p.task, p.features["train"], p.labels["train"], world)
+    # a new run's head is fitted before anything is written; a resumed run keeps its own
+    method = None if resume else build(config, p.task, p, world)
     with run_dir.locked(out) if writer else contextlib.nullcontext():
         if resume:
-            best, log = _resume_(out, method)
+            state = run_dir.load_progress(out)
+            method = build(config, p.task, p, world, head=_saved_head(out, config, state))
+            best, log = _resume_(out, method, state)
         else:
             run_dir.check_new(out)  # again, now that no other writer can start one
-            best, log = initial_progress(p, p.task)
+            best, log = initial_progress(p, method)
         if writer:
             run_dir.write_config(out, config)
         return _run(p, method, out, best, log, start, world, progress, writer, report)
@@ -188,18 +207,20 @@ def _run(p: Prepared, method: Method, out: Path, best: dict, log: list[dict], st
     config = p.config
 
     def save(best, log):
-        run_dir.save_progress(out, method.optimizer, method.w, best, log)
+        run_dir.save_progress(out, method.optimizer, method.w, best, log, method.ensemble)
 
     best = optimize(p, method, config.budget, config.eval_every, best, log,
                     elapsed=log[-1]["wall_time_s"], progress=progress, label=config.method,
                     on_eval=save, evaluate=writer)
     if not writer:
         return {}
-    summary = summarize(p, p.task, best, log, forward_passes(method.optimizer), start)
+    finish(p, method, best)
+    summary = summarize(p, method, best, log, start)
     summary["processes"] = world
     run_dir.save_prompt(out / "prompt.safetensors", p.loaded, p.data, p.task, best["w"],
-                        {"val_acc": best["val_acc"], "forward_passes": best["forward_passes"],
-                         "method": config.method})
+                        {"val_acc": summary["val_acc"],
+                         "forward_passes": best["forward_passes"], "method": config.method},
+                        method.ensemble)
     run_dir.plot_accuracy(out / "accuracy.png", log, zero_shot(log),
                           f"{config.method}: {config.dataset or config.data} data, "
                           f"{config.model} model")
@@ -208,24 +229,54 @@ def _run(p: Prepared, method: Method, out: Path, best: dict, log: list[dict], st
     return summary
 
 
+def _saved_head(out: Path, config: TrainConfig, state: dict | None) -> dict | None:
+    """The head a resumed run saved (it goes on with that one, not one fitted again), or
+    RunError if its state does not hold the head its configuration names."""
+    if state is None or config.head_kind is None:
+        return None
+    saved = state.get("ensemble")
+    if not isinstance(saved, dict) or saved.get("kind") != config.head_kind:
+        raise RunError(f"cannot resume from {out / 'state.pt'}: it holds no {config.head_kind} "
+                       "head, which the run's configuration names")
+    return saved
+
+
+def finish(p: Prepared, method: Method, best: dict) -> None:
+    """A prompt tuned for a head gets its final weight, chosen on validation for the selected
+    prompt (Note [Ensembling a head])."""
+    e = method.ensemble
+    if e is not None and method.optimizer is not None:
+        e.weight = e.best_weight(method.task, best["w"], p.features["val"], p.labels["val"])
+
+
 def zero_shot(log: list[dict]) -> dict[str, float]:
-    return {k[:-4]: v for k, v in log[0].items() if k.endswith("_acc")}
+    """The zero-shot prompt's accuracies, from a run's log."""
+    return log[0].get("zero_shot") or {k[:-4]: v for k, v in log[0].items() if k.endswith("_acc")}
 
 
-def summarize(p: Prepared, task: PromptTask, best: dict, log: list[dict], spent: int,
-              start: float) -> dict:
-    config = p.config
-    tuned, initial = accuracies(p, task, best["w"], p.eval_splits()), zero_shot(log)
-    return {
+def summarize(p: Prepared, method: Method, best: dict, log: list[dict], start: float) -> dict:
+    config, task, e = p.config, method.task, method.ensemble
+    tuned, initial = accuracies(p, task, best["w"], p.eval_splits(), e), zero_shot(log)
+    summary = {
         "model": config.model, "method": config.method, "seed": config.seed,
         "zero_shot_val_acc": initial.get("val"), "zero_shot_test_acc": initial.get("test"),
         "zero_shot_shifted_acc": initial.get("shifted"),
         "val_acc": tuned.get("val"), "test_acc": tuned.get("test"),
         "shifted_acc": tuned.get("shifted"), "selected_at_forward_passes": best["forward_passes"],
-        "forward_passes": spent, "wall_time_s": log[-1]["wall_time_s"],
+        "forward_passes": forward_passes(method.optimizer), "wall_time_s": log[-1]["wall_time_s"],
         "total_time_s": time.time() - start, "peak_memory_mb": peak_memory_mb(config.device),
-        "feature_cache_hits": p.cache_hits,
+        "feature_cache_hits": p.cache_hits, "head": None,
     }
+    if e is not None:
+        alone = {split: e.accuracy(task, best["w"], split, p.features[split], p.labels[split],
+                                   weight=math.inf) for split in p.eval_splits()}
+        summary |= {"head": e.head.kind, "head_views": config.head_views,
+                    "head_weight": ensemble_lib.weight_record(e.weight), "selected": ensemble_lib.describe(e.head.kind,
+                                                                               e.weight),
+                    "head_alone_val_acc": alone.get("val"),
+                    "head_alone_test_acc": alone.get("test"),
+                    "image_encodings": config.head_views * len(p.labels["train"])}
+    return summary
 
 
 def format_summary(s: dict) -> str:
@@ -240,5 +291,9 @@ def format_summary(s: dict) -> str:
              f"  tuned      val {pct(s['val_acc'])}  test {pct(s['test_acc'])}"
              f"  shifted {pct(s['shifted_acc'])}  (selected on val at "
              f"{s['selected_at_forward_passes']} forward passes)"]
+    if s.get("head"):
+        lines.append(f"  {s['head']} head alone  val {pct(s['head_alone_val_acc'])}  test "
+                     f"{pct(s['head_alone_test_acc'])}  (from {s['head_views']} views of each "
+                     f"training image); selected on val: {s['selected']}")
     return "\n".join(lines)
 
