@@ -174,3 +174,12 @@ def test_calibration_minimizes_the_cross_entropy():
     assert 1e-3 < t < 1e3 and ce(t) <= min(ce(t * 1.01), ce(t / 1.01))
     separable = torch.eye(3) * 5
     assert heads.calibrate(separable, torch.arange(3)) == pytest.approx(1e6)
+
+
+def test_tip_adapter_scores_in_blocks_as_in_one(monkeypatch):
+    x, labels = gaussian_classes(classes=3, shots=4, width=6)
+    head = heads.fit("tip-adapter", x, labels, 3)
+    whole = head.logits(x)
+    monkeypatch.setattr(heads, "_TIP_BLOCK", 12 * 5)  # blocks of 5 rows against 12 keys
+    torch.testing.assert_close(head.logits(x), whole)
+    assert head.logits(x[:0]).shape == (0, 3)

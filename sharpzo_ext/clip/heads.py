@@ -50,6 +50,7 @@ FOLDS = 4  # Note [Cross-fitted head logits]
 # leave-one-out cannot score it, and beta is TIP_DEFAULT_BETA, Tip-Adapter's published value.
 TIP_BETAS = (1.0, 2.0, 3.5, 5.5, 7.5, 10.0)
 TIP_DEFAULT_BETA = 5.5
+_TIP_BLOCK = 1 << 23  # affinities (float64) per block of scored images: 64 MB
 
 # Note [Linear probe]
 # Weights and biases minimize the mean cross-entropy of x W^T + b plus lam ||W||^2, by L-BFGS
@@ -95,8 +96,11 @@ class Head:
         t = self.tensors
         if "weight" in t:
             raw = x @ t["weight"].T + t["bias"]
-        else:
-            raw = _tip_logits(x, t["keys"], t["labels"], self.classes, t["beta"])
+        else:  # affinities to every key: in blocks of rows, to bound their memory
+            rows = max(1, _TIP_BLOCK // t["keys"].shape[0])
+            raw = torch.cat([x.new_zeros(0, self.classes)] + [
+                _tip_logits(block, t["keys"], t["labels"], self.classes, t["beta"])
+                for block in x.split(rows)])
         return (self.temperature * raw).float().to(features.device)
 
     def check(self) -> "Head":
@@ -153,8 +157,8 @@ def fit(kind: str, features: torch.Tensor, labels: torch.Tensor, classes: int) -
 
 
 def _class_means(x: torch.Tensor, labels: torch.Tensor, classes: int) -> torch.Tensor:
-    counts = torch.bincount(labels, minlength=classes).double()
-    return torch.zeros(classes, x.shape[1], dtype=x.dtype).index_add_(0, labels, x) / counts[:, None]
+    sums = torch.zeros(classes, x.shape[1], dtype=x.dtype).index_add_(0, labels, x)
+    return sums / torch.bincount(labels, minlength=classes).double()[:, None]
 
 
 def ledoit_wolf_shrinkage(centered: torch.Tensor) -> float:

@@ -271,8 +271,8 @@ def summarize(p: Prepared, method: Method, best: dict, log: list[dict], start: f
         alone = {split: e.accuracy(task, best["w"], split, p.features[split], p.labels[split],
                                    weight=math.inf) for split in p.eval_splits()}
         summary |= {"head": e.head.kind, "head_views": config.head_views,
-                    "head_weight": ensemble_lib.weight_record(e.weight), "selected": ensemble_lib.describe(e.head.kind,
-                                                                               e.weight),
+                    "head_weight": ensemble_lib.weight_record(e.weight),
+                    "selected": ensemble_lib.describe(e.head.kind, e.weight),
                     "head_alone_val_acc": alone.get("val"),
                     "head_alone_test_acc": alone.get("test"),
                     "image_encodings": config.head_views * len(p.labels["train"])}
