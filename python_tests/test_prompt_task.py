@@ -134,7 +134,7 @@ def test_bad_arguments():
 
 def test_embedded_model_warns_about_words_it_does_not_know():
     from sharpzo_ext.clip.config import TrainConfig
-    from sharpzo_ext.clip.methods import make_task
+    from sharpzo_ext.clip.prepare import make_task
     from sharpzo_ext.clip.models import load_model
 
     loaded = load_model("embedded")

@@ -47,7 +47,7 @@ from sharpzo_ext.clip import compare_report, methods, run_dir
 from sharpzo_ext.clip import ensemble as ensemble_lib
 from sharpzo_ext.clip.config import RunError, TrainConfig
 from sharpzo_ext.clip.data import EMBEDDED_TASKS
-from sharpzo_ext.clip.prepare import Prepared, prepare
+from sharpzo_ext.clip.prepare import Prepared, make_task, prepare
 from sharpzo_ext.clip.evaluate import accuracies
 from sharpzo_ext.clip.heads import HEADS
 from sharpzo_ext.clip.train import finish, initial_progress, optimize, zero_shot
@@ -130,7 +130,7 @@ def method_config(config: CompareConfig, method: str) -> TrainConfig:
 
 def _method_run(p: Prepared, method: str, config: CompareConfig, progress: bool) -> dict:
     run_config = method_config(config, method)
-    task = methods.make_task(run_config, p.loaded, p.data.classnames)
+    task = make_task(run_config, p.loaded, p.data.classnames)
     measured = resident_memory.reset_peak()
     resident = resident_memory.status_mb("VmRSS")
     start = time.time()

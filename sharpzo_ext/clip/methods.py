@@ -1,4 +1,5 @@
-"""The tuning methods of a run: for each, its prompt task, its optimizer and its objective.
+"""The tuning methods of a run: for each, its optimizer, its objective and its head (its prompt
+task is prepare.make_task's).
 
 Forward-only methods (sharpzo, zosgd, sparsezo, cmaes, zip, spsa-gc) tune the intrinsic vector w
 with a sharpzo_ext optimizer and a Population objective (the task's batched losses, split across
@@ -16,22 +17,18 @@ head.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 
 import sharpzo_ext as sz
 from sharpzo_ext import distributed
 from sharpzo_ext.clip import ensemble as ensemble_lib
-from sharpzo_ext.clip import low_rank, text_tower
 from sharpzo_ext.clip.config import RunError, TrainConfig
 from sharpzo_ext.clip.heads import HeadError
-from sharpzo_ext.clip.models import LoadedModel
-from sharpzo_ext.clip.prompt_task import PromptTask, check_vocabulary
+from sharpzo_ext.clip.prepare import Prepared
+from sharpzo_ext.clip.prompt_task import PromptTask
 from sharpzo_ext.optim.base import ForwardOnlyOptimizer
-
-if TYPE_CHECKING:
-    from sharpzo_ext.clip.prepare import Prepared
 
 # Note [SPSA-GC's step size]: BlackVIP's a = 0.01 is for its coordinator network's weights; on
 # the linear intrinsic prompt it leaves zero-shot where it was (26.9% validation accuracy on
@@ -39,28 +36,8 @@ if TYPE_CHECKING:
 # (35.6%), is the one used. ZIP's own constants were already the best of the three for ZIP.
 SPSA_GC_STEP = 1.0
 
-__all__ = ["Method", "make_task", "make_optimizer", "make_objective", "make_ensemble", "build",
+__all__ = ["Method", "make_optimizer", "make_objective", "make_ensemble", "build",
            "forward_passes"]
-
-
-def make_task(config: TrainConfig, loaded: LoadedModel, classnames: list[str]) -> PromptTask:
-    """The prompt task of `config.method` (coop: no projection, the context is tuned)."""
-    width = text_tower.width(loaded.model)
-    n_ctx = (int((loaded.tokenizer([config.ctx_init])[0] != 0).sum()) - 2 if config.ctx_init
-             else config.n_ctx)
-    # the paper's d = 512 for CLIP ViT-B/16 (context 4 x 512); half the context size for
-    # smaller text towers, where 512 would exceed the context itself
-    intrinsic = None if config.method == "coop" else (
-        config.intrinsic_dim or min(512, n_ctx * width // 2))
-    if loaded.known_tokens is not None:
-        prefix = config.ctx_init or ""
-        check_vocabulary(loaded.tokenizer, [f"{prefix} {name}." for name in classnames],
-                         loaded.known_tokens)
-    return PromptTask(loaded.model, loaded.tokenizer, classnames, n_ctx=config.n_ctx,
-                      ctx_init=config.ctx_init, intrinsic_dim=intrinsic, seed=config.seed,
-                      device=config.device, precision=config.precision, backend=config.backend,
-                      cache_dir=config.cache_dir,
-                      rank=low_rank.RANK if config.method == "zip" else None)
 
 
 def make_optimizer(config: TrainConfig, params: list[torch.Tensor]) -> torch.optim.Optimizer:

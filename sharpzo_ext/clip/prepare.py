@@ -11,11 +11,11 @@ import torch
 from sharpzo_ext.clip import data as data_lib
 from sharpzo_ext.clip.config import TrainConfig
 from sharpzo_ext.clip.feature_cache import default_cache_dir, split_features
-from sharpzo_ext.clip.methods import make_task
+from sharpzo_ext.clip import low_rank, text_tower
 from sharpzo_ext.clip.models import LoadedModel, load_model
-from sharpzo_ext.clip.prompt_task import PromptTask
+from sharpzo_ext.clip.prompt_task import PromptTask, check_vocabulary
 
-__all__ = ["Prepared", "prepare", "load_data", "EVAL_SPLITS"]
+__all__ = ["Prepared", "prepare", "make_task", "load_data", "EVAL_SPLITS"]
 
 EVAL_SPLITS = ("val", "test", "shifted")  # evaluated during a run, when the data has them
 
@@ -49,6 +49,26 @@ class Prepared:
                     views=views, seed=self.config.seed)
                 self.cache_hits[f"train-{views}-views"] = hit
         return self._head_features
+
+
+def make_task(config: TrainConfig, loaded: LoadedModel, classnames: list[str]) -> PromptTask:
+    """The prompt task of `config.method` (coop: no projection, the context is tuned)."""
+    width = text_tower.width(loaded.model)
+    n_ctx = (int((loaded.tokenizer([config.ctx_init])[0] != 0).sum()) - 2 if config.ctx_init
+             else config.n_ctx)
+    # the paper's d = 512 for CLIP ViT-B/16 (context 4 x 512); half the context size for
+    # smaller text towers, where 512 would exceed the context itself
+    intrinsic = None if config.method == "coop" else (
+        config.intrinsic_dim or min(512, n_ctx * width // 2))
+    if loaded.known_tokens is not None:
+        prefix = config.ctx_init or ""
+        check_vocabulary(loaded.tokenizer, [f"{prefix} {name}." for name in classnames],
+                         loaded.known_tokens)
+    return PromptTask(loaded.model, loaded.tokenizer, classnames, n_ctx=config.n_ctx,
+                      ctx_init=config.ctx_init, intrinsic_dim=intrinsic, seed=config.seed,
+                      device=config.device, precision=config.precision, backend=config.backend,
+                      cache_dir=config.cache_dir,
+                      rank=low_rank.RANK if config.method == "zip" else None)
 
 
 def load_data(config: TrainConfig) -> data_lib.Dataset:
