@@ -10,8 +10,10 @@ Note [Ensembling a head]
 - A prompt tuned for the head is scored, image by image, against the head's cross-fitted
   logits (Note [Cross-fitted head logits]) at TRAINING_WEIGHT: the head supplies what the
   image features already tell, and the prompt is rewarded for what it adds. While the prompt is
-  tuned, evaluations use the same weight, so the selected iterate is the one that helps the
-  head most on validation.
+  tuned, iterates are selected by their validation accuracy at the same weight: the one that
+  helps the head most. (Selecting iterate and weight together on validation did half a point
+  worse: docs/tuning-experiments.md.) A log row shows each iterate with the head at the weight
+  validation would choose for it, which is what stopping there would give.
 - The final weight is chosen on validation accuracy from WEIGHTS, which include 0 (the prompt
   alone) and inf (the head alone), ties going to the lower validation cross-entropy. So a run
   never ends below its own head alone, or its own prompt alone, on validation.

@@ -20,13 +20,14 @@ __all__ = ["accuracies", "prompt_config", "evaluate_prompt", "RECORDED"]
 
 
 def accuracies(p: Prepared, task: PromptTask, w: torch.Tensor, splits,
-               ensemble: Ensemble | None = None) -> dict[str, float]:
-    """{split: accuracy of the prompt w (with the ensemble's head at its weight, if given)} for
-    those of `splits` that the prepared data has."""
+               ensemble: Ensemble | None = None,
+               weight: float | None = None) -> dict[str, float]:
+    """{split: accuracy of the prompt w (with the ensemble's head at `weight`, default its
+    own, if given)} for those of `splits` that the prepared data has."""
     if ensemble is None:
         return {split: task.accuracy(w, p.features[split], p.labels[split]) for split in splits
                 if split in p.features}
-    return {split: ensemble.accuracy(task, w, split, p.features[split], p.labels[split])
+    return {split: ensemble.accuracy(task, w, split, p.features[split], p.labels[split], weight)
             for split in splits if split in p.features}
 
 

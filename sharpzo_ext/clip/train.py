@@ -56,17 +56,30 @@ def _train_loss(p: Prepared, method: Method, w: torch.Tensor) -> float:
         return float(method.task.loss(w, p.features["train"], p.labels["train"], offset))
 
 
+def _scores(p: Prepared, method: Method, w: torch.Tensor) -> tuple[dict, float]:
+    """(a log row's accuracies of the prompt w, the validation accuracy that selects iterates).
+    With a head the prompt is tuned for (Note [Ensembling a head]), the row shows the head at
+    the weight validation chooses for this prompt, what stopping here would give, and that
+    weight; iterates are selected at the weight they are tuned for."""
+    e = method.ensemble
+    accs = accuracies(p, method.task, w, p.eval_splits(), e)
+    if e is None or method.optimizer is None:  # no head, or a head-only method's own weight
+        return {f"{k}_acc": v for k, v in accs.items()}, accs.get("val", 0.0)
+    weight = e.best_weight(method.task, w, p.features["val"], p.labels["val"])
+    shown = accuracies(p, method.task, w, p.eval_splits(), e, weight)
+    return ({**{f"{k}_acc": v for k, v in shown.items()},
+             "head_weight": ensemble_lib.weight_record(weight)}, accs["val"])
+
+
 def initial_progress(p: Prepared, method: Method) -> tuple[dict, list[dict]]:
     """(best, log) before any step: w = 0, zero-shot CLIP (with the method's head, if it has
     one; the first row then keeps the zero-shot prompt's own accuracies in "zero_shot")."""
     task = method.task
     zero_w = task.zero_vector()
-    accs = accuracies(p, task, zero_w, p.eval_splits(), method.ensemble)
+    scores, val = _scores(p, method, zero_w)
     loss = _train_loss(p, method, zero_w)
-    best = {"val_acc": accs.get("val", 0.0), "w": zero_w.clone(), "forward_passes": 0,
-            "train_loss": loss}
-    row = {"forward_passes": 0, "train_loss": loss, **{f"{k}_acc": v for k, v in accs.items()},
-           "wall_time_s": 0.0}
+    best = {"val_acc": val, "w": zero_w.clone(), "forward_passes": 0, "train_loss": loss}
+    row = {"forward_passes": 0, "train_loss": loss, **scores, "wall_time_s": 0.0}
     if method.ensemble is not None:
         row["zero_shot"] = accuracies(p, task, zero_w, p.eval_splits())
     return best, [row]
@@ -80,7 +93,7 @@ def optimize(p: Prepared, method: Method, budget: int, eval_every: int, best: di
     accuracy (ties: lower train loss), calls on_eval(best, log) after each evaluation. Returns
     best. With evaluate=False (the other ranks of a distributed run) it only steps. A head-only
     method has nothing to step."""
-    task, optimizer, w = method.task, method.optimizer, method.w
+    optimizer, w = method.optimizer, method.w
     if optimizer is None:
         return best
     session_start = time.time()
@@ -102,11 +115,9 @@ def optimize(p: Prepared, method: Method, budget: int, eval_every: int, best: di
         next_eval = (spent // eval_every + 1) * eval_every
         current = w.detach().clone()
         train_loss = _train_loss(p, method, current)
-        accs = accuracies(p, task, current, p.eval_splits(), method.ensemble)
-        log.append({"forward_passes": spent, "train_loss": train_loss,
-                    **{f"{k}_acc": v for k, v in accs.items()},
+        scores, val = _scores(p, method, current)
+        log.append({"forward_passes": spent, "train_loss": train_loss, **scores,
                     "wall_time_s": elapsed + time.time() - session_start})
-        val = accs.get("val", 0.0)
         if val > best["val_acc"] or (val == best["val_acc"] and train_loss < best["train_loss"]):
             best = {"val_acc": val, "w": current, "forward_passes": spent,
                     "train_loss": train_loss}
