@@ -122,7 +122,7 @@ def plot(path: Path, records: list[dict], methods: tuple[str, ...], target: floa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
     for method in methods:
         rows = [r for r in records if r["method"] == method]
         if not rows:
@@ -143,7 +143,7 @@ def plot(path: Path, records: list[dict], methods: tuple[str, ...], target: floa
     ax.set_ylabel(f"test accuracy %, mean and 95% CI of {seeds} seeds")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the curves
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
