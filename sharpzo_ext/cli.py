@@ -272,7 +272,6 @@ def _run_compare(args) -> None:
     from sharpzo_ext.clip.compare import DEFAULT_TASKS, CompareConfig, compare  # noqa: PLC0415
 
     c = CompareConfig()
-
     if args.tasks and "data" in vars(args):
         raise CliError("--tasks and --data both name what to compare on; give one")
     tasks = args.tasks or ([args.data] if "data" in vars(args) else DEFAULT_TASKS)

@@ -1,5 +1,6 @@
 """Everything a run needs before its first step: the model, the data, the prompt task and the
-image features of every split (from the feature cache when it has them)."""
+image features of every split (from the feature cache when it has them), and on demand the
+averaged views of the training images that a head is fitted to."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from pathlib import Path
 import torch
 
 from sharpzo_ext.clip import data as data_lib
+from sharpzo_ext.clip import low_rank, text_tower
 from sharpzo_ext.clip.config import TrainConfig
 from sharpzo_ext.clip.feature_cache import default_cache_dir, split_features
-from sharpzo_ext.clip import low_rank, text_tower
 from sharpzo_ext.clip.models import LoadedModel, load_model
 from sharpzo_ext.clip.prompt_task import PromptTask, check_vocabulary
 
