@@ -11,7 +11,7 @@ import torch
 
 import sharpzo_ext as sz
 
-SAVED = torch.load(Path(__file__).parent / "data" / "state_dicts_0.1.0.pt", weights_only=False)
+SAVED = torch.load(Path(__file__).parent / "data" / "state_dicts_0.1.0.pt", weights_only=True)
 CLASSES = {"ZOSGD": sz.optim.ZOSGD, "SparseZO": sz.optim.SparseZO, "CMAES": sz.optim.CMAES,
            "SharpZO-stage1": sz.optim.SharpZO, "SharpZO-stage2": sz.optim.SharpZO}
 

@@ -288,6 +288,34 @@ def test_a_damaged_run_fails_to_resume_and_changes_no_file(tmp_path, cache, caps
     assert {p.name: p.read_bytes() for p in out.iterdir()} == files
 
 
+class RunsCode:
+    """Unpickling it runs a shell command (what a crafted state.pt would carry)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_run_state_that_would_run_code_is_refused_and_never_runs(tmp_path, cache, capsys):
+    # #28.15: --resume unpickled state.pt with weights_only=False, running whatever it held
+    out, marker = tmp_path / "run", tmp_path / "payload-ran"
+    run(tmp_path, cache, "run", budget=200)
+    state = torch.load(out / "state.pt", weights_only=True)
+    state["log"].append(RunsCode(marker))
+    torch.save(state, out / "state.pt")
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, err = error_of(["train", "--resume", str(out), "--budget", "400", "--cache-dir", cache,
+                          "--quiet"], capsys)
+    assert code == 2 and len(err) == 1 and "does not load (unpickling them could run code)" \
+        in err[0], err
+    assert not marker.exists()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files
+
+
 def test_a_resume_refuses_options_that_contradict_the_run(tmp_path, cache, capsys):
     out = tmp_path / "run"
     run(tmp_path, cache, "run", budget=200)

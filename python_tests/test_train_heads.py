@@ -64,7 +64,7 @@ def test_a_resumed_run_keeps_its_head(tmp_path, cache, monkeypatch):
     for key in ("test_acc", "val_acc", "forward_passes", "head_weight", "head_alone_test_acc"):
         assert resumed[key] == straight[key], key
     monkeypatch.undo()
-    state = torch.load(tmp_path / "resumed" / "state.pt", weights_only=False)
+    state = torch.load(tmp_path / "resumed" / "state.pt", weights_only=True)
     del state["ensemble"]
     torch.save(state, tmp_path / "resumed" / "state.pt")
     with pytest.raises(RunError, match="it holds no gda head"):

@@ -108,13 +108,25 @@ def save_progress(out: Path, optimizer: torch.optim.Optimizer, w: torch.Tensor, 
                     "ensemble": None if ensemble is None else ensemble.state()}, tmp)
 
 
+# Note [Run state holds no code]
+# state.pt is torch.save's pickle of tensors, numbers, strings, lists and dicts: optimizer state
+# dicts, the prompt, the log and the head. It is read with torch.load(weights_only=True), whose
+# unpickler builds only those types and refuses any other object before constructing it: a
+# state.pt crafted to run code when unpickled (an object with a __reduce__) is refused, and the
+# code never runs. Every state.pt that sharpzo_ext has written, since 0.1.0, loads this way.
 def load_progress(out: Path) -> dict:
-    """state.pt: {"optimizer": state dict, "w", "best", "log"}, or RunError if it is damaged."""
+    """state.pt: {"optimizer": state dict, "w", "best", "log"}, or RunError if it is damaged or
+    holds anything else than tensors and plain data (Note [Run state holds no code])."""
     path = out / "state.pt"
     try:
-        state = torch.load(path, weights_only=False)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError,
-            zipfile.BadZipFile) as error:
+        state = torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Weights only load failed" not in str(error):
+            raise RunError(f"cannot read {path} (damaged?): {str(error).splitlines()[0]}") from None
+        raise RunError(f"{path} holds objects other than tensors and plain data, which sharpzo_ext "
+                       "never writes and does not load (unpickling them could run code); start "
+                       "the run again rather than resume a directory you cannot trust") from None
+    except (OSError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as error:
         raise RunError(f"cannot read {path} (damaged?): {str(error).splitlines()[0]}") from None
     if not (isinstance(state, dict) and {"optimizer", "w", "best", "log"} <= set(state)):
         raise RunError(f"{path} is not the state of a run")
