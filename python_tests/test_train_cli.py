@@ -355,3 +355,39 @@ def test_run_and_cache_files_have_the_usual_mode(tmp_path, cache):
         os.umask(umask)
     files = [*(tmp_path / "run").iterdir(), *(tmp_path / "cache").iterdir()]
     assert {oct(p.stat().st_mode & 0o777) for p in files if p.name != ".lock"} == {"0o644"}
+
+
+def test_a_resume_refuses_a_model_or_data_that_changed(tmp_path, cache, capsys):
+    # #28.1: a resume carried on over other weights or other images, mixing them in one log
+    import shutil
+
+    from sharpzo_ext.clip import embedded
+
+    weights = tmp_path / "weights.safetensors"
+    shutil.copy(embedded.asset_path(), weights)
+    root = tmp_path / "folder"
+    for c, name in enumerate(("circle", "square")):
+        (root / name).mkdir(parents=True)
+        for i in range(8):
+            Image.new("RGB", (8, 8), (100 * c, 20 * i, 0)).save(root / name / f"{i}.png")
+    argv = ["--cache-dir", cache, "--quiet", "--method", "cmaes", "--eval-every", "20"]
+    out = tmp_path / "run"
+    assert main(["train", "--pretrained", str(weights), "--data", str(root), "--budget", "40",
+                 "--out", str(out)] + argv) == 0
+    resume = ["train", "--resume", str(out), "--budget", "80"] + argv
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(weights), framework="pt") as f:  # the same tensors, other bytes
+        metadata = f.metadata()
+    save_file(load_file(str(weights)), str(weights), metadata={**metadata, "edited": "yes"})
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, err = error_of(resume, capsys)
+    assert code == 2 and len(err) == 1 and "the model's weights are not those" in err[0], err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files
+    # the data: one image replaced
+    out2 = tmp_path / "run2"
+    assert main(["train", "--data", str(root), "--budget", "40", "--out", str(out2)] + argv) == 0
+    Image.new("RGB", (8, 8), (0, 0, 255)).save(root / "circle" / "3.png")
+    code, err = error_of(["train", "--resume", str(out2), "--budget", "80"] + argv, capsys)
+    assert code == 2 and len(err) == 1 and "the data is not what the run was tuned on" in err[0]

@@ -35,8 +35,8 @@ from sharpzo_ext.clip.prompt_task import PromptTask
 from sharpzo_ext.files import atomic_path, path_problem, write_json, write_text
 
 __all__ = ["check_out", "check_new", "locked", "read_config", "read_config_file", "write_config",
-           "save_progress", "load_progress", "save_prompt", "read_prompt", "plot_accuracy",
-           "write_summary"]
+           "save_progress", "check_identity", "load_progress", "save_prompt", "read_prompt",
+           "plot_accuracy", "write_summary"]
 
 
 def check_out(out: Path) -> None:
@@ -98,14 +98,37 @@ def write_config(out: Path, config: TrainConfig) -> None:
 
 
 def save_progress(out: Path, optimizer: torch.optim.Optimizer, w: torch.Tensor, best: dict,
-                  log: list[dict], ensemble: Ensemble | None = None) -> None:
+                  log: list[dict], ensemble: Ensemble | None, identity: dict) -> None:
     """log.jsonl and state.pt: everything --resume needs to continue the same trajectory (the
-    head the prompt is tuned for included)."""
+    head the prompt is tuned for included), and the identity of the model and the data it is
+    tuned on (Note [A resume checks what it resumes])."""
     write_text(out / "log.jsonl", "".join(json.dumps(row) + "\n" for row in log))
     with atomic_path(out / "state.pt") as tmp:
         torch.save({"optimizer": copy.deepcopy(optimizer.state_dict()), "w": w.detach().clone(),
                     "best": best, "log": log,
-                    "ensemble": None if ensemble is None else ensemble.state()}, tmp)
+                    "ensemble": None if ensemble is None else ensemble.state(),
+                    "identity": json.dumps(identity, sort_keys=True, default=str)}, tmp)
+
+
+# Note [A resume checks what it resumes]
+# A run's optimizer state means something only for the model and the data it was tuned on.
+# state.pt records both identities (the model's name and weight files, the data's files with
+# their sizes and modification times); a resume compares them with what the same options load
+# now, and refuses the run in one line naming what changed: a checkpoint directory overwritten,
+# an hf: name that now resolves to a newer snapshot, images replaced. Runs from before this
+# record resume unchecked.
+def check_identity(out: Path, state: dict, identity: dict) -> None:
+    """RunError, naming the model or the data, if `identity` is not what the state records."""
+    if "identity" not in state:
+        return
+    saved = json.loads(state["identity"])
+    now = json.loads(json.dumps(identity, sort_keys=True, default=str))
+    for what, changed in (("model", "the model's weights are not those the run was tuned "
+                           "with (its files changed, or its name now resolves elsewhere)"),
+                          ("data", "the data is not what the run was tuned on (images added, "
+                           "removed or replaced)")):
+        if saved.get(what) != now.get(what):
+            raise RunError(f"cannot resume {out}: {changed}; start a new run with --out")
 
 
 # Note [Run state holds no code]

@@ -201,6 +201,7 @@ def _train(config: TrainConfig, out: Path, resume: bool, progress: bool,
     with run_dir.locked(out) if writer else contextlib.nullcontext():
         if resume:
             state = run_dir.load_progress(out)
+            run_dir.check_identity(out, state, _identity(p))
             method = build(config, p.task, p, world, head=_saved_head(out, config, state))
             best, log = _resume_(out, method, state)
         else:
@@ -218,7 +219,8 @@ def _run(p: Prepared, method: Method, out: Path, best: dict, log: list[dict], st
     config = p.config
 
     def save(best, log):
-        run_dir.save_progress(out, method.optimizer, method.w, best, log, method.ensemble)
+        run_dir.save_progress(out, method.optimizer, method.w, best, log, method.ensemble,
+                              _identity(p))
 
     best = optimize(p, method, config.budget, config.eval_every, best, log,
                     elapsed=log[-1]["wall_time_s"], progress=progress, label=config.method,
@@ -238,6 +240,11 @@ def _run(p: Prepared, method: Method, out: Path, best: dict, log: list[dict], st
     run_dir.write_summary(out, summary)
     report(format_summary(summary))
     return summary
+
+
+def _identity(p: Prepared) -> dict:
+    """What a run is tuned on (Note [A resume checks what it resumes])."""
+    return {"model": p.loaded.identity, "data": p.data.identity}
 
 
 def _saved_head(out: Path, config: TrainConfig, state: dict | None) -> dict | None:
