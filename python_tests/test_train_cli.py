@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 from PIL import Image
 
 from sharpzo_ext.cli import main
@@ -391,3 +392,56 @@ def test_a_resume_refuses_a_model_or_data_that_changed(tmp_path, cache, capsys):
     Image.new("RGB", (8, 8), (0, 0, 255)).save(root / "circle" / "3.png")
     code, err = error_of(["train", "--resume", str(out2), "--budget", "80"] + argv, capsys)
     assert code == 2 and len(err) == 1 and "the data is not what the run was tuned on" in err[0]
+
+
+_STRAIGHT = {}
+
+
+def _cli_run(argv):
+    """main(argv) with stdout and stderr silenced: its exit status."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return main(argv)
+
+
+@settings(max_examples=4, deadline=None)
+@given(stop=st.integers(min_value=1, max_value=3), method=st.sampled_from(["cmaes", "zosgd"]))
+def test_a_run_interrupted_anywhere_resumes_from_its_directory_alone_to_the_same_end(stop,
+                                                                                     method):
+    # #28.4: `train --resume DIR` without --budget ran to the option's default, 20000 forward
+    # passes, instead of the run's own budget
+    import tempfile
+    from pathlib import Path
+
+    from sharpzo_ext.clip import run_dir
+
+    options = ["--method", method, "--budget", "400", "--eval-every", "100", "--head-views",
+               "2", "--quiet"]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        cache = ["--cache-dir", str(tmp / "cache")]
+        if method not in _STRAIGHT:
+            assert _cli_run(["train", "--out", str(tmp / "straight")] + options + cache) == 0
+            _STRAIGHT[method] = json.loads((tmp / "straight" / "summary.json").read_text())
+        real, calls = run_dir.save_progress, []
+
+        def save_then_stop(*args, **kwargs):
+            real(*args, **kwargs)
+            calls.append(1)
+            if len(calls) == stop:
+                raise KeyboardInterrupt
+
+        out = tmp / "interrupted"
+        run_dir.save_progress = save_then_stop
+        try:
+            assert _cli_run(["train", "--out", str(out)] + options + cache) == 130
+        finally:
+            run_dir.save_progress = real
+        assert not (out / "summary.json").exists()
+        assert _cli_run(["train", "--resume", str(out)] + cache + ["--quiet"]) == 0
+        resumed = json.loads((out / "summary.json").read_text())
+    for key in ("test_acc", "val_acc", "forward_passes", "selected_at_forward_passes",
+                "head_weight"):
+        assert resumed[key] == _STRAIGHT[method][key], key

@@ -182,6 +182,22 @@ def _config_from(args, **changes):
     return TrainConfig(**{**{k: getattr(args, k) for k in _explicit(args)}, **changes})
 
 
+def _run_config(args, directory):
+    """TrainConfig from the options given, and for the others the values the run in
+    `directory` saved, if it has a config.json, else the defaults (Note [Explicit options]):
+    what `eval RUN` evaluates and `train --resume RUN` continues."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from sharpzo_ext.clip import run_dir  # noqa: PLC0415
+
+    saved_file = Path(directory) / "config.json"
+    if not saved_file.is_file():
+        return _config_from(args)
+    saved = run_dir.read_config_file(saved_file)
+    return _config_from(args, **{k: getattr(saved, k) for k in vars(saved)
+                                 if k not in _explicit(args)})
+
+
 def _run_train(args) -> None:
     import time  # noqa: PLC0415
 
@@ -190,7 +206,8 @@ def _run_train(args) -> None:
 
     if args.resume and args.out:
         raise CliError("--resume DIR continues the run in DIR; --out does not apply")
-    config = _config_from(args)
+    # a resume goes on to the run's own budget, and further only with an explicit --budget
+    config = _run_config(args, args.resume) if args.resume else _config_from(args)
     if "head" in vars(args) and config.method in HEADS and config.head not in (config.method,
                                                                                "none"):
         raise CliError(f"--method {config.method} is the {config.method} head on the zero-shot "
@@ -216,18 +233,13 @@ def _add_eval(sub) -> None:
 def _run_eval(args) -> None:
     from pathlib import Path  # noqa: PLC0415
 
-    from sharpzo_ext.clip import run_dir  # noqa: PLC0415
     from sharpzo_ext.clip.evaluate import evaluate_prompt  # noqa: PLC0415
 
     target = Path(args.target)
     if not target.exists():
         raise CliError(f"{target} does not exist (expected a run directory or a prompt file)")
     prompt = target / "prompt.safetensors" if target.is_dir() else target
-    config = _config_from(args)
-    if target.is_dir() and (target / "config.json").is_file():  # the run's own settings ...
-        saved = run_dir.read_config_file(target / "config.json")
-        config = _config_from(args, **{k: getattr(saved, k) for k in vars(saved)
-                                       if k not in _explicit(args)})  # ... unless given here
+    config = _run_config(args, target) if target.is_dir() else _config_from(args)
     accuracies = evaluate_prompt(prompt, config, progress=not args.quiet,
                                  explicit=_explicit(args))
     for split, acc in accuracies.items():
