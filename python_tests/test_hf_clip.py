@@ -108,6 +108,37 @@ def test_bad_checkpoints_get_one_clear_error(tmp_path, monkeypatch, case, messag
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("damage", ["prefixed", "dropped"])
+def test_a_checkpoint_missing_weights_is_refused_not_loaded_random(tmp_path, damage):
+    # #28.2: every key under a wrapper's prefix, or 17 tensors dropped, loaded as a random CLIP
+    from safetensors.torch import load_file, save_file
+
+    save_hf_clip(tmp_path)
+    weights = load_file(str(tmp_path / "model.safetensors"))
+    if damage == "prefixed":
+        weights = {f"wrapper.{k}": v for k, v in weights.items()}
+    else:
+        weights = dict(sorted(weights.items())[17:])
+    save_file(weights, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ModelError, match=r"lacks (17|\d+) of CLIPModel's weights \(such as") \
+            as error:
+        load_model(f"hf:{tmp_path}")
+    assert "\n" not in str(error.value)
+    if damage == "dropped":
+        assert "lacks 17 of" in str(error.value)
+
+
+def test_unused_weights_are_warned_about(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    save_hf_clip(tmp_path)
+    weights = load_file(str(tmp_path / "model.safetensors"))
+    weights["classifier.weight"] = torch.zeros(3, 3)
+    save_file(weights, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.warns(UserWarning, match="1 weights that CLIPModel does not use"):
+        load_model(f"hf:{tmp_path}")
+
+
 def test_half_precision_checkpoints_load_as_float32(tmp_path, tokenizer):
     model = save_hf_clip(tmp_path)
     model.half().save_pretrained(tmp_path)

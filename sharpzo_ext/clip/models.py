@@ -10,6 +10,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -129,6 +130,23 @@ def _hf_preprocess(directory: Path, image_size: int, name: str) -> Callable:
     return _image_transforms(resize, crop, mean, std)
 
 
+# Note [Every weight or none]
+# transformers fills the weights a checkpoint lacks with fresh random ones and reports them only
+# in its log (which the loader quiets): a checkpoint whose keys carry a wrapper's prefix, or that
+# lost some tensors, would load as a partly random CLIP and tune without complaint. A missing
+# weight is refused, naming a few; weights the model does not use are only warned about
+# (a checkpoint may carry more than the CLIP, such as a training head).
+def _check_loaded_weights(name: str, loading: dict) -> None:
+    missing, unexpected = sorted(loading["missing_keys"]), sorted(loading["unexpected_keys"])
+    if missing:
+        raise ModelError(f"hf:{name} lacks {len(missing)} of CLIPModel's weights (such as "
+                         f"{', '.join(missing[:3])}), which would be random: is it a CLIP saved "
+                         "whole, with its keys as CLIPModel names them?")
+    if unexpected:
+        warnings.warn(f"hf:{name} holds {len(unexpected)} weights that CLIPModel does not use "
+                      f"(such as {', '.join(unexpected[:3])}); they are ignored", stacklevel=3)
+
+
 def _hf_clip(name: str, device) -> LoadedModel:
     """A Hugging Face CLIPModel with its tokenizer (Note [No network])."""
     if importlib.util.find_spec("transformers") is None:
@@ -153,8 +171,8 @@ def _hf_clip(name: str, device) -> LoadedModel:
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     try:  # float32 whatever the checkpoint was saved in: the text tower computes in float32
-        model = transformers.CLIPModel.from_pretrained(directory, local_files_only=True,
-                                                       dtype=torch.float32)
+        model, loading = transformers.CLIPModel.from_pretrained(
+            directory, local_files_only=True, dtype=torch.float32, output_loading_info=True)
         tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
     except Exception as error:  # noqa: BLE001 (missing or damaged files raise anything)
         raise ModelError(f"cannot load hf:{name}: "
@@ -163,6 +181,7 @@ def _hf_clip(name: str, device) -> LoadedModel:
         transformers.logging.set_verbosity(verbosity)
         if bars:
             transformers.logging.enable_progress_bar()
+    _check_loaded_weights(name, loading)
     preprocess = _hf_preprocess(directory, model.config.vision_config.image_size, name)
     files = sorted(p for p in directory.iterdir() if p.suffix in (".safetensors", ".bin")
                    or p.name in ("config.json", "preprocessor_config.json"))
