@@ -96,6 +96,41 @@ def test_corrupt_image_is_named(tmp_path):
         data_lib.load_images([bad], lambda image: torch.zeros(3, 4, 4))
 
 
+def test_sixteen_bit_images_are_scaled_not_clipped_white(tmp_path):
+    # #28.3: convert("RGB") clipped mode I;16 pixels to 255, every image white
+    import numpy as np
+    from torchvision.transforms.functional import pil_to_tensor
+
+    ramp = np.linspace(0, 65535, 16 * 16).reshape(16, 16).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    with Image.open(tmp_path / "deep.png") as image:
+        assert image.mode == "I;16"
+    pixels = data_lib.load_images([tmp_path / "deep.png"], pil_to_tensor)[0]
+    expected = torch.from_numpy(np.rint(ramp / 257).astype(np.uint8))
+    assert torch.equal(pixels, expected.expand(3, 16, 16))  # 0 (black) to 255 (white)
+    Image.fromarray(np.full((4, 4), 0.5, dtype=np.float32)).save(tmp_path / "float.tif")
+    with pytest.raises(DataError, match="cannot read image .*float.tif: its pixels are floats"):
+        data_lib.load_images([tmp_path / "float.tif"], pil_to_tensor)
+
+
+def test_class_folders_that_name_one_class_are_refused(tmp_path):
+    # #28.13: "red_car" and "red car" both became the class "red car"
+    make_folder(tmp_path / "data", classes=("red_car", "red car", "blue"))
+    with pytest.raises(DataError, match="class folders 'red car' and 'red_car', which both name "
+                                        "the class 'red car'"):
+        data_lib.image_folder(tmp_path / "data")
+
+
+def test_an_image_above_the_decompression_bomb_limit_is_one_error(tmp_path, monkeypatch):
+    # #28.9: PIL's DecompressionBombError is neither an OSError nor a ValueError
+    from PIL import Image as PILImage
+
+    write_image(tmp_path / "big.png", size=(64, 64))
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 100)  # 64 x 64 > 2 x 100: a "bomb"
+    with pytest.raises(DataError, match="cannot read image .*big.png"):
+        data_lib.load_images([tmp_path / "big.png"], lambda image: torch.zeros(3, 4, 4))
+
+
 @pytest.mark.parametrize("per_class, shots, train_n, val_n", [
     (20, 16, 16, 4),  # enough images: as before
     (8, 16, 6, 2),    # #12: all 8 went to train and validation was empty

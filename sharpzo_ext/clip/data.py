@@ -87,6 +87,19 @@ def _identity_of(paths: Sequence[Path]) -> list:
     return out
 
 
+def _folder_classnames(folders: list[str], root: Path) -> list[str]:
+    """Class names of class folders (underscores as spaces), or DataError if two folders give
+    the same name: their classes could never be told apart."""
+    names = [folder.replace("_", " ") for folder in folders]
+    seen: dict[str, str] = {}
+    for folder, name in zip(folders, names):
+        if name in seen:
+            raise DataError(f"{root} has class folders {seen[name]!r} and {folder!r}, which both "
+                            f"name the class {name!r}; rename or merge one")
+        seen[name] = folder
+    return names
+
+
 def image_folder(root: str | Path, seed: int = 0, test_fraction: float = 0.5) -> Dataset:
     """An ImageFolder tree: root/{train,val,test,shifted}/<class>/<image> (val and shifted
     optional; without val, val is drawn from train), or root/<class>/<image>, split per class into
@@ -136,7 +149,7 @@ def image_folder(root: str | Path, seed: int = 0, test_fraction: float = 0.5) ->
     all_paths = [p for items, _ in splits.values() for p in items]
     identity = {"kind": "image-folder", "root": str(root.resolve()), "seed": seed,
                 "files": _identity_of(all_paths)}
-    return Dataset([n.replace("_", " ") for n in names], splits, identity)
+    return Dataset(_folder_classnames(names, root), splits, identity)
 
 
 # ---- CoOp's layouts ----------------------------------------------------------------------------
@@ -311,6 +324,28 @@ def few_shot(data: Dataset, shots: int, seed: int = 0) -> Dataset:
     return Dataset(data.classnames, splits, identity)
 
 
+# Note [Pixels wider than 8 bits]
+# PIL opens a 16-bit grayscale PNG (or TIFF) in mode I;16 (I for some writers), and
+# convert("RGB") clips those values to 255: every image turns white. Such pixels are scaled from
+# the 16-bit range to 8 bits first (value / 257, rounded), which keeps the image as it looks.
+# Float pixels (mode F) have no range to scale from and are refused.
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _rgb(image, item):
+    """A PIL image as 8-bit RGB (Note [Pixels wider than 8 bits])."""
+    if image.mode in _SIXTEEN_BIT:
+        import numpy as np  # noqa: PLC0415
+        from PIL import Image  # noqa: PLC0415
+
+        scaled = np.clip(np.rint(np.asarray(image, dtype=np.float64) / 257), 0, 255)
+        image = Image.fromarray(scaled.astype(np.uint8), "L")
+    elif image.mode == "F":
+        raise DataError(f"cannot read image {item}: its pixels are floats (PIL mode F), which "
+                        "have no known range; save it with 8- or 16-bit pixels")
+    return image.convert("RGB")
+
+
 def load_images(items: list, preprocess: Callable) -> torch.Tensor:
     """Preprocessed images (N, 3, H, W) from paths (PIL + preprocess) or tensors (preprocess)."""
     from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
@@ -322,10 +357,11 @@ def load_images(items: list, preprocess: Callable) -> torch.Tensor:
             continue
         try:
             with Image.open(item) as image:
-                out.append(preprocess(image.convert("RGB")))
+                out.append(preprocess(_rgb(image, item)))
         except FileNotFoundError:
             raise DataError(f"image {item} does not exist") from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+                Image.DecompressionBombError) as error:
             raise DataError(f"cannot read image {item}: {error}") from None
     if not out:
         return torch.empty(0)
