@@ -153,11 +153,60 @@ def test_preprocessing_follows_the_checkpoints_config(tmp_path):
     (tmp_path / "preprocessor_config.json").write_text(json.dumps(
         {"size": {"shortest_edge": 40}, "crop_size": {"height": 24, "width": 24},
          "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}))
-    image = torch.full((3, 40, 60), 0.75)
+    image = torch.full((3, 40, 60), 204 / 255)  # a uint8 level: (0.8 - 0.5) / 0.25
     out = load_model(f"hf:{tmp_path}").preprocess(image)
-    assert out.shape == (3, 24, 24) and torch.allclose(out, torch.ones(3, 24, 24), atol=1e-5)
+    assert out.shape == (3, 24, 24) and torch.allclose(out, torch.full((3, 24, 24), 1.2),
+                                                       atol=1e-5)
     (tmp_path / "preprocessor_config.json").write_text("[1, 2]")
-    with pytest.raises(ModelError, match="unreadable preprocessor_config.json"):
+    with pytest.raises(ModelError, match="preprocessor_config.json that cannot be followed"):
+        load_model(f"hf:{tmp_path}")
+
+
+PROCESSOR_CONFIGS = [
+    {},  # the processor's own defaults at the model's image size (32)
+    {"size": {"shortest_edge": 40}, "crop_size": {"height": 24, "width": 24}},
+    {"size": {"height": 36, "width": 20}, "crop_size": {"height": 32, "width": 16}},
+    {"size": {"height": 32, "width": 32}, "do_center_crop": False},
+    {"size": 28, "crop_size": 32, "resample": 2},  # a crop larger than the image: padding
+    {"do_resize": False, "crop_size": {"height": 30, "width": 30}, "resample": 0},
+    {"do_normalize": False, "rescale_factor": 0.5, "size": {"shortest_edge": 33}},
+    {"do_rescale": False, "image_mean": [100, 110, 120], "image_std": [50, 60, 70]},
+]
+
+
+@pytest.mark.parametrize("config", PROCESSOR_CONFIGS)
+def test_preprocessing_is_clip_image_processors(tmp_path, config):
+    # #28.5: size {height, width}, do_center_crop, do_resize, do_normalize, rescale_factor and
+    # resample were ignored (up to 2.5 off on a 40 x 120 image)
+    import numpy as np
+    from PIL import Image
+    from transformers import CLIPImageProcessor
+
+    save_hf_clip(tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(config))
+    ours = load_model(f"hf:{tmp_path}").preprocess
+    theirs = CLIPImageProcessor.from_pretrained(tmp_path)
+    g = np.random.default_rng(0)
+    for height, width in [(40, 120), (120, 40), (33, 33), (17, 50)]:
+        image = Image.fromarray(g.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        expected = theirs(image, return_tensors="pt")["pixel_values"][0]
+        torch.testing.assert_close(ours(image), expected, rtol=0, atol=1e-4)
+        # a float tensor in [0, 1] is the image its pixels round to
+        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255
+        torch.testing.assert_close(ours(pixels + 0.4 / 255), expected, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"resample": 4}, "resample 4 is not one of"),
+    ({"size": {"longest_edge": 30}}, "size must be"),
+    ({"do_resize": "yes"}, "do_resize must be true or false"),
+    ({"image_std": [1, 0, 1]}, "std > 0"),
+])
+def test_preprocessing_it_cannot_follow_is_refused(tmp_path, config, message):
+    save_hf_clip(tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="preprocessor_config.json that cannot be followed: .*"
+                       + message):
         load_model(f"hf:{tmp_path}")
 
 

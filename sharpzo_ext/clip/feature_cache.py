@@ -18,6 +18,8 @@ from sharpzo_ext.files import atomic_path
 __all__ = ["default_cache_dir", "split_features"]
 
 _BATCH = 256
+# 2: Hugging Face CLIPs' images preprocessed as CLIPImageProcessor does (hf_preprocess.py)
+FORMAT = 2
 
 
 def default_cache_dir() -> Path:
@@ -29,7 +31,7 @@ def _key(model: LoadedModel, data: Dataset, split: str, views: int, seed: int) -
     described = [item if isinstance(item, Path) else None for item in items]
     spec = {"model": model.identity, "data": data.identity, "split": split,
             "items": [str(d) if d is not None else i for i, d in enumerate(described)],
-            "labels": labels, "format": 1}
+            "labels": labels, "format": FORMAT}
     if views > 1:
         spec["views"] = {"count": views, "seed": seed, "recipe": RECIPE}
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:32]

@@ -73,23 +73,6 @@ def _embedded(checkpoint: str | None, device) -> LoadedModel:
                        {"model": "embedded", "weights": digest}, embedded.known_tokens(path))
 
 
-def _image_transforms(size: int, crop: int, mean, std) -> Callable:
-    """CLIP's preprocessing: a PIL image, or a float tensor (3, H, W) in [0, 1], its shortest
-    edge resized (bicubic) to `size`, center-cropped to `crop`, then normalized."""
-    from torchvision import transforms  # noqa: PLC0415
-
-    resize = [transforms.Resize(size, transforms.InterpolationMode.BICUBIC),
-              transforms.CenterCrop(crop)]
-    normalize = transforms.Normalize(mean, std)
-    from_pil = transforms.Compose([*resize, transforms.ToTensor(), normalize])
-    from_tensor = transforms.Compose([*resize, normalize])
-
-    def preprocess(image):
-        return from_tensor(image) if isinstance(image, torch.Tensor) else from_pil(image)
-
-    return preprocess
-
-
 def _hf_directory(name: str) -> Path:
     """The checkpoint directory of "hf:PATH_OR_NAME": a local directory, or a hub name's snapshot
     in the Hugging Face cache (never downloaded: Note [No network])."""
@@ -105,29 +88,6 @@ def _hf_directory(name: str) -> Path:
         raise ModelError(f"hf:{name} is neither a directory nor a model in the Hugging Face cache "
                          "(nothing is downloaded); download it where there is a network, or pass "
                          "a local checkpoint directory: --model hf:/path/to/checkpoint") from None
-
-
-def _hf_preprocess(directory: Path, image_size: int, name: str) -> Callable:
-    """The preprocessing of preprocessor_config.json (resize the shortest edge, center-crop,
-    normalize), or OpenAI CLIP's at the model's image size where there is none."""
-    path = directory / "preprocessor_config.json"
-    try:
-        processor = json.loads(path.read_text()) if path.is_file() else {}
-        if not isinstance(processor, dict):
-            raise ValueError("not a JSON object")
-
-        def pixels(value, key):
-            value = value.get(key) if isinstance(value, dict) else value
-            return image_size if value is None else int(value)
-
-        resize = pixels(processor.get("size"), "shortest_edge")
-        crop = pixels(processor.get("crop_size"), "height")
-        mean = [float(v) for v in processor.get("image_mean", MEAN)]
-        std = [float(v) for v in processor.get("image_std", STD)]
-    except (OSError, ValueError, TypeError) as error:
-        raise ModelError(f"hf:{name} has an unreadable preprocessor_config.json: "
-                         f"{str(error).splitlines()[0]}") from None
-    return _image_transforms(resize, crop, mean, std)
 
 
 # Note [Every weight or none]
@@ -182,7 +142,14 @@ def _hf_clip(name: str, device) -> LoadedModel:
         if bars:
             transformers.logging.enable_progress_bar()
     _check_loaded_weights(name, loading)
-    preprocess = _hf_preprocess(directory, model.config.vision_config.image_size, name)
+    from sharpzo_ext.clip.hf_preprocess import PreprocessError, hf_preprocess  # noqa: PLC0415
+
+    try:
+        preprocess = hf_preprocess(directory / "preprocessor_config.json",
+                                   model.config.vision_config.image_size, MEAN, STD)
+    except PreprocessError as error:
+        raise ModelError(f"hf:{name} has a preprocessor_config.json that cannot be followed: "
+                         f"{error}") from None
     files = sorted(p for p in directory.iterdir() if p.suffix in (".safetensors", ".bin")
                    or p.name in ("config.json", "preprocessor_config.json"))
     identity = {"model": f"hf:{name}", "weights": [_file_identity(p) for p in files]}
