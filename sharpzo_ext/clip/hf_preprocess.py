@@ -16,9 +16,9 @@ image size):
 A PIL image is processed from its uint8 pixels, as the processor does; a float tensor in
 [0, 1] (the embedded tasks' images) from the uint8 pixels it rounds to, as if saved as a PNG:
 torchvision's uint8 bicubic clamps between its two passes, and resampling the float pixels
-instead differs from the processor by up to 16 levels where the image is sharp. A key of another kind, or a
-resampling filter the processor cannot apply to tensors, is refused. Tested against
-CLIPImageProcessor itself on several configurations and aspect ratios.
+instead differs from the processor by up to 16 levels where the image is sharp. A key of
+another kind, or a resampling filter the processor cannot apply to tensors, is refused. Tested
+against CLIPImageProcessor itself on several configurations and aspect ratios.
 """
 
 from __future__ import annotations
