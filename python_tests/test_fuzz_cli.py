@@ -39,6 +39,8 @@ OTHER_FAULTS = [
     ["compare", "--head-views", "0"],
     ["bench", "--json", "DIR"], ["bench", "--json", "FILE/sub"], ["bench", "--device", "tpu"],
     ["bench", "--min-run-time", "0"], ["bench", "--suite", "foo"], ["frobnicate"],
+    ["bench", "--min-run-time", "inf"], ["bench", "--min-run-time", "nan"],
+    ["bench", "--min-run-time", "61"],
 ]
 
 
@@ -106,3 +108,12 @@ def test_the_fault_table_covers_every_hyperparameter_of_train():
     numeric = {a.option_strings[0] for a in train._actions
                if a.type in (int, float) and a.option_strings}
     assert numeric <= set(TRAIN_FAULTS), numeric - set(TRAIN_FAULTS)
+
+
+def test_an_explicit_min_run_time_holds_with_quick():
+    # #28.6: --quick silently replaced --min-run-time with 0.05
+    from sharpzo_ext.bench.common import BenchConfig
+
+    assert BenchConfig(quick=True, min_run_time=0.2).effective_min_run_time == 0.2
+    assert BenchConfig(quick=True).effective_min_run_time == 0.05
+    assert BenchConfig().effective_min_run_time == 0.5

@@ -20,10 +20,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _positive_float(text: str) -> float:
+def _seconds(text: str) -> float:
+    from sharpzo_ext.bench.common import MAX_MIN_RUN_TIME  # noqa: PLC0415
+
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    if not 0 < value <= MAX_MIN_RUN_TIME:  # nan and inf fail this too
+        raise argparse.ArgumentTypeError(f"must be in (0, {MAX_MIN_RUN_TIME:g}] seconds, got "
+                                         f"{text}")
     return value
 
 
@@ -38,8 +41,9 @@ def _add_bench(sub) -> None:
                    "takes about 17 minutes)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--quick", action="store_true", help="small sizes, short runs")
-    p.add_argument("--min-run-time", type=_positive_float, default=0.5,
-                   help="seconds per measurement (default: 0.5)")
+    p.add_argument("--min-run-time", type=_seconds, default=None,
+                   help="seconds per measurement (default: 0.5, or 0.05 with --quick; a value "
+                   "given here applies with --quick too)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.set_defaults(handler=_run_bench)
 

@@ -20,15 +20,26 @@ import sharpzo_ext as sz  # noqa: E402
 from sharpzo_ext.bench.allocations import bytes_allocated  # noqa: E402
 
 
+MAX_MIN_RUN_TIME = 60.0  # seconds per measurement; suites take dozens of measurements
+
+
 @dataclasses.dataclass
 class BenchConfig:
     device: str = "cpu"
-    quick: bool = False          # small sizes and short runs (demo, smoke tests)
-    min_run_time: float = 0.5    # seconds per measurement (torch.utils.benchmark)
+    quick: bool = False               # small sizes and short runs (demo, smoke tests)
+    min_run_time: float | None = None  # seconds per measurement; None: 0.5, or 0.05 if quick
+
+    def __post_init__(self):
+        if self.min_run_time is not None and not 0 < self.min_run_time <= MAX_MIN_RUN_TIME:
+            raise ValueError(f"min_run_time must be in (0, {MAX_MIN_RUN_TIME:g}] seconds, got "
+                             f"{self.min_run_time}")
 
     @property
     def effective_min_run_time(self) -> float:
-        return 0.05 if self.quick else self.min_run_time
+        """The seconds each measurement runs: min_run_time when given, whether quick or not."""
+        if self.min_run_time is not None:
+            return self.min_run_time
+        return 0.05 if self.quick else 0.5
 
 
 @dataclasses.dataclass
