@@ -151,6 +151,25 @@ def test_cli_errors_are_one_line(tmp_path, cache, capsys):
         assert not (tmp_path / name).exists()  # nothing written
 
 
+def test_an_intrinsic_dim_that_does_not_fit_the_context_is_one_line(tmp_path, cache, capsys):
+    # #28.7: zip with --intrinsic-dim 3 gave a traceback about `rank`; #28.10: 100000 tried to
+    # allocate an 80 GB covariance
+    base = ["--cache-dir", cache, "--quiet", "--budget", "20"]
+    for argv, message in [
+        (["train", "--method", "zip", "--intrinsic-dim", "3"],
+         "zip's low-rank prompt needs intrinsic_dim of at least one per context token (4)"),
+        (["compare", "--methods", "zip", "--seeds", "0", "--intrinsic-dim", "3"],
+         "at least one per context token"),
+        (["train", "--method", "cmaes", "--intrinsic-dim", "100000"],
+         "intrinsic_dim must be at most the context's size, 4 tokens x 64 = 256, got 100000"),
+    ]:
+        code, err = error_of(argv + base + ["--out", str(tmp_path / "x")], capsys)
+        assert code == 2 and len(err) == 1 and message in err[0], (argv, err)
+        assert not (tmp_path / "x").exists()
+    assert main(["train", "--method", "cmaes", "--intrinsic-dim", "256", "--out",
+                 str(tmp_path / "whole")] + base) == 0  # the whole context is fine
+
+
 def test_class_folder_without_images_and_corrupt_image(tmp_path, cache, capsys):
     root = tmp_path / "folder"
     for name in ("circle", "square"):

@@ -11,7 +11,7 @@ import torch
 
 from sharpzo_ext.clip import data as data_lib
 from sharpzo_ext.clip import low_rank, text_tower
-from sharpzo_ext.clip.config import TrainConfig
+from sharpzo_ext.clip.config import RunError, TrainConfig
 from sharpzo_ext.clip.feature_cache import default_cache_dir, split_features
 from sharpzo_ext.clip.models import LoadedModel, load_model
 from sharpzo_ext.clip.prompt_task import PromptTask, check_vocabulary
@@ -61,15 +61,35 @@ def make_task(config: TrainConfig, loaded: LoadedModel, classnames: list[str]) -
     # smaller text towers, where 512 would exceed the context itself
     intrinsic = None if config.method == "coop" else (
         config.intrinsic_dim or min(512, n_ctx * width // 2))
+    _check_intrinsic_dim(config, n_ctx, width)
     if loaded.known_tokens is not None:
         prefix = config.ctx_init or ""
         check_vocabulary(loaded.tokenizer, [f"{prefix} {name}." for name in classnames],
                          loaded.known_tokens)
-    return PromptTask(loaded.model, loaded.tokenizer, classnames, n_ctx=config.n_ctx,
-                      ctx_init=config.ctx_init, intrinsic_dim=intrinsic, seed=config.seed,
-                      device=config.device, precision=config.precision, backend=config.backend,
-                      cache_dir=config.cache_dir,
-                      rank=low_rank.RANK if config.method == "zip" else None)
+    try:
+        return PromptTask(loaded.model, loaded.tokenizer, classnames, n_ctx=config.n_ctx,
+                          ctx_init=config.ctx_init, intrinsic_dim=intrinsic, seed=config.seed,
+                          device=config.device, precision=config.precision,
+                          backend=config.backend, cache_dir=config.cache_dir,
+                          rank=low_rank.RANK if config.method == "zip" else None)
+    except ValueError as error:
+        raise RunError(f"cannot build the prompt task: {error}") from None
+
+
+def _check_intrinsic_dim(config: TrainConfig, n_ctx: int, width: int) -> None:
+    """RunError, before anything the size of the subspace is allocated, unless an explicit
+    intrinsic_dim fits the context: at most its n_ctx x width numbers (a larger subspace adds
+    nothing, and CMA-ES's covariance grows as its square: 100000 would be 80 GB), and for ZIP's
+    low-rank prompt at least one number per context token."""
+    d = config.intrinsic_dim
+    if d is None or config.method == "coop":
+        return
+    if d > n_ctx * width:
+        raise RunError(f"intrinsic_dim must be at most the context's size, {n_ctx} tokens x "
+                       f"{width} = {n_ctx * width}, got {d}")
+    if config.method == "zip" and d < n_ctx:
+        raise RunError(f"zip's low-rank prompt needs intrinsic_dim of at least one per context "
+                       f"token ({n_ctx}), got {d}")
 
 
 def load_data(config: TrainConfig) -> data_lib.Dataset:
