@@ -324,6 +324,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CliError, DataError, ModelError, RunError, DistributedError) as error:
         print(f"sharpzo-ext {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # what no check foresaw (a disk that fills up): still one line
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"sharpzo-ext {args.command}: error: {where}{error.strerror or error}",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"sharpzo-ext {args.command}: interrupted", file=sys.stderr)
         return 130

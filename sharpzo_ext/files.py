@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-__all__ = ["atomic_path", "write_text", "write_json", "path_problem"]
+__all__ = ["atomic_path", "write_text", "write_json", "path_problem", "writable_problem"]
 
 
 @contextlib.contextmanager
@@ -47,7 +47,7 @@ def write_json(path: str | os.PathLike, obj, default: Callable | None = None) ->
 
 def path_problem(path: str | os.PathLike, directory: bool) -> str | None:
     """Why `path` cannot be written as a directory (or a file), or None: it is a file (or a
-    directory), or it is under a file."""
+    directory), it is under a file, or where it would be written is not writable."""
     path = Path(path)
     if path.exists() and path.is_dir() != directory:
         return f"{path} is a {'file' if directory else 'directory'}, not a " \
@@ -55,4 +55,16 @@ def path_problem(path: str | os.PathLike, directory: bool) -> str | None:
     for parent in path.parents:
         if parent.exists() and not parent.is_dir():
             return f"{path} is under {parent}, which is a file"
+    return writable_problem(path if directory else path.parent)
+
+
+def writable_problem(directory: str | os.PathLike) -> str | None:
+    """Why files cannot be created in `directory` (or in the directories that would be made for
+    it), or None. os.access answers for the process as it is: a read-only file system refuses
+    root as well."""
+    existing = Path(directory)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
     return None

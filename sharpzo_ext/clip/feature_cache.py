@@ -13,7 +13,8 @@ from sharpzo_ext.clip.data import Dataset, load_images
 from sharpzo_ext.clip.models import LoadedModel
 from sharpzo_ext.clip.prompt_task import PromptTask
 from sharpzo_ext.clip.views import RECIPE, Views
-from sharpzo_ext.files import atomic_path
+from sharpzo_ext.clip.config import RunError
+from sharpzo_ext.files import atomic_path, writable_problem
 
 __all__ = ["default_cache_dir", "split_features"]
 
@@ -59,7 +60,11 @@ def split_features(task: PromptTask, model: LoadedModel, data: Dataset, split: s
                     return features.to(task.device), True
             except Exception:  # noqa: BLE001 (a damaged cache file is recomputed)
                 pass
-            path.unlink(missing_ok=True)  # damaged, or of other rows: recomputed
+        problem = writable_problem(path.parent)
+        if problem:  # said before the features are computed, not after
+            raise RunError(f"the feature cache cannot keep the {split} features: {problem}; "
+                           "pass a writable --cache-dir")
+        path.unlink(missing_ok=True)  # damaged, or of other rows: recomputed
     batches = range(0, len(items), _BATCH)
     if progress:
         from tqdm import tqdm  # noqa: PLC0415

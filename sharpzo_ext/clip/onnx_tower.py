@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from sharpzo_ext.clip.text_tower import TextTower
-from sharpzo_ext.files import atomic_path
+from sharpzo_ext.files import atomic_path, writable_problem
 
 if TYPE_CHECKING:
     from sharpzo_ext.clip.onnx_int8 import Calibration
@@ -200,6 +200,10 @@ def open_tower(tower: TextTower, precision: str, onnx_file: str | Path | None,
         if onnx_file is not None:
             raise ValueError(f"onnx_file {target} is not this text tower's {precision} export: "
                              f"{problem}")
+    problem = writable_problem(target.parent) or writable_problem(fp32.parent)
+    if problem:
+        raise ValueError(f"the exported text tower cannot be written: {problem}; pass a writable "
+                         "--cache-dir")
     if precision == "fp32":
         export(tower, target, digest)
     else:

@@ -63,8 +63,12 @@ def check_new(out: Path) -> None:
 def locked(out: Path) -> Iterator[None]:
     """Holds the run directory's lock (creating the directory), or raises RunError if another
     process holds it."""
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "a") as handle:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = open(out / ".lock", "a")  # noqa: SIM115 (held until the run ends)
+    except OSError as error:
+        raise RunError(f"cannot write the run directory {out}: {error.strerror}") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
