@@ -523,6 +523,36 @@ def test_integer_parameters_are_refused(cls, kwargs):
         cls([torch.zeros(4, dtype=torch.int64)], **kwargs)
 
 
+@pytest.mark.parametrize("cls, kwargs", OPTIMIZERS)
+def test_parameters_without_elements_are_refused_at_construction(cls, kwargs):
+    # #28.11: SPSA took them and failed at its first step with a ZeroDivisionError
+    kwargs = {"lr": 0.1, **kwargs} if cls in (sz.optim.ZOSGD, sz.optim.SparseZO) else kwargs
+    with pytest.raises(ValueError, match="needs parameters with at least one element"):
+        cls([torch.nn.Parameter(torch.zeros(0)), torch.nn.Parameter(torch.zeros(2, 0))],
+            **kwargs)
+
+
+@pytest.mark.parametrize("cls, kwargs, name", [
+    (sz.optim.ZOSGD, dict(lr=1e308), "lr"),
+    (sz.optim.ZOSGD, dict(lr=1e37, momentum=0.9), "lr"),  # lr / (1 - momentum) overflows
+    (sz.optim.SparseZO, dict(lr=1e308), "lr"),
+    (sz.optim.SharpZO, dict(lr=1e308, switch_step=0), "lr"),
+    (sz.optim.SPSA, dict(a=1e308), "a"),
+    (sz.optim.SPSA, dict(a=1e300, rule="gc"), "a"),
+])
+def test_a_step_that_would_write_inf_is_refused_and_changes_nothing(cls, kwargs, name):
+    # #28.13: lr=1e308 (SparseZO) and a=1e308 (SPSA) wrote inf into the parameters; ZOSGD's
+    # error named `scale`, which the user never passed
+    w = torch.nn.Parameter(torch.linspace(-1, 1, 8))
+    opt = cls([w], **kwargs)
+    before, state = w.detach().clone(), opt.state_dict()
+    with pytest.raises(ValueError, match=rf"^{name} \(1e\+\d+\) times the .*write inf; the "
+                                         rf"parameters are unchanged \(lower {name}\)"):
+        opt.step(lambda: (w.double() ** 2).sum())
+    assert torch.equal(w.detach(), before) and opt.forward_passes == 0
+    assert str(opt.state_dict()) == str(state)
+
+
 @pytest.mark.parametrize("losses", [lambda X: torch.zeros(X.shape[0], dtype=torch.complex64),
                                     lambda X: torch.zeros(X.shape[0], dtype=torch.bool),
                                     lambda X: None, lambda X: "0.5"])

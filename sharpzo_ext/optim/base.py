@@ -79,6 +79,9 @@ class ForwardOnlyOptimizer(torch.optim.Optimizer):
 
     def __init__(self, params: Iterable, defaults: dict, seed: int):
         super().__init__(params, defaults)
+        if self._numel() == 0:
+            raise ValueError(f"{type(self).__name__} needs parameters with at least one element "
+                             "to tune; these have none")
         self.shared: dict = {"seed": checks.stream_integer(seed, "seed"), "forward_passes": 0,
                              "steps": 0}
 

@@ -48,6 +48,13 @@ def scatter_(params: Params, x: torch.Tensor) -> None:
         p.copy_(x[offset:offset + p.numel()].view_as(p))
 
 
+def fits(params: Params, x: torch.Tensor) -> bool:
+    """Whether scatter_(params, x) writes only finite values: every element of x finite and
+    within the largest value of its parameter's dtype."""
+    return all(bool(x[offset:offset + p.numel()].abs().le(torch.finfo(p.dtype).max).all())
+               for p, offset in zip(params, offsets(params)))
+
+
 def pieces(params: Params, mask: torch.Tensor) -> list[torch.Tensor]:
     """A flat mask cut into one view per parameter, each of the parameter's shape."""
     return [m.view_as(p) for m, p in zip(mask.split([p.numel() for p in params]), params)]

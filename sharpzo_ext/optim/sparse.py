@@ -127,12 +127,18 @@ def update_(params: Sequence[torch.Tensor], mask: torch.Tensor, seed: int, ids: 
     compact = torch.cat(compact)
     if normalize and compact.numel() >= MIN_NORMALIZED_K:
         compact = ops.sparse_zscore(compact, compact.numel())[0]
-    start = 0
+    start, updated = 0, []
     for p, m, lr, decay in zip(params, masks, lrs, weight_decays):
         count = int(m.sum())
         values = p[m] * (1 - lr * decay) - lr * compact[start:start + count].to(p.dtype)
-        p.masked_scatter_(m, values)
+        if not bool(torch.isfinite(values).all()):  # before any parameter changes
+            raise ValueError(f"lr ({lr:g}) times the normalized estimate is beyond what "
+                             f"{p.dtype} holds: the step would write inf; the parameters are "
+                             "unchanged (lower lr)")
+        updated.append(values)
         start += count
+    for p, m, values in zip(params, masks, updated):
+        p.masked_scatter_(m, values)
 
 
 @dataclasses.dataclass(frozen=True)

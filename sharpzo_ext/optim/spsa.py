@@ -135,6 +135,10 @@ class SPSA(ForwardOnlyOptimizer):
         buffer = self.shared["momentum"]  # "gc" updates a copy, kept only if the step succeeds
         buffer = buffer.clone() if o["rule"] == "gc" else buffer
         x -= a_k * corrected_(g, buffer, o["rule"], o["momentum"])
+        if not flat.fits(params, x):  # x is a copy: the parameters are as they were
+            raise ValueError(f"a ({o['a']:g}) times the gradient estimate moves the parameters "
+                             "beyond what their dtype holds: the step would write inf; the "
+                             "parameters are unchanged (lower a)")
         flat.scatter_(params, x)
         self.shared["momentum"] = buffer
         self._commit(2 * o["q"])

@@ -122,6 +122,26 @@ def loss_estimate(plus: Sequence[float], minus: Sequence[float], one_sided: bool
     return torch.tensor(value, dtype=torch.float64)
 
 
+# The largest |z_j| element of a direction: Box-Muller from uniforms no smaller than 2^-24 gives
+# at most sqrt(-2 ln 2^-24) (docs/stream.md); Rademacher elements are +-1.
+Z_MAX = {"gaussian": math.sqrt(-2 * math.log(2.0 ** -24)), "rademacher": 1.0}
+
+
+def check_step(params: Sequence[torch.Tensor], lrs: Sequence[float],
+               coefficients: Sequence[float], dist: str, momenta: Sequence[float]) -> None:
+    """ValueError, before anything changes, if lr times the estimate sum_j coefficients[j] z_j
+    (lr / (1 - momentum) with momentum, which bounds lr times the buffer) could move a
+    parameter by more than its dtype holds: the step would write inf. ZOSGD's update happens in
+    place (MeZO's memory), so it is bounded beforehand, not checked after."""
+    bound = sum(abs(c) for c in coefficients) * Z_MAX[dist]
+    for p, lr, momentum in zip(params, lrs, momenta):
+        step = lr / (1 - momentum) * bound
+        if not math.isfinite(step) or step > torch.finfo(p.dtype).max:
+            raise ValueError(f"lr ({lr:g}) times the gradient estimate (up to {bound:.3g} per "
+                             f"coordinate) is beyond what {p.dtype} holds: the step would "
+                             "write inf; the parameters are unchanged (lower lr)")
+
+
 @torch.no_grad()
 def accumulate_(out: torch.Tensor, seed: int, ids: Sequence[int], coefficients: Sequence[float],
                 dist: str, offset: int = 0, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -23,7 +23,9 @@ def zosgd_(params: Sequence[torch.Tensor], offsets: Sequence[int],
     """The ZOSGD update, in place, each parameter with its own rates: with the estimate
     g = (1/q) sum_j g_j z_j, x <- x (1 - lr weight_decay) - lr g, or with momentum
     b <- momentum b + g, x <- x - lr b (b in `momentum_buffers`). `offsets` are the parameters'
-    flat offsets, `ids` the streams of the directions, `grads` their projected gradients g_j."""
+    flat offsets, `ids` the streams of the directions, `grads` their projected gradients g_j.
+    The caller bounds the step first (two_point.check_step): in place, a step that overflows
+    cannot be taken back."""
     coefficients = [g / len(ids) for g in grads]
     for p, offset, buffer, lr, decay, momentum in zip(params, offsets, momentum_buffers, lrs,
                                                       weight_decays, momenta):
@@ -116,6 +118,7 @@ class ZOSGD(ForwardOnlyOptimizer):
         params = self._params()
         plus, minus = two_point.losses(objective, params, self.seed, ids, zo)
         grads = two_point.projected_gradients(plus, minus, zo)
+        two_point.check_step(params, lrs, [g / zo.q for g in grads], zo.dist, momenta)
         buffers = [self._momentum_buffer(p) if m else None for p, m in zip(params, momenta)]
         zosgd_(params, flat.offsets(params), buffers, self.seed, ids, grads, zo.dist, lrs, decays,
                momenta)
