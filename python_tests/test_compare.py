@@ -110,3 +110,15 @@ def test_compare_head_gives_every_forward_only_method_a_head_but_not_coop(tmp_pa
                  str(out), "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 0
     heads = {r["method"]: r["head"] for r in json.loads((out / "compare.json").read_text())}
     assert heads == {"cmaes": "tip-adapter", "zosgd": "tip-adapter", "coop": None}
+
+
+def test_repeated_seeds_methods_or_tasks_are_refused():
+    # #28.13: --seeds 0 0 0 reported "± 0.0" as a 95% interval over three identical runs
+    from sharpzo_ext.clip.compare import CompareConfig
+    from sharpzo_ext.clip.config import RunError
+
+    for changes, message in ((dict(seeds=(0, 0, 0)), "seeds must be distinct, got 0"),
+                             (dict(methods=("cmaes", "zip", "cmaes")), "got 'cmaes' more"),
+                             (dict(tasks=("embedded", "embedded")), "tasks must be distinct")):
+        with pytest.raises(RunError, match=message):
+            CompareConfig(**changes).check()

@@ -90,6 +90,12 @@ class CompareConfig:
             raise RunError("seeds must name at least one seed")
         if not self.tasks:
             raise RunError("tasks must name at least one task")
+        for name in ("seeds", "methods", "tasks"):  # a repeat would count one run twice
+            values = list(getattr(self, name))
+            repeated = sorted({v for v in values if values.count(v) > 1}, key=values.index)
+            if repeated:
+                raise RunError(f"{name} must be distinct, got {repeated[0]!r} more than once: a "
+                               "repeated run would narrow the intervals without new evidence")
         try:
             checks.integer(self.coop_budget, "coop_budget", 1)
             if self.target is not None:
