@@ -1,5 +1,13 @@
-// Autograd behaviour of the mutating ops (perturb_, sample_, sparse_zscore_, cma_cov_update_):
-// one pair of boxed kernels for all.
+// Autograd behaviour of the ops: of the mutating ones (perturb_, sample_, sparse_zscore_,
+// cma_cov_update_), one pair of boxed kernels for all; of the functional ones (sparse_zscore,
+// mask_score, quantize_rows), one kernel that records nothing.
+//
+// Note [Functional ops have no derivative]
+// sparse_zscore selects and standardizes, mask_score ranks, quantize_rows rounds: none has a
+// useful derivative, and none is given one. Without an Autograd kernel, torch's fallback gave
+// their outputs a grad_fn whose backward left the inputs' .grad as None (with a warning about
+// silently incorrect results). Their Autograd kernel now runs them below autograd, as torch
+// runs argmax: the outputs never require grad, and nothing pretends to be differentiable.
 //
 // Note [Mutating ops and autograd]
 // A perturbation is not part of any computation graph: optimizers apply it to parameters under
@@ -61,12 +69,24 @@ void mutating_op_inplace_or_view(const c10::OperatorHandle& op, c10::DispatchKey
 constexpr const char* kMutatingOps[] = {"perturb_", "sample_", "sparse_zscore_",
                                         "cma_cov_update_"};
 
+// Note [Functional ops have no derivative]
+void non_differentiable_op(const c10::OperatorHandle& op, c10::DispatchKeySet keys,
+                           torch::jit::Stack* stack) {
+  at::AutoDispatchBelowADInplaceOrView guard;
+  op.redispatchBoxed(keys & c10::after_ADInplaceOrView_keyset, stack);
+}
+
+constexpr const char* kFunctionalOps[] = {"sparse_zscore", "mask_score", "quantize_rows"};
+
 }  // namespace
 }  // namespace sharpzo
 
 TORCH_LIBRARY_IMPL(sharpzo, Autograd, m) {
   for (const char* op : sharpzo::kMutatingOps) {
     m.impl(op, torch::CppFunction::makeFromBoxedFunction<&sharpzo::mutating_op_autograd>());
+  }
+  for (const char* op : sharpzo::kFunctionalOps) {
+    m.impl(op, torch::CppFunction::makeFromBoxedFunction<&sharpzo::non_differentiable_op>());
   }
 }
 

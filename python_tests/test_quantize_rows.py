@@ -76,6 +76,14 @@ def test_non_contiguous_input_by_logical_index():
     assert_same(sz.ops.quantize_rows(x.T), reference.quantize_rows(x.T.contiguous()))
 
 
+def test_outputs_are_not_differentiable():
+    # #28.12: the outputs required grad and had a grad_fn whose backward left .grad as None
+    x = torch.randn(3, 5, requires_grad=True)
+    q, scale = sz.ops.quantize_rows(x)
+    assert not q.requires_grad and not scale.requires_grad and scale.grad_fn is None
+    assert torch.equal(q, sz.ops.quantize_rows(x.detach())[0])
+
+
 def test_empty_input():
     q, scale = sz.ops.quantize_rows(torch.zeros(3, 0))
     assert q.shape == (3, 0) and torch.equal(scale, torch.ones(3, 1))

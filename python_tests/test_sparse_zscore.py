@@ -135,6 +135,18 @@ def test_in_place_variant(device):
     assert_same((gt.contiguous(), mask_t), reference.sparse_zscore(randn(50, 40, seed=6).t(), 123))
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_outputs_are_not_differentiable(device):
+    # #28.12: the outputs required grad and had a grad_fn whose backward left .grad as None
+    g = randn(64, seed=9).to(device).requires_grad_()
+    w = randn(64, seed=10).to(device).requires_grad_()
+    outputs = (*sz.ops.sparse_zscore(g, 8), sz.ops.sparse_zscore(g, 8, w)[0],
+               sz.ops.mask_score(w, g))
+    assert all(not out.requires_grad and out.grad_fn is None for out in outputs)
+    expected = sz.ops.sparse_zscore(g.detach(), 8)
+    assert_same(outputs[:2], expected)  # the values are those of the plain op
+
+
 def test_mask_composes_with_perturb():
     g = randn(10000, seed=7)
     w = randn(10000, seed=8)
