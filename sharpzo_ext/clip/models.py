@@ -133,7 +133,8 @@ def _hf_clip(name: str, device) -> LoadedModel:
     try:  # float32 whatever the checkpoint was saved in: the text tower computes in float32
         model, loading = transformers.CLIPModel.from_pretrained(
             directory, local_files_only=True, dtype=torch.float32, output_loading_info=True)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(  # never a checkpoint's code
+            directory, local_files_only=True, trust_remote_code=False)
     except Exception as error:  # noqa: BLE001 (missing or damaged files raise anything)
         raise ModelError(f"cannot load hf:{name}: "
                          f"{(str(error) or type(error).__name__).splitlines()[0]}") from None
