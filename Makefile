@@ -11,12 +11,17 @@ SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.cuh' -o -
 	csrc/compile_flags.txt scripts/cuda_home.py setup.py pyproject.toml
 TORCH_PREFIX = $$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null)
 
-.PHONY: demo test build ctest ctest-aarch64 check-kernel-code pytest test-cpu-only-library bench bench-avx2 clean
+.PHONY: demo test test-quick build ctest ctest-aarch64 check-kernel-code pytest test-cpu-only-library bench bench-avx2 clean
 
 demo: $(EXT)
 	$(VENV)/bin/sharpzo-ext train
 
 test: ctest ctest-aarch64 check-kernel-code pytest test-cpu-only-library
+
+# The quick loop while editing: every Python test but those marked slow (under 3 minutes on 2
+# cores). `make test` runs everything.
+test-quick: $(EXT)
+	$(PY) -m pytest -q -m "not slow"
 
 build: $(EXT)
 
@@ -53,7 +58,7 @@ check-kernel-code: $(EXT)
 	$(PY) scripts/check_kernel_code.py $(EXT)
 
 pytest: $(EXT)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
 # $(call cpu_only_library,DIR,CMAKE_ARGS): the op library built by CMake against libtorch with
 # CUDA off, in DIR (log: DIR.log).

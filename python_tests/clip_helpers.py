@@ -2,6 +2,11 @@
 
 import torch
 
+# class names of the tiny tasks: of one and of several tokens, and (LONG_CLASSES) one prompt far
+# longer than the others
+CLASSES = ["cat", "dog", "sailing boat", "great white shark", "tree"]
+LONG_CLASSES = CLASSES + ["a very long class name with many words"]
+
 TINY_CONFIGS = {
     "vit": {"embed_dim": 32,
             "vision_cfg": {"image_size": 32, "patch_size": 16, "width": 32, "layers": 1,

@@ -23,7 +23,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from sharpzo_ext.clip import embedded, synthetic
+from sharpzo_ext.clip.families import embedded
+from sharpzo_ext.clip.data import synthetic
 
 MEAN = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(1, 3, 1, 1)
 STD = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(1, 3, 1, 1)

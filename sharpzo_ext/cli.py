@@ -45,6 +45,8 @@ def _add_bench(sub) -> None:
                    help="seconds per measurement (default: 0.5, or 0.05 with --quick; a value "
                    "given here applies with --quick too)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--markdown", metavar="FILE", help="also write the tables as a Markdown page "
+                   "that names the machine and the date (the docs' benchmark pages)")
     p.set_defaults(handler=_run_bench)
 
 
@@ -53,26 +55,35 @@ def _run_bench(args) -> None:
 
     from sharpzo_ext.bench import DEFAULT_SUITES, BenchConfig, run_suites  # noqa: PLC0415
     from sharpzo_ext.bench.common import environment, machine_line  # noqa: PLC0415
-    from sharpzo_ext.files import path_problem, write_json  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from sharpzo_ext.files import path_problem, write_json, write_text  # noqa: PLC0415
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise CliError(f"--device {args.device}: no CUDA device is available")
     if args.device not in ("cpu",) and not args.device.startswith("cuda"):
         raise CliError(f"--device must be cpu or cuda, got {args.device!r}")
-    problem = args.json and path_problem(args.json, directory=False)
-    if problem:
-        raise CliError(f"--json: {problem}")
+    for option in ("json", "markdown"):
+        problem = getattr(args, option) and path_problem(getattr(args, option), directory=False)
+        if problem:
+            raise CliError(f"--{option}: {problem}")
     config = BenchConfig(device=args.device, quick=args.quick, min_run_time=args.min_run_time)
     suites = run_suites(args.suite or DEFAULT_SUITES, config,
                         progress=lambda m: print(m, file=sys.stderr))
     where = machine_line(args.device)
+    sections = []
     for suite in suites:
-        print(f"\n## {suite.name} ({where}, {torch.get_num_threads()} threads)\n")
-        print(suite.table)
+        lines = [f"## {suite.name} ({where}, {torch.get_num_threads()} threads)", "", suite.table]
         if suite.targets:
-            print("\nTargets:")
-            for target in suite.targets:
-                print("  " + target.line())
+            lines += ["", "Targets:", ""] + [f"- {target.line()}" for target in suite.targets]
+        sections.append("\n".join(lines))
+    print("\n" + "\n\n".join(sections))
+    if args.markdown:
+        write_text(args.markdown, f"# Benchmarks: {', '.join(s.name for s in suites)}\n\n"
+                   f"Written by `sharpzo-ext bench` on {time.strftime('%Y-%m-%d')}, torch "
+                   f"{torch.__version__}{', quick sizes' if args.quick else ''}.\n\n"
+                   + "\n\n".join(sections) + "\n")
+        print(f"\nwrote {args.markdown}", file=sys.stderr)
     if args.json:
         write_json(args.json, {
             "environment": environment(), "device": args.device, "quick": args.quick,
@@ -97,15 +108,15 @@ def _option(p, flag: str, default, help: str | None = None, **kwargs) -> None:
 
 def _add_run_options(p, d) -> None:
     """Model, data and task options shared by train, eval and compare."""
-    from sharpzo_ext.clip.precision import PRECISIONS  # noqa: PLC0415
-    from sharpzo_ext.clip.backend import BACKENDS  # noqa: PLC0415
+    from sharpzo_ext.clip.engine.precision import PRECISIONS  # noqa: PLC0415
+    from sharpzo_ext.clip.engine.backend import BACKENDS  # noqa: PLC0415
 
     _option(p, "--model", d.model, "open_clip model name (e.g. ViT-B-16, RN50), 'embedded', or "
             "hf:PATH_OR_NAME, a Hugging Face CLIP checkpoint directory or cached hub name")
     _option(p, "--pretrained", d.pretrained, "open_clip pretrained tag (e.g. openai; needs a "
             "network once) or a local checkpoint file")
     _option(p, "--data", d.data, "an embedded task ('embedded'; 'embedded-cluttered', "
-            "'embedded-grainy', 'embedded-colors', 'embedded-stencil': README, 'The tasks'), an "
+            "'embedded-grainy', 'embedded-colors', 'embedded-stencil': docs/results.md), an "
             "ImageFolder tree, or CoOp's data root with --dataset")
     _option(p, "--dataset", d.dataset, "a CoOp data set under --data (caltech101, oxford_pets, "
             "stanford_cars, oxford_flowers, food101, sun397, dtd, eurosat, ucf101, "
@@ -117,18 +128,16 @@ def _add_run_options(p, d) -> None:
     _option(p, "--intrinsic-dim", "min(512, context size / 2)", "length of the tuned vector",
             type=int)
     _option(p, "--precision", d.precision, "the text tower's linear layers: fp32, bf16, or int8 "
-            "(CPU only; README, 'Real CLIP sizes')", choices=PRECISIONS)
+            "(CPU only; docs/clip.md)", choices=PRECISIONS)
     _option(p, "--backend", d.backend, "runs the text tower: torch, or onnxruntime (an ONNX "
-            "export, cached in --cache-dir; fp32 or int8; README, 'Hugging Face models and "
-            "inference engines')",
-            choices=BACKENDS)
+            "export, cached in --cache-dir; fp32 or int8; docs/backends.md)", choices=BACKENDS)
     _option(p, "--cache-dir", "$SHARPZO_EXT_CACHE or ~/.cache/sharpzo_ext", "feature cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _add_head_options(p, d, head_default) -> None:
     """--head and --head-views, of train and compare."""
-    from sharpzo_ext.clip.config import HEAD_CHOICES, MAX_HEAD_VIEWS  # noqa: PLC0415
+    from sharpzo_ext.clip.runs.config import HEAD_CHOICES, MAX_HEAD_VIEWS  # noqa: PLC0415
 
     _option(p, "--head", head_default, "tune the prompt for this closed-form head on the image "
             "features, ensembled with it by a weight chosen on validation (none: the prompt "
@@ -139,8 +148,8 @@ def _add_head_options(p, d, head_default) -> None:
 
 
 def _add_train(sub) -> None:
-    from sharpzo_ext.clip.config import METHODS, TrainConfig  # noqa: PLC0415
-    from sharpzo_ext.optim.sharpzo import SHARPNESS  # noqa: PLC0415
+    from sharpzo_ext.clip.runs.config import HYPERPARAMETERS, TrainConfig  # noqa: PLC0415
+    from sharpzo_ext.clip.runs.method_table import METHODS  # noqa: PLC0415
 
     d = TrainConfig()
     p = sub.add_parser("train", help="tune a CLIP prompt with forward passes only",
@@ -150,7 +159,7 @@ def _add_train(sub) -> None:
     _add_run_options(p, d)
     _option(p, "--method", d.method, "a forward-only optimizer; coop: first-order CoOp "
             "(Adam, backward passes), the reference; gda, tip-adapter or linear-probe: that "
-            "head on the zero-shot prompt, no tuning", choices=METHODS)
+            "head on the zero-shot prompt, no tuning", choices=tuple(METHODS))
     _add_head_options(p, d, d.head)
     _option(p, "--budget", d.budget, "training forward passes; coop: steps", type=int)
     p.add_argument("--out", help="run directory (default: runs/<method>-<time>)")
@@ -158,12 +167,10 @@ def _add_train(sub) -> None:
                    help="continue the run in DIR (to --budget if larger than its own)")
     _option(p, "--eval-every", d.eval_every, "forward passes between validation evaluations",
             type=int)
-    for name in ("lr", "eps", "sigma", "rho", "density"):
-        _option(p, f"--{name}", getattr(d, name), type=float)
-    _option(p, "--coop-lr", d.coop_lr, "Adam's lr for coop", type=float)
-    for name in ("popsize", "switch_step", "sharpness_queries", "q"):
-        _option(p, f"--{name.replace('_', '-')}", getattr(d, name), type=int)
-    _option(p, "--sharpness", d.sharpness, choices=SHARPNESS)
+    for field in HYPERPARAMETERS:
+        settings = dict(field.metadata)
+        _option(p, f"--{field.name.replace('_', '-')}", field.default, settings.pop("help"),
+                **({} if "choices" in settings else {"type": type(field.default)}), **settings)
     _option(p, "--shard", d.shard, "under torchrun: split the candidates or the training "
             "images across the processes (only losses travel; every process applies the same "
             "update)", choices=("population", "data"))
@@ -174,14 +181,14 @@ def _explicit(args) -> set[str]:
     """The TrainConfig fields the command line set (Note [Explicit options])."""
     import dataclasses  # noqa: PLC0415
 
-    from sharpzo_ext.clip.config import TrainConfig  # noqa: PLC0415
+    from sharpzo_ext.clip.runs.config import TrainConfig  # noqa: PLC0415
 
     return {f.name for f in dataclasses.fields(TrainConfig)} & set(vars(args))
 
 
 def _config_from(args, **changes):
     """TrainConfig from the options given, its defaults for the others."""
-    from sharpzo_ext.clip.config import TrainConfig  # noqa: PLC0415
+    from sharpzo_ext.clip.runs.config import TrainConfig  # noqa: PLC0415
 
     return TrainConfig(**{**{k: getattr(args, k) for k in _explicit(args)}, **changes})
 
@@ -192,7 +199,7 @@ def _run_config(args, directory):
     what `eval RUN` evaluates and `train --resume RUN` continues."""
     from pathlib import Path  # noqa: PLC0415
 
-    from sharpzo_ext.clip import run_dir  # noqa: PLC0415
+    from sharpzo_ext.clip.runs import run_dir  # noqa: PLC0415
 
     saved_file = Path(directory) / "config.json"
     if not saved_file.is_file():
@@ -205,15 +212,14 @@ def _run_config(args, directory):
 def _run_train(args) -> None:
     import time  # noqa: PLC0415
 
-    from sharpzo_ext.clip.heads import HEADS  # noqa: PLC0415
-    from sharpzo_ext.clip.train import train  # noqa: PLC0415
+    from sharpzo_ext.clip.runs.train import train  # noqa: PLC0415
 
     if args.resume and args.out:
         raise CliError("--resume DIR continues the run in DIR; --out does not apply")
     # a resume goes on to the run's own budget, and further only with an explicit --budget
     config = _run_config(args, args.resume) if args.resume else _config_from(args)
-    if "head" in vars(args) and config.method in HEADS and config.head not in (config.method,
-                                                                               "none"):
+    if "head" in vars(args) and not config.tunes_prompt and config.head not in (config.method,
+                                                                                 "none"):
         raise CliError(f"--method {config.method} is the {config.method} head on the zero-shot "
                        f"prompt; --head {config.head} does not apply")
     out = args.resume or args.out or f"runs/{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -223,7 +229,7 @@ def _run_train(args) -> None:
 
 
 def _add_eval(sub) -> None:
-    from sharpzo_ext.clip.config import TrainConfig  # noqa: PLC0415
+    from sharpzo_ext.clip.runs.config import TrainConfig  # noqa: PLC0415
 
     p = sub.add_parser("eval", help="evaluate a saved prompt",
                        description="Accuracy of a saved prompt (a run directory's "
@@ -237,7 +243,7 @@ def _add_eval(sub) -> None:
 def _run_eval(args) -> None:
     from pathlib import Path  # noqa: PLC0415
 
-    from sharpzo_ext.clip.evaluate import evaluate_prompt  # noqa: PLC0415
+    from sharpzo_ext.clip.runs.evaluate import evaluate_prompt  # noqa: PLC0415
 
     target = Path(args.target)
     if not target.exists():
@@ -251,9 +257,9 @@ def _run_eval(args) -> None:
 
 
 def _add_compare(sub) -> None:
-    from sharpzo_ext.clip.compare import COMPARE_METHODS, CompareConfig  # noqa: PLC0415
-    from sharpzo_ext.clip.config import TrainConfig  # noqa: PLC0415
-    from sharpzo_ext.clip.data import EMBEDDED_TASKS  # noqa: PLC0415
+    from sharpzo_ext.clip.runs.compare import COMPARE_METHODS, CompareConfig  # noqa: PLC0415
+    from sharpzo_ext.clip.runs.config import TrainConfig  # noqa: PLC0415
+    from sharpzo_ext.clip.data.datasets import EMBEDDED_TASKS  # noqa: PLC0415
 
     d, c = TrainConfig(), CompareConfig()
     p = sub.add_parser("compare", help="SharpZO against forward-only baselines and CoOp",
@@ -285,7 +291,7 @@ def _add_compare(sub) -> None:
 def _run_compare(args) -> None:
     import time  # noqa: PLC0415
 
-    from sharpzo_ext.clip.compare import DEFAULT_TASKS, CompareConfig, compare  # noqa: PLC0415
+    from sharpzo_ext.clip.runs.compare import DEFAULT_TASKS, CompareConfig, compare  # noqa: PLC0415
 
     c = CompareConfig()
     if args.tasks and "data" in vars(args):
@@ -314,9 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from sharpzo_ext.clip.data import DataError  # noqa: PLC0415
-    from sharpzo_ext.clip.models import ModelError  # noqa: PLC0415
-    from sharpzo_ext.clip.config import RunError  # noqa: PLC0415
+    from sharpzo_ext.clip.data.datasets import DataError  # noqa: PLC0415
+    from sharpzo_ext.clip.families import ModelError  # noqa: PLC0415
+    from sharpzo_ext.clip.runs.config import RunError  # noqa: PLC0415
     from sharpzo_ext.distributed import DistributedError  # noqa: PLC0415
 
     try:

@@ -7,7 +7,7 @@ The dispatcher sends a call to the Meta kernel as soon as one of its tensors is 
 ``sparse_zscore(cpu_g, k, score=meta_score)`` runs this fake, not the CPU kernel. A fake that
 only returned empty outputs would then hand back uninitialized memory for a mismatched call,
 so each fake repeats every check of its op's host code (csrc/checks.cpp and the op's .cpp),
-the device check included. python_tests/test_fuzz_ops.py runs random calls on the CPU and on
+the device check included. python_tests/ops/test_fuzz_ops.py runs random calls on the CPU and on
 meta tensors and requires the same verdict. Aliasing (check_no_overlap) is a property of
 memory, which meta tensors do not have: it is checked by the kernels only.
 """

@@ -1,5 +1,6 @@
 """Writing files so that a failure never leaves a half-written one: write a temporary file in
-the same directory, flush it to disk, then rename it over the target (atomic on POSIX)."""
+the same directory, flush it to disk, then rename it over the target (atomic on POSIX). And
+where the package caches what it computes once (default_cache_dir)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-__all__ = ["atomic_path", "write_text", "write_json", "path_problem", "writable_problem"]
+__all__ = ["atomic_path", "write_text", "write_json", "path_problem", "writable_problem",
+           "default_cache_dir"]
+
+
+def default_cache_dir() -> Path:
+    """Where image features and exported text towers are cached unless a run says otherwise:
+    $SHARPZO_EXT_CACHE, or ~/.cache/sharpzo_ext."""
+    return Path(os.environ.get("SHARPZO_EXT_CACHE", Path.home() / ".cache" / "sharpzo_ext"))
 
 
 @contextlib.contextmanager

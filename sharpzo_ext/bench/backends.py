@@ -1,5 +1,5 @@
 """The text tower on each backend: torch eager (shared prefixes, and full prompts as the ONNX
-graph runs them) against ONNX Runtime fp32 and int8 (onnx_tower.py, onnx_int8.py), on the
+graph runs them) against ONNX Runtime fp32 and int8 (engine/onnx_export.py, engine/onnx_int8.py), on the
 embedded model and on ViT-B-16's architecture with random weights (enough for timing), for a
 population of 20 candidates.
 
@@ -44,8 +44,8 @@ def _model(name: str, classes: int | None, device: str):
     open_clip architecture with random weights (the same in every process, so that rows compare
     the same model and share its export) and the first `classes` ImageNet classes."""
     if name == "embedded":
-        from sharpzo_ext.clip.data import embedded_task  # noqa: PLC0415
-        from sharpzo_ext.clip.models import load_model  # noqa: PLC0415
+        from sharpzo_ext.clip.data.datasets import embedded_task  # noqa: PLC0415
+        from sharpzo_ext.clip.families import load_model  # noqa: PLC0415
 
         loaded = load_model("embedded", device=device)
         return loaded.model, loaded.tokenizer, embedded_task(1, 0).classnames
@@ -64,7 +64,8 @@ def _model(name: str, classes: int | None, device: str):
 def _row(model: str, classes: int | None, path: int, cache: str, population: int,
          device: str, quick: bool, threads: int, measure: bool) -> dict:
     """One row, measured in this (fresh) process; without `measure`, only the task's build."""
-    from sharpzo_ext.clip.prompt_task import PromptTask  # noqa: PLC0415
+    from sharpzo_ext.clip.engine import Engine  # noqa: PLC0415
+    from sharpzo_ext.clip.task.prompt_task import PromptTask  # noqa: PLC0415
 
     torch.set_num_threads(threads)
     config = BenchConfig(device=device, quick=quick)
@@ -73,9 +74,9 @@ def _row(model: str, classes: int | None, path: int, cache: str, population: int
     measured = resident_memory.reset_peak()
     before = resident_memory.status_mb("VmRSS")
     start = time.perf_counter()
-    task = PromptTask(clip, tokenizer, names, intrinsic_dim=DIM, seed=0,
-                      share_prefix=share_prefix, precision=precision, backend=backend,
-                      cache_dir=cache, device=device)
+    task = PromptTask(clip, tokenizer, names, intrinsic_dim=DIM, seed=0, device=device,
+                      engine=Engine(share_prefix=share_prefix, precision=precision,
+                      backend=backend, cache_dir=cache))
     build_s = time.perf_counter() - start
     if not measure:
         return {"build_s": build_s}
@@ -104,7 +105,7 @@ def _in_process(spec: dict) -> dict:
 
 
 def run(config: BenchConfig) -> Suite:
-    from sharpzo_ext.clip import precision as precision_lib  # noqa: PLC0415
+    from sharpzo_ext.clip.engine import precision as precision_lib  # noqa: PLC0415
 
     torch_int8 = precision_lib.runs("int8", config.device)
     paths = [i for i, (_, backend, _, precision) in enumerate(PATHS)

@@ -4,7 +4,7 @@ token, sharing their prefix and batching the population save.
 One loss evaluation = the text tower over the 10 class prompts plus the logits and the
 cross-entropy over 160 cached image features (the embedded task's train split).
 
-The second table runs the text tower's linear layers at each precision (precision.py) on a
+The second table runs the text tower's linear layers at each precision (clip/engine/precision.py) on a
 population like a CMA-ES generation's (w ~ N(0, 0.6^2), the default sigma) and reports how far
 their losses are from float32's, and whether they rank the candidates as float32 does.
 """
@@ -26,7 +26,7 @@ def _rank_agreement(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _precision_rows(task_for, features, labels, config: BenchConfig):
-    from sharpzo_ext.clip import precision  # noqa: PLC0415
+    from sharpzo_ext.clip.engine import precision  # noqa: PLC0415
     W = torch.randn(POPULATION, 128, generator=torch.Generator().manual_seed(1)) * SIGMA
     rows, records, exact = [], [], None
     for name in ("fp32", "bf16", "int8"):
@@ -50,9 +50,10 @@ def _precision_rows(task_for, features, labels, config: BenchConfig):
 
 
 def run(config: BenchConfig) -> Suite:
-    from sharpzo_ext.clip import data as data_lib  # noqa: PLC0415
-    from sharpzo_ext.clip.models import load_model  # noqa: PLC0415
-    from sharpzo_ext.clip.prompt_task import PromptTask  # noqa: PLC0415
+    from sharpzo_ext.clip.data import datasets as data_lib  # noqa: PLC0415
+    from sharpzo_ext.clip.families import load_model  # noqa: PLC0415
+    from sharpzo_ext.clip.engine import Engine  # noqa: PLC0415
+    from sharpzo_ext.clip.task.prompt_task import PromptTask  # noqa: PLC0415
 
     loaded = load_model("embedded", device=config.device)
     task_data = data_lib.embedded_task(shots=16)
@@ -60,7 +61,8 @@ def run(config: BenchConfig) -> Suite:
                 "truncated": {"share_prefix": False},
                 "shared prefix": {}}
     tasks = {name: PromptTask(loaded.model, loaded.tokenizer, task_data.classnames,
-                              intrinsic_dim=128, device=config.device, **kwargs)
+                              intrinsic_dim=128, device=config.device,
+                              engine=Engine(**kwargs))
              for name, kwargs in settings.items()}
     images = data_lib.load_images(task_data.splits["train"][0], loaded.preprocess)
     features = tasks["shared prefix"].encode_images(images)
@@ -83,7 +85,7 @@ def run(config: BenchConfig) -> Suite:
 
     def task_for(precision):
         return PromptTask(loaded.model, loaded.tokenizer, task_data.classnames, intrinsic_dim=128,
-                          device=config.device, precision=precision)
+                          device=config.device, engine=Engine(precision=precision))
 
     precision_rows, precision_records = _precision_rows(task_for, features, labels, config)
     records += precision_records

@@ -2,7 +2,7 @@
 512), built by open_clip with random weights (enough for timing), over the first 10, 100 and 1000
 ImageNet class names, for a population of 20 candidates.
 
-Rows: today's path (every prompt in full, cut after the longest end token), shared prefixes
+Rows: full prompts (every prompt in full, cut after the longest end token, no sharing), shared prefixes
 (Note [Shared prefix]) in float32, and shared prefixes with int8 (Note [Row-wise int8]) and
 bf16 linear layers. GFLOP/s counts the multiply-adds of the linear layers over the tokens each
 path actually runs (attention adds under 1% at these lengths), against the float32 matmul peak
@@ -23,7 +23,7 @@ POPULATION = 20
 RUN_FORWARDS = 20_000
 SMALL_BOUND = 2048  # max_batch_tokens of the last row: what bounding the memory costs
 PATHS = (  # (name, share_prefix, precision, max_batch_tokens)
-    ("today's path (fp32)", False, "fp32", None),
+    ("full prompts, fp32", False, "fp32", None),
     ("shared prefix, fp32", True, "fp32", None),
     ("shared prefix, int8", True, "int8", None),
     ("shared prefix, bf16", True, "bf16", None),
@@ -61,8 +61,9 @@ def run(config: BenchConfig) -> Suite:
     import open_clip  # noqa: PLC0415
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES  # noqa: PLC0415
 
-    from sharpzo_ext.clip import precision as precision_lib  # noqa: PLC0415
-    from sharpzo_ext.clip.prompt_task import PromptTask  # noqa: PLC0415
+    from sharpzo_ext.clip.engine import precision as precision_lib  # noqa: PLC0415
+    from sharpzo_ext.clip.engine import Engine  # noqa: PLC0415
+    from sharpzo_ext.clip.task.prompt_task import PromptTask  # noqa: PLC0415
 
     logging.getLogger("open_clip").setLevel(logging.ERROR)
     logging.getLogger().setLevel(logging.ERROR)  # "No pretrained weights loaded": intended
@@ -80,9 +81,9 @@ def run(config: BenchConfig) -> Suite:
     with row_progress("clip-realsize", len(runs)) as bar:
         for classes, (name, share_prefix, precision, max_batch_tokens) in runs:
             bound = {} if max_batch_tokens is None else {"max_batch_tokens": max_batch_tokens}
+            engine = Engine(share_prefix=share_prefix, precision=precision, **bound)
             task = PromptTask(model, tokenizer, IMAGENET_CLASSNAMES[:classes], intrinsic_dim=512,
-                              share_prefix=share_prefix, precision=precision,
-                              device=config.device, **bound)
+                              device=config.device, engine=engine)
             measured = resident_memory.reset_peak()
             before = resident_memory.status_mb("VmRSS")
             with torch.no_grad():
@@ -108,10 +109,10 @@ def run(config: BenchConfig) -> Suite:
                             "int8_weight_max": precision_lib.int8_weight_max() if int8 else None})
             bar.update()
     at = 10 if config.quick else 100
-    targets = [Target(f"shared prefix fp32 vs today's path, {at} classes",
+    targets = [Target(f"shared prefix fp32 vs full prompts, {at} classes",
                       ms[at, PATHS[0][0]] / ms[at, PATHS[1][0]], ">= 1.5")]
     if int8:
-        targets.append(Target(f"shared prefix int8 vs today's path, {at} classes",
+        targets.append(Target(f"shared prefix int8 vs full prompts, {at} classes",
                               ms[at, PATHS[0][0]] / ms[at, PATHS[2][0]], ">= 3"))
     table = markdown_table(
         ["classes", "path", "tokens per candidate", "ms per candidate", "speed-up",

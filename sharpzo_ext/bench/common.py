@@ -18,6 +18,7 @@ from torch.utils.benchmark import Timer  # noqa: E402
 
 import sharpzo_ext as sz  # noqa: E402
 from sharpzo_ext.bench.allocations import bytes_allocated  # noqa: E402
+from sharpzo_ext.machine import cpu_fields, cpu_model  # noqa: E402, F401 (cpu_model: for the suites)
 
 
 MAX_MIN_RUN_TIME = 60.0  # seconds per measurement; suites take dozens of measurements
@@ -107,31 +108,6 @@ def format_bytes(n: int) -> str:
     return f"{n} B"
 
 
-def _first_processor() -> dict[str, str]:
-    """The fields of /proc/cpuinfo's first processor ({} where there is no such file)."""
-    fields: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if not line.strip():
-                    break
-                key, _, value = line.partition(":")
-                fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    return fields
-
-
-def cpu_model() -> str:
-    """The CPU's model name with its x86 family and model numbers (virtual machines often show
-    a generic name), or the platform's processor where /proc/cpuinfo has no model name."""
-    fields = _first_processor()
-    name = fields.get("model name") or platform.processor() or platform.machine()
-    if "cpu family" in fields and "model" in fields:
-        name += f", family {fields['cpu family']} model {fields['model']}"
-    return name
-
-
 # The /proc/cpuinfo flags that decide the kernels' speed, in the order they are reported.
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512_vnni",
              "avx512_bf16", "amx_tile", "asimd", "sve")
@@ -140,7 +116,7 @@ ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512dq", "avx512bw", "avx512vl", "avx5
 def cpu_isa() -> str:
     """The machine and the ISA features the kernels care about, e.g. "x86_64: avx2 fma avx512f
     ...", from /proc/cpuinfo's flags (x86) or Features (ARM)."""
-    fields = _first_processor()
+    fields = cpu_fields()
     flags = set((fields.get("flags") or fields.get("Features") or "").split())
     present = [flag for flag in ISA_FLAGS if flag in flags]
     return f"{platform.machine()}: {' '.join(present) or 'none of ' + ' '.join(ISA_FLAGS)}"

@@ -29,8 +29,8 @@ def _worker(rank: int, world: int, port: int, out: str, popsize: int, generation
     from torch.utils.benchmark import Timer  # noqa: PLC0415
 
     import sharpzo_ext as sz  # noqa: PLC0415
-    from sharpzo_ext.clip.config import TrainConfig  # noqa: PLC0415
-    from sharpzo_ext.clip.prepare import prepare  # noqa: PLC0415
+    from sharpzo_ext.clip.runs.config import TrainConfig  # noqa: PLC0415
+    from sharpzo_ext.clip.runs.prepare import prepare  # noqa: PLC0415
 
     torch.set_num_threads(2 // world)
     if world > 1:

@@ -5,12 +5,18 @@
     features = task.encode_images(images)                         # cached once
     losses = task.losses(W, features, labels)                     # a population, batched
 
-The command line (`sharpzo-ext train`) adds the data, the feature cache and the run directory:
-config.py, prepare.py (model, data, features), methods.py (each method's task, optimizer and
-objective), train.py (the run loop), run_dir.py (its files), evaluate.py, compare.py.
+In layers, each importing only those below it: engine/ (the text tower, its precision, the
+encoders and the backends), families/ (one adapter per CLIP family, and load_model), task/
+(PromptTask, the low-rank prompt, the heads and their ensemble), data/ (data sets and the
+synthetic tasks, beside the others) and runs/ (what `sharpzo-ext train`, `eval` and `compare`
+run: configuration, the method table, preparation, the run loop, run directories, compare).
 """
 
-from sharpzo_ext.clip.models import LoadedModel, ModelError, load_model
-from sharpzo_ext.clip.prompt_task import PromptTask
+from sharpzo_ext.clip import moved
+from sharpzo_ext.clip.engine import Engine
+from sharpzo_ext.clip.families import LoadedModel, ModelError, load_model
+from sharpzo_ext.clip.task.prompt_task import PromptTask
 
-__all__ = ["LoadedModel", "ModelError", "PromptTask", "load_model"]
+moved.install()  # the module paths of 0.1.0, for one release
+
+__all__ = ["Engine", "LoadedModel", "ModelError", "PromptTask", "load_model"]

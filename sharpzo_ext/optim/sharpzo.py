@@ -102,9 +102,9 @@ def sharpness_step(objective: Objective, params: Sequence[torch.Tensor], seed: i
 # exponentially smoothed sum of its recent mean shifts (in the covariance's metric), points
 # downhill, so -p_c points uphill. sharpness="path" scores the candidates at x + eps* with
 # eps* = -rho p_c / |p_c|, at no extra forward pass (and none in the first generation, where
-# p_c = 0). Measured on the separating embedded tasks (README, "SharpZO against the
-# baselines"): RGE's 2 x sharpness_queries evaluations cost a sixth of the generations at
-# popsize 20 and bought no accuracy; the path keeps CMA-ES's pace.
+# p_c = 0). Measured on the separating embedded tasks (docs/tuning-experiments.md): RGE's
+# 2 x sharpness_queries evaluations cost a sixth of the generations at popsize 20 and bought
+# no accuracy; the path keeps CMA-ES's pace.
 def path_sharpness(cma_state: dict, rho: float) -> torch.Tensor:
     """eps* = -rho p_c / |p_c| from a CMA-ES state (zeros while p_c = 0)."""
     pc = cma_state["pc"]

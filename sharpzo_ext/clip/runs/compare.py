@@ -1,0 +1,217 @@
+"""`sharpzo-ext compare`: forward-only methods against each other and against first-order CoOp,
+on the same tasks, seeds and forward-pass budget.
+
+Methods:
+  sharpzo           SharpZO with this package's defaults (TrainConfig)
+  sharpzo-released  SharpZO in the released code's configuration: coordinate-wise (CGE)
+                    sharpness, 2d forward passes per generation, popsize 40, sigma 0.4, rho 0.1,
+                    switch after 100 generations, every candidate evaluated in its own call
+  zip               ZIP (ICLR 2025): its low-rank prompt with a shared feature, tuned by SPSA
+                    with intrinsic-dimensional clipping (task/low_rank.py, optim/spsa.py)
+  spsa-gc           BlackVIP's optimizer, SPSA with gradient correction, on the text prompt
+                    of the other methods (BlackVIP's visual coordinator is not reproduced)
+  zosgd             ZOSGD (MeZO): dense two-point steps
+  sparsezo          SparseZO alone
+  cmaes             CMA-ES alone in the intrinsic subspace (BBT)
+  coop              first-order CoOp: Adam on the context vectors themselves, gradients by
+                    autograd through the text tower (the reference upper bound); its budget is
+                    counted in steps (a forward and a backward pass each), --coop-budget;
+                    always at fp32 on torch (--precision and --backend set the forward-only
+                    methods' text tower)
+  sharpzo-gda       SharpZO tuning the prompt for the GDA head (task/ensemble.py)
+  gda, tip-adapter  closed-form heads on the cached image features beside the zero-shot
+                    prompt, with no tuning (task/heads.py)
+  linear-probe      logistic regression on the image features (first order, on the features
+                    only) beside the zero-shot prompt
+
+--head (default none) gives every other forward-only method a head too; coop never has one.
+
+Every method runs on every task with every seed; the seed draws the few-shot split and the
+method's projection and perturbation stream. Output in DIR: compare.json (one record per task,
+method and seed, with its accuracy curve), compare.md (per task: mean ± 95% confidence interval
+over seeds, passes to a target accuracy and to CoOp's level; compare_report.py) and
+compare-<task>.png (test accuracy against passes, with the intervals as bands). Memory: the
+process's peak resident memory while a method runs (its high-water mark reset before it,
+Linux), and that peak minus the memory resident when it started (what the method itself adds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from sharpzo_ext import checks, machine, resident_memory
+from sharpzo_ext.clip.data.datasets import EMBEDDED_TASKS
+from sharpzo_ext.clip.runs import compare_report, methods, run_dir
+from sharpzo_ext.clip.runs.config import RunError, TrainConfig
+from sharpzo_ext.clip.runs.evaluate import accuracies
+from sharpzo_ext.clip.runs.method_table import METHODS
+from sharpzo_ext.clip.runs.prepare import Prepared, make_task, prepare
+from sharpzo_ext.clip.runs.train import finish, initial_progress, optimize, zero_shot
+from sharpzo_ext.clip.task import ensemble as ensemble_lib
+from sharpzo_ext.clip.task.heads import HEADS
+from sharpzo_ext.files import write_json, write_text
+
+__all__ = ["COMPARE_METHODS", "DEFAULT_METHODS", "DEFAULT_TASKS", "BUDGET", "CompareConfig",
+           "compare", "method_config"]
+
+# compare's own variants of a method of the table: SharpZO with the released code's settings, and
+# SharpZO tuned for the GDA head (method_config)
+VARIANTS = ("sharpzo-gda", "sharpzo-released")
+COMPARE_METHODS = ("sharpzo",) + VARIANTS + tuple(m for m in METHODS if m != "sharpzo")
+# the forward-only field, the heads and the first-order references; sharpzo-released and
+# sparsezo (SharpZO's own ablations) on request, to keep the default run within 20 minutes on
+# 2 cores
+DEFAULT_METHODS = ("sharpzo", "sharpzo-gda", "zip", "spsa-gc", "cmaes", "zosgd", "coop") + HEADS
+DEFAULT_TASKS = ("embedded-grainy", "embedded-colors")  # Note [Tasks that separate]
+BUDGET = 5000  # forward passes of each forward-only method: ZIP's MAX_API_CALLS
+
+
+@dataclasses.dataclass
+class CompareConfig:
+    """What compare runs: every method on every task (a `data` of TrainConfig: base with
+    data = task) with every seed."""
+    base: TrainConfig = dataclasses.field(
+        default_factory=lambda: TrainConfig(budget=BUDGET, head="none"))
+    tasks: tuple[str, ...] = DEFAULT_TASKS
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    coop_budget: int = 2000
+    coop_lr: float = 2e-3
+    target: float | None = None  # test accuracy; None: compare_report.target_accuracy
+
+    def check(self) -> None:
+        """Raises RunError, naming the field, unless every field is valid (the base
+        configuration with each method and seed included)."""
+        unknown = [m for m in self.methods if m not in COMPARE_METHODS]
+        if unknown or not self.methods:
+            raise RunError(f"methods must be some of {', '.join(COMPARE_METHODS)}, got "
+                           f"{list(self.methods)}")
+        if not self.seeds:
+            raise RunError("seeds must name at least one seed")
+        if not self.tasks:
+            raise RunError("tasks must name at least one task")
+        for name in ("seeds", "methods", "tasks"):  # a repeat would count one run twice
+            values = list(getattr(self, name))
+            repeated = sorted({v for v in values if values.count(v) > 1}, key=values.index)
+            if repeated:
+                raise RunError(f"{name} must be distinct, got {repeated[0]!r} more than once: a "
+                               "repeated run would narrow the intervals without new evidence")
+        try:
+            checks.integer(self.coop_budget, "coop_budget", 1)
+            if self.target is not None:
+                target = checks.real(self.target, "target", positive=True)
+                if target > 1:
+                    raise ValueError(f"target must be a test accuracy in (0, 1], got {target}")
+        except (TypeError, ValueError) as error:
+            raise RunError(f"invalid configuration: {error}") from None
+        for task in self.tasks:  # refused now, not after the tasks before it have run
+            if task not in EMBEDDED_TASKS and not Path(task).is_dir():
+                raise RunError(f"task {task!r} is neither an embedded task "
+                               f"({', '.join(EMBEDDED_TASKS)}) nor a data folder")
+        for seed in self.seeds:
+            for method in self.methods:
+                method_config(dataclasses.replace(self, base=dataclasses.replace(
+                    self.base, seed=seed)), method).check()
+
+
+def method_config(config: CompareConfig, method: str) -> TrainConfig:
+    """The run configuration of one compared method: `base` with the method, and for
+    sharpzo-released the released code's settings, for sharpzo-gda the GDA head, for a head the
+    head on the zero-shot prompt, for coop its step budget and learning rate (evaluated 40
+    times over its run) and no head."""
+    base = config.base
+    if method == "sharpzo-released":
+        return dataclasses.replace(base, method="sharpzo", sharpness="cge", popsize=40,
+                                   sigma=0.4, rho=0.1, switch_step=100, batched=False)
+    if method == "sharpzo-gda":
+        return dataclasses.replace(base, method="sharpzo", head="gda")
+    if method in HEADS:
+        return dataclasses.replace(base, method=method, head="none")
+    if METHODS[method].kind == "first-order":
+        return dataclasses.replace(base, method=method, budget=config.coop_budget,
+                                   coop_lr=config.coop_lr, precision="fp32", backend="torch",
+                                   eval_every=max(1, config.coop_budget // 40), head="none")
+    return dataclasses.replace(base, method=method)
+
+
+def _method_run(p: Prepared, method: str, config: CompareConfig, progress: bool) -> dict:
+    run_config = method_config(config, method)
+    task = make_task(run_config, p.loaded, p.data.classnames)
+    measured = resident_memory.reset_peak()
+    resident = resident_memory.status_mb("VmRSS")
+    start = time.time()
+    run = methods.build(run_config, task, p)  # a head is fitted here
+    fitted = time.time() - start
+    best, log = initial_progress(p, run)
+    best = optimize(p, run, run_config.budget, run_config.eval_every, best, log,
+                    progress=progress, label=f"{method} seed {run_config.seed}")
+    finish(p, run, best)
+    peak = resident_memory.status_mb("VmHWM") if measured else None
+    extra = peak - resident if peak is not None and resident is not None else None
+    final = accuracies(p, task, best["w"], p.eval_splits(), run.ensemble)
+    head = run.ensemble
+    return {"method": method, "seed": run_config.seed,
+            **{f"{s}_acc": v for s, v in final.items()},
+            "zero_shot_test_acc": zero_shot(log).get("test"),
+            "forward_passes": methods.forward_passes(run.optimizer),
+            "image_encoding_passes": run_config.head_views if head else 0,
+            "head": head and head.head.kind,
+            "head_weight": head and ensemble_lib.weight_record(head.weight),
+            "selected_at_forward_passes": best["forward_passes"],
+            "wall_time_s": fitted + log[-1]["wall_time_s"], "peak_memory_mb": peak,
+            "training_memory_mb": extra, "curve": log}
+
+
+def _task_name(task: str) -> str:
+    """The task in file names: an embedded task's name, or a data folder's last component."""
+    return Path(task).name or "data"
+
+
+def compare(config: CompareConfig, out: str | Path, progress: bool = True,
+            report: Callable[[str], None] = print) -> list[dict]:
+    """Runs every method on every task and seed; writes compare.json (every record),
+    compare.md (a table per task) and compare-<task>.png (a plot per task) in `out`."""
+    config.check()
+    out = Path(out)
+    run_dir.check_out(out)
+    start = time.time()
+    records = []
+    for task in config.tasks:
+        for seed in config.seeds:
+            # the seed draws the few-shot split and each method's projection and stream
+            one = dataclasses.replace(config, base=dataclasses.replace(config.base, data=task,
+                                                                       seed=seed))
+            p = prepare(one.base, progress)
+            if any(method_config(one, m).head_kind for m in config.methods):
+                p.head_features()  # the views' encodings, shared by every head (not timed)
+            for method in config.methods:
+                records.append({"task": task} | _method_run(p, method, one, progress))
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "compare.json", [{k: v for k, v in r.items() if k != "curve"} | {
+        "curve": [{"forward_passes": row["forward_passes"], "test_acc": row.get("test_acc"),
+                   "val_acc": row.get("val_acc"), "wall_time_s": row["wall_time_s"]}
+                  for row in r["curve"]]} for r in records])
+    base = config.base
+    sections = [f"Measured on {machine.cpu_model()}, {torch.get_num_threads()} threads, torch "
+                f"{torch.__version__}, {time.strftime('%Y-%m-%d')}. Forward-only budget "
+                f"{base.budget} forward passes, CoOp {config.coop_budget} steps; {base.model} "
+                f"model, {base.shots} shots, seeds {list(config.seeds)}. Accuracy of the prompt "
+                f"selected on validation, mean ± 95% confidence interval over seeds. Total time "
+                f"{time.time() - start:.0f} s."]
+    for task in config.tasks:
+        rows = [r for r in records if r["task"] == task]
+        target = config.target or compare_report.target_accuracy(rows, config.methods)
+        name = f"{base.dataset} under {task}" if base.dataset else task
+        sections.append(f"### {name}\n\nTarget: {100 * target:.1f}% test accuracy.\n\n"
+                        + compare_report.table(rows, config.methods, target))
+        compare_report.plot(out / f"compare-{_task_name(task)}.png", rows, config.methods,
+                            target, f"{name}: {base.model} model, {base.shots} shots")
+    text = "\n\n".join(sections)
+    write_text(out / "compare.md", text + "\n")
+    report(text)
+    return records

@@ -1,0 +1,85 @@
+"""The one table of tuning methods: each method's name, what it is, the prompt it tunes, its
+optimizer built from a run's configuration, and the rule it adds to the configuration's checks.
+Every other place asks this table (config.py validates with it, prepare.py builds the prompt it
+names, methods.py runs it, the command line offers its names).
+
+Forward-only methods tune the intrinsic vector w with a sharpzo_ext optimizer and a Population
+objective. zip is ZIP: its low-rank prompt (task/low_rank.py) tuned by SPSA with
+intrinsic-dimensional clipping; spsa-gc is BlackVIP's optimizer, SPSA with gradient correction,
+on the same prompt as the others; both with their published constants (optim/spsa.py; Note
+[SPSA-GC's step size]). coop, the first-order reference, tunes the context vectors themselves
+with torch.optim.Adam through forward and backward passes. A head (gda, tip-adapter,
+linear-probe) has no optimizer: the zero-shot prompt with that head, fitted in closed form.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import torch
+
+from sharpzo_ext import optim
+from sharpzo_ext.clip.task.heads import HEADS
+
+__all__ = ["MethodSpec", "METHODS", "FORWARD_ONLY", "KINDS", "PROMPTS"]
+
+KINDS = ("forward-only", "first-order", "head")
+PROMPTS = ("intrinsic", "context", "low-rank")  # ctx0 + A w; the context itself; ZIP's factors
+
+# Note [SPSA-GC's step size]: BlackVIP's a = 0.01 is for its coordinator network's weights; on
+# the linear intrinsic prompt it leaves zero-shot where it was (26.9% validation accuracy on
+# embedded-grainy, seed 0, 5000 forward passes). a = 1.0, the best of {0.01, 0.1, 1} there
+# (35.6%), is the one used. ZIP's own constants were already the best of the three for ZIP.
+SPSA_GC_STEP = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    """One method: `optimizer(config, params)` builds its optimizer (None for a head)."""
+    name: str
+    kind: str
+    prompt: str = "intrinsic"
+    optimizer: Callable[[object, list[torch.Tensor]], torch.optim.Optimizer] | None = None
+
+    @property
+    def tunes_prompt(self) -> bool:
+        return self.kind != "head"
+
+    def check(self, config) -> None:
+        """Raises ValueError if `config` asks this method for what it cannot do."""
+        if self.kind != "first-order":
+            return
+        if config.precision == "int8":
+            raise ValueError(f"{self.name} trains with gradients, which the int8 text tower has "
+                             "none of; use precision fp32 or bf16")
+        if config.backend != "torch":
+            raise ValueError(f"{self.name} trains with gradients, which the {config.backend} "
+                             "backend has none of; use backend torch")
+
+
+def _sharpzo(c, params):
+    return optim.SharpZO(params, lr=c.lr, eps=c.eps, sigma=c.sigma, popsize=c.popsize, rho=c.rho,
+                         switch_step=c.switch_step, sharpness=c.sharpness,
+                         sharpness_queries=c.sharpness_queries, density=c.density, seed=c.seed,
+                         q=c.q)
+
+
+_TABLE = (
+    MethodSpec("sharpzo", "forward-only", optimizer=_sharpzo),
+    MethodSpec("zosgd", "forward-only", optimizer=lambda c, params: optim.ZOSGD(
+        params, lr=c.lr, eps=c.eps, q=c.q, seed=c.seed)),
+    MethodSpec("sparsezo", "forward-only", optimizer=lambda c, params: optim.SparseZO(
+        params, lr=c.lr, eps=c.eps, q=c.q, density=c.density, seed=c.seed)),
+    MethodSpec("cmaes", "forward-only", optimizer=lambda c, params: optim.CMAES(
+        params, sigma=c.sigma, popsize=c.popsize, seed=c.seed)),
+    MethodSpec("zip", "forward-only", prompt="low-rank", optimizer=lambda c, params: optim.SPSA(
+        params, rule="clip", seed=c.seed)),
+    MethodSpec("spsa-gc", "forward-only", optimizer=lambda c, params: optim.SPSA(
+        params, a=SPSA_GC_STEP, rule="gc", seed=c.seed)),
+    MethodSpec("coop", "first-order", prompt="context", optimizer=lambda c, params:
+               torch.optim.Adam(params, lr=c.coop_lr)),
+) + tuple(MethodSpec(head, "head") for head in HEADS)
+
+METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in _TABLE}
+FORWARD_ONLY = tuple(name for name, spec in METHODS.items() if spec.kind == "forward-only")

@@ -1,0 +1,119 @@
+"""Everything a run needs before its first step: the model, the data, the prompt task and the
+image features of every split (from the feature cache when it has them), and on demand the
+averaged views of the training images that a head is fitted to."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from sharpzo_ext import files
+from sharpzo_ext.clip.data import datasets as data_lib
+from sharpzo_ext.clip.families import LoadedModel, load_model
+from sharpzo_ext.clip.runs.config import RunError, TrainConfig
+from sharpzo_ext.clip.runs.feature_cache import split_features
+from sharpzo_ext.clip.task import low_rank
+from sharpzo_ext.clip.task.prompt_task import PromptTask, check_vocabulary
+
+__all__ = ["Prepared", "prepare", "make_task", "load_data", "EVAL_SPLITS"]
+
+EVAL_SPLITS = ("val", "test", "shifted")  # evaluated during a run, when the data has them
+
+
+@dataclasses.dataclass
+class Prepared:
+    config: TrainConfig
+    loaded: LoadedModel
+    data: data_lib.Dataset
+    task: PromptTask                  # the task of config.method
+    features: dict[str, torch.Tensor]
+    labels: dict[str, torch.Tensor]
+    cache_hits: dict[str, bool]
+    cache: Path | None = None
+    progress: bool = True
+    _head_features: torch.Tensor | None = None
+
+    def eval_splits(self) -> list[str]:
+        return [split for split in EVAL_SPLITS if split in self.features]
+
+    def head_features(self) -> torch.Tensor:
+        """The training images' features averaged over config.head_views views (data/views.py),
+        what a head is fitted to: computed (or read from the cache) when first asked for."""
+        if self._head_features is None:
+            views = self.config.head_views
+            if views == 1:
+                self._head_features = self.features["train"]
+            else:
+                self._head_features, hit = split_features(
+                    self.task, self.loaded, self.data, "train", self.cache, self.progress,
+                    views=views, seed=self.config.seed)
+                self.cache_hits[f"train-{views}-views"] = hit
+        return self._head_features
+
+
+def make_task(config: TrainConfig, loaded: LoadedModel, classnames: list[str]) -> PromptTask:
+    """The prompt task of `config.method`, with the prompt its row of the method table names
+    (intrinsic, the context itself, or ZIP's low-rank factors)."""
+    width = loaded.family.width(loaded.model)
+    prompt = config.spec.prompt
+    n_ctx = (int((loaded.tokenizer([config.ctx_init])[0] != 0).sum()) - 2 if config.ctx_init
+             else config.n_ctx)
+    # the paper's d = 512 for CLIP ViT-B/16 (context 4 x 512); half the context size for
+    # smaller text towers, where 512 would exceed the context itself
+    intrinsic = None if prompt == "context" else (
+        config.intrinsic_dim or min(512, n_ctx * width // 2))
+    _check_intrinsic_dim(config, n_ctx, width)
+    if loaded.known_tokens is not None:
+        prefix = config.ctx_init or ""
+        check_vocabulary(loaded.tokenizer, [f"{prefix} {name}." for name in classnames],
+                         loaded.known_tokens)
+    try:
+        return PromptTask(loaded.model, loaded.tokenizer, classnames, n_ctx=config.n_ctx,
+                          ctx_init=config.ctx_init, intrinsic_dim=intrinsic, seed=config.seed,
+                          device=config.device,
+                          rank=low_rank.RANK if prompt == "low-rank" else None,
+                          engine=config.engine)
+    except ValueError as error:
+        raise RunError(f"cannot build the prompt task: {error}") from None
+
+
+def _check_intrinsic_dim(config: TrainConfig, n_ctx: int, width: int) -> None:
+    """RunError, before anything the size of the subspace is allocated, unless an explicit
+    intrinsic_dim fits the context: at most its n_ctx x width numbers (a larger subspace adds
+    nothing, and CMA-ES's covariance grows as its square: 100000 would be 80 GB), and for ZIP's
+    low-rank prompt at least one number per context token."""
+    d = config.intrinsic_dim
+    if d is None or config.spec.prompt == "context":
+        return
+    if d > n_ctx * width:
+        raise RunError(f"intrinsic_dim must be at most the context's size, {n_ctx} tokens x "
+                       f"{width} = {n_ctx * width}, got {d}")
+    if config.spec.prompt == "low-rank" and d < n_ctx:
+        raise RunError(f"{config.method}'s low-rank prompt needs intrinsic_dim of at least one per context "
+                       f"token ({n_ctx}), got {d}")
+
+
+def load_data(config: TrainConfig) -> data_lib.Dataset:
+    if config.dataset is not None:
+        full = data_lib.coop_dataset(config.dataset, config.data)
+    elif config.data in data_lib.EMBEDDED_TASKS:
+        return data_lib.embedded_task(config.shots, config.seed,
+                                      variant=data_lib.EMBEDDED_TASKS[config.data])
+    else:
+        full = data_lib.image_folder(config.data, seed=config.seed)
+    return data_lib.few_shot(full, config.shots, config.seed)
+
+
+def prepare(config: TrainConfig, progress: bool = True) -> Prepared:
+    config.check()
+    loaded = load_model(config.model, config.pretrained, config.device)
+    data = load_data(config)
+    task = make_task(config, loaded, data.classnames)
+    cache = Path(config.cache_dir) if config.cache_dir is not None else files.default_cache_dir()
+    features, labels, hits = {}, {}, {}
+    for split in data.splits:
+        features[split], hits[split] = split_features(task, loaded, data, split, cache, progress)
+        labels[split] = data.labels(split).to(task.device)
+    return Prepared(config, loaded, data, task, features, labels, hits, cache, progress)

@@ -1,0 +1,228 @@
+"""The files of a run directory, each written atomically (an interrupted run leaves no partial
+file):
+
+  config.json         the resolved configuration (what --resume rebuilds the run from)
+  log.jsonl           one line per evaluation: forward passes, train loss, accuracies, time
+  state.pt            optimizer and progress at the last evaluation (what --resume continues)
+  prompt.safetensors  the selected prompt: w, its context vectors, what they belong to, and
+                      its head with the head's weight (when the run has one)
+  accuracy.png        validation and test accuracy against forward passes
+  summary.json        zero-shot and tuned accuracies, forward passes, wall time, peak memory
+  .lock               held (flock) by the process that writes the run: a second writer is
+                      refused (Note [One writer per run directory])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import fcntl
+import json
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from sharpzo_ext.clip.runs.config import RunError, TrainConfig
+from sharpzo_ext.clip.data.datasets import Dataset
+from sharpzo_ext.clip.task.ensemble import Ensemble, from_prompt_file
+from sharpzo_ext.clip.task.heads import Head, HeadError
+from sharpzo_ext.clip.families import LoadedModel
+from sharpzo_ext.clip.task.prompt_task import PromptTask
+from sharpzo_ext.files import atomic_path, path_problem, write_json, write_text
+
+__all__ = ["check_out", "check_new", "locked", "read_config", "read_config_file", "write_config",
+           "save_progress", "check_identity", "load_progress", "save_prompt", "read_prompt",
+           "plot_accuracy", "write_summary"]
+
+
+def check_out(out: Path) -> None:
+    """Refuses an output path that cannot be a directory: an existing file, or a path under
+    one."""
+    problem = path_problem(out, directory=True)
+    if problem:
+        raise RunError(problem)
+
+
+def check_new(out: Path) -> None:
+    """Refuses a directory that already holds a run."""
+    if (out / "summary.json").exists() or (out / "state.pt").exists():
+        raise RunError(f"{out} already holds a run; use --resume to continue it, or another --out")
+
+
+# Note [One writer per run directory]
+# Two processes writing one run directory would interleave their logs, states and prompts, and
+# leave a directory that resumes neither run. The writer holds an exclusive advisory lock
+# (flock) on out/.lock for as long as it runs; a second writer finds it held and is refused at
+# once. The kernel drops the lock when its holder exits, however it exits, so a crashed run
+# never leaves the directory locked.
+@contextlib.contextmanager
+def locked(out: Path) -> Iterator[None]:
+    """Holds the run directory's lock (creating the directory), or raises RunError if another
+    process holds it."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = open(out / ".lock", "a")  # noqa: SIM115 (held until the run ends)
+    except OSError as error:
+        raise RunError(f"cannot write the run directory {out}: {error.strerror}") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunError(f"{out} is in use by another run (it holds {out / '.lock'}); wait "
+                           "for it to end, or use another --out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def read_config(out: Path) -> TrainConfig:
+    """The saved configuration of a run to resume."""
+    if not (out / "config.json").is_file() or not (out / "state.pt").is_file():
+        raise RunError(f"{out} is not a run directory to resume (no config.json / state.pt)")
+    return read_config_file(out / "config.json")
+
+
+def read_config_file(path: Path) -> TrainConfig:
+    """A run's config.json, or RunError if it is unreadable, incomplete or invalid."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RunError(f"cannot read {path}: {error}") from None
+    return TrainConfig.from_saved(saved, str(path))
+
+
+def write_config(out: Path, config: TrainConfig) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", dataclasses.asdict(config))
+
+
+def save_progress(out: Path, optimizer: torch.optim.Optimizer, w: torch.Tensor, best: dict,
+                  log: list[dict], ensemble: Ensemble | None, identity: dict) -> None:
+    """log.jsonl and state.pt: everything --resume needs to continue the same trajectory (the
+    head the prompt is tuned for included), and the identity of the model and the data it is
+    tuned on (Note [A resume checks what it resumes])."""
+    write_text(out / "log.jsonl", "".join(json.dumps(row) + "\n" for row in log))
+    with atomic_path(out / "state.pt") as tmp:
+        torch.save({"optimizer": copy.deepcopy(optimizer.state_dict()), "w": w.detach().clone(),
+                    "best": best, "log": log,
+                    "ensemble": None if ensemble is None else ensemble.state(),
+                    "identity": json.dumps(identity, sort_keys=True, default=str)}, tmp)
+
+
+# Note [A resume checks what it resumes]
+# A run's optimizer state means something only for the model and the data it was tuned on.
+# state.pt records both identities (the model's name and weight files, the data's files with
+# their sizes and modification times); a resume compares them with what the same options load
+# now, and refuses the run in one line naming what changed: a checkpoint directory overwritten,
+# an hf: name that now resolves to a newer snapshot, images replaced. Runs from before this
+# record resume unchecked.
+def check_identity(out: Path, state: dict, identity: dict) -> None:
+    """RunError, naming the model or the data, if `identity` is not what the state records."""
+    if "identity" not in state:
+        return
+    saved = json.loads(state["identity"])
+    now = json.loads(json.dumps(identity, sort_keys=True, default=str))
+    for what, changed in (("model", "the model's weights are not those the run was tuned "
+                           "with (its files changed, or its name now resolves elsewhere)"),
+                          ("data", "the data is not what the run was tuned on (images added, "
+                           "removed or replaced)")):
+        if saved.get(what) != now.get(what):
+            raise RunError(f"cannot resume {out}: {changed}; start a new run with --out")
+
+
+# Note [Run state holds no code]
+# state.pt is torch.save's pickle of tensors, numbers, strings, lists and dicts: optimizer state
+# dicts, the prompt, the log and the head. It is read with torch.load(weights_only=True), whose
+# unpickler builds only those types and refuses any other object before constructing it: a
+# state.pt crafted to run code when unpickled (an object with a __reduce__) is refused, and the
+# code never runs. Every state.pt that sharpzo_ext has written, since 0.1.0, loads this way.
+def load_progress(out: Path) -> dict:
+    """state.pt: {"optimizer": state dict, "w", "best", "log"}, or RunError if it is damaged or
+    holds anything else than tensors and plain data (Note [Run state holds no code])."""
+    path = out / "state.pt"
+    try:
+        state = torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Weights only load failed" not in str(error):
+            raise RunError(f"cannot read {path} (damaged?): {str(error).splitlines()[0]}") from None
+        raise RunError(f"{path} holds objects other than tensors and plain data, which sharpzo_ext "
+                       "never writes and does not load (unpickling them could run code); start "
+                       "the run again rather than resume a directory you cannot trust") from None
+    except (OSError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as error:
+        raise RunError(f"cannot read {path} (damaged?): {str(error).splitlines()[0]}") from None
+    if not (isinstance(state, dict) and {"optimizer", "w", "best", "log"} <= set(state)):
+        raise RunError(f"{path} is not the state of a run")
+    return state
+
+
+def save_prompt(path: Path, loaded: LoadedModel, data: Dataset, task: PromptTask,
+                w: torch.Tensor, extra: dict, ensemble: Ensemble | None = None) -> None:
+    """The prompt file: w, its context vectors, what they belong to, and the head with its
+    weight when the prompt has one (`eval` scores them together)."""
+    from safetensors.torch import save_file  # noqa: PLC0415
+
+    metadata = {"model": json.dumps(loaded.identity, sort_keys=True),
+                "classnames": json.dumps(data.classnames), "n_ctx": str(task.n_ctx),
+                "ctx_init": task.ctx_init or "",
+                "intrinsic_dim": str(task.intrinsic_dim if task.rank else task.dim),
+                "seed": str(task.seed), **{k: str(v) for k, v in extra.items()}}
+    tensors = {"w": w.detach().float().cpu().contiguous(),
+               "ctx": task.context(w.reshape(1, -1))[0].detach().cpu().contiguous()}
+    if ensemble is not None:
+        head_tensors, head_metadata = ensemble.to_prompt_file()
+        tensors |= head_tensors
+        metadata |= head_metadata
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def read_prompt(path: Path) -> tuple[torch.Tensor, dict, tuple[Head, float] | None]:
+    """(w, metadata, (head, weight) or None) of a saved prompt file."""
+    from safetensors import safe_open  # noqa: PLC0415
+
+    if not path.is_file():
+        raise RunError(f"prompt file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            w = f.get_tensor("w")
+            tensors = {k: f.get_tensor(k) for k in f.keys() if k not in ("w", "ctx")}
+    except Exception as error:  # noqa: BLE001 (anything unreadable is one error to the user)
+        raise RunError(f"cannot read prompt file {path}: {error}") from None
+    try:
+        return w, metadata, from_prompt_file(tensors, metadata, str(path))
+    except HeadError as error:
+        raise RunError(str(error)) from None
+
+
+def plot_accuracy(path: Path, log: list[dict], zero_shot: dict[str, float], title: str) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    x = [row["forward_passes"] for row in log]
+    for split, style in (("val", "-"), ("test", "-"), ("shifted", "--")):
+        if log and f"{split}_acc" in log[0]:
+            ax.plot(x, [row[f"{split}_acc"] for row in log], style, label=split)
+    if "test" in zero_shot:
+        ax.axhline(zero_shot["test"], color="gray", linestyle=":", label="zero-shot test")
+    ax.set_xlabel("forward passes")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def write_summary(out: Path, summary: dict) -> None:
+    write_json(out / "summary.json", summary)

@@ -1,0 +1,331 @@
+"""The main job: tune a CLIP prompt, select it on validation, report on test (and a shifted
+split), and keep everything in a run directory (run_dir.py).
+
+    prepare (prepare.py) -> a method (methods.py) -> optimize (here) -> run directory files
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import resource
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+
+from sharpzo_ext import distributed
+from sharpzo_ext.clip.task import ensemble as ensemble_lib
+from sharpzo_ext.clip.runs import run_dir
+from sharpzo_ext.clip.runs.config import RunError, TrainConfig
+from sharpzo_ext.clip.runs.evaluate import accuracies
+from sharpzo_ext.clip.runs.methods import Method, build, forward_passes
+from sharpzo_ext.clip.runs.prepare import Prepared, prepare
+
+__all__ = ["TrainConfig", "RunError", "train", "resumed_config", "optimize",
+           "initial_progress", "finish", "summarize", "format_summary", "zero_shot"]
+
+
+def __getattr__(name: str):
+    """evaluate_prompt lived here in sharpzo_ext 0.1.0."""
+    if name == "evaluate_prompt":
+        import warnings  # noqa: PLC0415
+
+        from sharpzo_ext.clip.runs import evaluate  # noqa: PLC0415
+
+        warnings.warn("sharpzo_ext.clip.train.evaluate_prompt moved to "
+                      "sharpzo_ext.clip.runs.evaluate.evaluate_prompt", FutureWarning,
+                      stacklevel=2)
+        return evaluate.evaluate_prompt
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def peak_memory_mb(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _train_loss(p: Prepared, method: Method, w: torch.Tensor) -> float:
+    """The training loss of w: of the text logits, plus the head's cross-fitted logits for a
+    prompt tuned for a head (what the optimizer minimizes)."""
+    e = method.ensemble
+    offset = None if e is None or e.cross_fitted is None else e.offset()
+    with torch.no_grad():
+        return float(method.task.loss(w, p.features["train"], p.labels["train"], offset))
+
+
+def _scores(p: Prepared, method: Method, w: torch.Tensor) -> tuple[dict, float]:
+    """(a log row's accuracies of the prompt w, the validation accuracy that selects iterates).
+    With a head the prompt is tuned for (Note [Ensembling a head]), the row shows the head at
+    the weight validation chooses for this prompt, what stopping here would give, and that
+    weight; iterates are selected at the weight they are tuned for."""
+    e = method.ensemble
+    accs = accuracies(p, method.task, w, p.eval_splits(), e)
+    if e is None or method.optimizer is None:  # no head, or a head-only method's own weight
+        return {f"{k}_acc": v for k, v in accs.items()}, accs.get("val", 0.0)
+    weight = e.best_weight(method.task, w, p.features["val"], p.labels["val"])
+    shown = accuracies(p, method.task, w, p.eval_splits(), e, weight)
+    return ({**{f"{k}_acc": v for k, v in shown.items()},
+             "head_weight": ensemble_lib.weight_record(weight)}, accs["val"])
+
+
+def initial_progress(p: Prepared, method: Method) -> tuple[dict, list[dict]]:
+    """(best, log) before any step: w = 0, zero-shot CLIP (with the method's head, if it has
+    one; the first row then keeps the zero-shot prompt's own accuracies in "zero_shot")."""
+    task = method.task
+    zero_w = task.zero_vector()
+    scores, val = _scores(p, method, zero_w)
+    loss = _train_loss(p, method, zero_w)
+    best = {"val_acc": val, "w": zero_w.clone(), "forward_passes": 0, "train_loss": loss}
+    row = {"forward_passes": 0, "train_loss": loss, **scores, "wall_time_s": 0.0}
+    if method.ensemble is not None:
+        row["zero_shot"] = accuracies(p, task, zero_w, p.eval_splits())
+    return best, [row]
+
+
+def optimize(p: Prepared, method: Method, budget: int, eval_every: int, best: dict,
+             log: list[dict], elapsed: float = 0.0, progress: bool = True, label: str = "",
+             on_eval: Callable | None = None, evaluate: bool = True) -> dict:
+    """Steps the method until `budget` forward passes (methods.forward_passes), evaluating every
+    `eval_every`: appends to `log`, keeps in `best` the iterate with the best validation
+    accuracy (ties: lower train loss), calls on_eval(best, log) after each evaluation. Returns
+    best. With evaluate=False (the other ranks of a distributed run) it only steps. A head-only
+    method has nothing to step."""
+    optimizer, w = method.optimizer, method.w
+    if optimizer is None:
+        return best
+    session_start = time.time()
+    bar = None
+    if progress:
+        from tqdm import tqdm  # noqa: PLC0415
+
+        bar = tqdm(total=budget, initial=forward_passes(optimizer), desc=label, unit="fwd",
+                   leave=False)
+    spent = forward_passes(optimizer)
+    next_eval = (spent // eval_every + 1) * eval_every
+    while spent < budget:
+        optimizer.step(method.objective)
+        before, spent = spent, forward_passes(optimizer)
+        if bar is not None:
+            bar.update(spent - before)
+        if not evaluate or (spent < next_eval and spent < budget):
+            continue
+        next_eval = (spent // eval_every + 1) * eval_every
+        current = w.detach().clone()
+        train_loss = _train_loss(p, method, current)
+        scores, val = _scores(p, method, current)
+        log.append({"forward_passes": spent, "train_loss": train_loss, **scores,
+                    "wall_time_s": elapsed + time.time() - session_start})
+        if val > best["val_acc"] or (val == best["val_acc"] and train_loss < best["train_loss"]):
+            best = {"val_acc": val, "w": current, "forward_passes": spent,
+                    "train_loss": train_loss}
+        if on_eval is not None:
+            on_eval(best, log)
+    if bar is not None:
+        bar.close()
+    return best
+
+
+RESUME_MAY_CHANGE = ("budget", "cache_dir")  # what a resumed run may differ in
+
+
+def resumed_config(out: Path, config: TrainConfig, explicit: Iterable[str]) -> TrainConfig:
+    """The configuration that resumes the run in `out`: the saved one, going on to
+    config.budget if that is larger. Fields named in `explicit` (set on purpose, e.g. on the
+    command line) must agree with the saved run, but for RESUME_MAY_CHANGE."""
+    saved = run_dir.read_config(out)
+    for name in sorted(set(explicit) - set(RESUME_MAY_CHANGE)):
+        if getattr(config, name) != getattr(saved, name):
+            raise RunError(f"{out} was run with {name} = {getattr(saved, name)!r}; a resume "
+                           f"continues it as it was (only {' and '.join(RESUME_MAY_CHANGE)} may "
+                           f"change), got {name} = {getattr(config, name)!r}")
+    return dataclasses.replace(saved, budget=max(config.budget, saved.budget),
+                               cache_dir=config.cache_dir if "cache_dir" in explicit
+                               else saved.cache_dir)
+
+
+def _resume_(out: Path, method: Method, state: dict) -> tuple[dict, list[dict]]:
+    """Loads the run's state (its state.pt) into `method`: (best, log)."""
+    try:
+        method.optimizer.load_state_dict(state["optimizer"])
+        w = torch.as_tensor(state["w"])
+        if w.shape != method.w.shape:
+            raise ValueError(f"its prompt has shape {tuple(w.shape)}, this task's "
+                             f"{tuple(method.w.shape)}")
+    except (KeyError, TypeError, ValueError) as error:
+        raise RunError(f"cannot resume from {out / 'state.pt'}: {error}") from None
+    with torch.no_grad():
+        method.w.copy_(w)
+    return state["best"], state["log"]
+
+
+def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
+          report: Callable[[str], None] = print, explicit: Iterable[str] = ()) -> dict:
+    """Runs (or with `resume`, continues) the job in run directory `out`; returns the summary.
+
+    Everything is checked before anything is written: the configuration, the output path, the
+    model and the data (and with `resume`, the saved state), so a run that cannot start leaves
+    no file behind and a failed resume changes none. One process at a time writes a run
+    directory (Note [One writer per run directory]). `explicit`: see resumed_config."""
+    out = Path(out)
+    run_dir.check_out(out)
+    if resume:
+        config = resumed_config(out, config, explicit)
+    else:
+        config.check()
+        run_dir.check_new(out)
+    start = time.time()
+    owner = not distributed.initialized()  # this run starts the process group, and ends it
+    rank, world = distributed.init(timeout_s=120)
+    try:
+        summary = _train(config, out, resume, progress, report, start, rank, world)
+    except BaseException:
+        if owner:
+            distributed.finish(wait=False)  # Note [Ending a distributed run]
+        raise
+    if owner:
+        distributed.finish()
+    return summary
+
+
+@dataclasses.dataclass
+class _Run:
+    """One process's part of a run: what it prepared, the method it steps, the directory it
+    writes (rank 0 only: `writer`), and how it reports."""
+    p: Prepared
+    method: Method
+    out: Path
+    start: float  # time.time() when this session of the run started
+    world: int    # processes of the run
+    writer: bool
+    progress: bool
+    report: Callable[[str], None]
+
+
+def _train(config: TrainConfig, out: Path, resume: bool, progress: bool,
+           report: Callable[[str], None], start: float, rank: int, world: int) -> dict:
+    """`train` on this rank (of `world`; rank 0 writes the run directory)."""
+    writer = rank == 0  # the other ranks of a distributed run step, and write nothing
+    progress = progress and writer
+    p = prepare(config, progress)
+    # a new run's head is fitted before anything is written; a resumed run keeps its own
+    method = None if resume else build(config, p.task, p, world)
+    with run_dir.locked(out) if writer else contextlib.nullcontext():
+        if resume:
+            state = run_dir.load_progress(out)
+            run_dir.check_identity(out, state, _identity(p))
+            method = build(config, p.task, p, world, head=_saved_head(out, config, state))
+            best, log = _resume_(out, method, state)
+        else:
+            run_dir.check_new(out)  # again, now that no other writer can start one
+            best, log = initial_progress(p, method)
+        if writer:
+            run_dir.write_config(out, config)
+        return _run(_Run(p, method, out, start, world, writer, progress, report), best, log)
+
+
+def _run(run: _Run, best: dict, log: list[dict]) -> dict:
+    """Optimizes from (best, log) to the budget, saving progress at each evaluation, then
+    writes the prompt, the plot and the summary."""
+    p, method, out, config = run.p, run.method, run.out, run.p.config
+
+    def save(best, log):
+        run_dir.save_progress(out, method.optimizer, method.w, best, log, method.ensemble,
+                              _identity(p))
+
+    best = optimize(p, method, config.budget, config.eval_every, best, log,
+                    elapsed=log[-1]["wall_time_s"], progress=run.progress, label=config.method,
+                    on_eval=save, evaluate=run.writer)
+    if not run.writer:
+        return {}
+    finish(p, method, best)
+    summary = summarize(p, method, best, log, run.start)
+    summary["processes"] = run.world
+    run_dir.save_prompt(out / "prompt.safetensors", p.loaded, p.data, p.task, best["w"],
+                        {"val_acc": summary["val_acc"],
+                         "forward_passes": best["forward_passes"], "method": config.method},
+                        method.ensemble)
+    run_dir.plot_accuracy(out / "accuracy.png", log, zero_shot(log),
+                          f"{config.method}: {config.dataset or config.data} data, "
+                          f"{config.model} model")
+    run_dir.write_summary(out, summary)
+    run.report(format_summary(summary))
+    return summary
+
+
+def _identity(p: Prepared) -> dict:
+    """What a run is tuned on (Note [A resume checks what it resumes])."""
+    return {"model": p.loaded.identity, "data": p.data.identity}
+
+
+def _saved_head(out: Path, config: TrainConfig, state: dict | None) -> dict | None:
+    """The head a resumed run saved (it goes on with that one, not one fitted again), or
+    RunError if its state does not hold the head its configuration names."""
+    if state is None or config.head_kind is None:
+        return None
+    saved = state.get("ensemble")
+    if not isinstance(saved, dict) or saved.get("kind") != config.head_kind:
+        raise RunError(f"cannot resume from {out / 'state.pt'}: it holds no {config.head_kind} "
+                       "head, which the run's configuration names")
+    return saved
+
+
+def finish(p: Prepared, method: Method, best: dict) -> None:
+    """A prompt tuned for a head gets its final weight, chosen on validation for the selected
+    prompt (Note [Ensembling a head])."""
+    e = method.ensemble
+    if e is not None and method.optimizer is not None:
+        e.weight = e.best_weight(method.task, best["w"], p.features["val"], p.labels["val"])
+
+
+def zero_shot(log: list[dict]) -> dict[str, float]:
+    """The zero-shot prompt's accuracies, from a run's log."""
+    return log[0].get("zero_shot") or {k[:-4]: v for k, v in log[0].items() if k.endswith("_acc")}
+
+
+def summarize(p: Prepared, method: Method, best: dict, log: list[dict], start: float) -> dict:
+    config, task, e = p.config, method.task, method.ensemble
+    tuned, initial = accuracies(p, task, best["w"], p.eval_splits(), e), zero_shot(log)
+    summary = {
+        "model": config.model, "method": config.method, "seed": config.seed,
+        "zero_shot_val_acc": initial.get("val"), "zero_shot_test_acc": initial.get("test"),
+        "zero_shot_shifted_acc": initial.get("shifted"),
+        "val_acc": tuned.get("val"), "test_acc": tuned.get("test"),
+        "shifted_acc": tuned.get("shifted"), "selected_at_forward_passes": best["forward_passes"],
+        "forward_passes": forward_passes(method.optimizer), "wall_time_s": log[-1]["wall_time_s"],
+        "total_time_s": time.time() - start, "peak_memory_mb": peak_memory_mb(config.device),
+        "feature_cache_hits": p.cache_hits, "head": None,
+    }
+    if e is not None:
+        alone = {split: e.accuracy(task, best["w"], split, p.features[split], p.labels[split],
+                                   weight=math.inf) for split in p.eval_splits()}
+        summary |= {"head": e.head.kind, "head_views": config.head_views,
+                    "head_weight": ensemble_lib.weight_record(e.weight),
+                    "selected": ensemble_lib.describe(e.head.kind, e.weight),
+                    "head_alone_val_acc": alone.get("val"),
+                    "head_alone_test_acc": alone.get("test"),
+                    "image_encodings": config.head_views * len(p.labels["train"])}
+    return summary
+
+
+def format_summary(s: dict) -> str:
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.1f}%"
+
+    lines = [f"{s['method']} on {s['model']}: {s['forward_passes']} forward passes, "
+             f"{s['wall_time_s']:.1f} s training ({s['total_time_s']:.1f} s in all), "
+             f"peak memory {s['peak_memory_mb']:.0f} MB",
+             f"  zero-shot  val {pct(s['zero_shot_val_acc'])}  test {pct(s['zero_shot_test_acc'])}"
+             f"  shifted {pct(s['zero_shot_shifted_acc'])}",
+             f"  tuned      val {pct(s['val_acc'])}  test {pct(s['test_acc'])}"
+             f"  shifted {pct(s['shifted_acc'])}  (selected on val at "
+             f"{s['selected_at_forward_passes']} forward passes)"]
+    if s.get("head"):
+        lines.append(f"  {s['head']} head alone  val {pct(s['head_alone_val_acc'])}  test "
+                     f"{pct(s['head_alone_test_acc'])}  (from {s['head_views']} views of each "
+                     f"training image); selected on val: {s['selected']}")
+    return "\n".join(lines)
+

@@ -1,0 +1,213 @@
+"""PromptTask: CoOp-style prompt tuning of a CLIP model (open_clip or Hugging Face), evaluated
+with forward passes: the task's maths over an encoder that the engine builds (clip/engine/).
+
+A trainable vector w sets the context tokens of the class prompts "<ctx> {classname}.":
+ctx = ctx0 + reshape(A w), ctx0 the embeddings of ``ctx_init`` ("a photo of a"), A a fixed seeded
+random projection from an intrinsic dimension d (or ctx = ctx0 + reshape(w) without one, or with
+``rank``, ZIP's low-rank prompt: low_rank.py). Image
+features are computed once by the frozen image tower; a loss evaluation runs only the text tower
+over the class prompts, and ``losses(W)`` does it for a whole population in batched,
+memory-bounded forwards, on the engine the task is given (``engine=Engine(...)``: torch, sharing
+the prompts' common prefix, or an ONNX export on onnxruntime).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+import sharpzo_ext.ops as ops
+from sharpzo_ext.clip import families
+from sharpzo_ext.clip.engine import Engine
+from sharpzo_ext.clip.task import low_rank
+from sharpzo_ext.optim.objective import Population
+
+__all__ = ["PromptTask"]
+
+PROJECTION_STREAM = 1 << 60  # the stream of the projection A under the task's seed
+
+
+class PromptTask:
+    """Prompt tuning of ``model`` for ``classnames`` (see the module docstring).
+
+    Args:
+        model: an open_clip CLIP or a Hugging Face CLIPModel (frozen; put in eval mode here).
+        tokenizer: its tokenizer (open_clip.get_tokenizer(name)).
+        classnames: the class names, in label order.
+        n_ctx: context tokens when ``ctx_init`` is None (then initialised N(0, 0.02^2) from the
+            seed); with ``ctx_init`` their number is the number of its tokens.
+        ctx_init: the words whose embeddings start the context ("a photo of a": zero-shot CLIP).
+        intrinsic_dim: d, the length of w (None: tune the context directly, d = n_ctx x width).
+        rank: None, or ZIP's low-rank prompt of this rank in the intrinsic dimension (Note
+            [ZIP's low-rank prompt]; w then holds its factors).
+        seed: seeds the projection A (and a random initial context).
+        device: where the text tower runs (default: the model's).
+        engine: how the text tower runs: precision, backend, shared prefixes, memory bound
+            (an Engine; default Engine(): fp32 in torch, shared prefixes, 8192 tokens).
+    """
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Callable, classnames: Sequence[str],
+                 n_ctx: int = 4, ctx_init: str | None = "a photo of a",
+                 intrinsic_dim: int | None = 512, seed: int = 0, rank: int | None = None,
+                 device=None, engine: Engine | None = None):
+        if len(classnames) < 2:
+            raise ValueError(f"PromptTask needs at least two classes, got {len(classnames)}")
+        self.device = (torch.device(device) if device is not None
+                       else next(model.parameters()).device)
+        self.engine = Engine() if engine is None else engine
+        self.engine.check(self.device)
+        self.model = model.eval().requires_grad_(False)  # frozen; gradients only reach W
+        self.model.to(self.device)
+        self.family = families.of(model)
+        self.text = self.family.text_tower(model, self.engine.tower_precision)
+        self.classnames = list(classnames)
+        embedding = self.text.token_embedding
+        width = self.text.width
+        if ctx_init:
+            n_ctx = int((tokenizer([ctx_init])[0] != 0).sum()) - 2  # minus start and end tokens
+            prefix = ctx_init
+        else:
+            prefix = " ".join(["X"] * n_ctx)
+        if n_ctx < 1:
+            raise ValueError(f"the context needs at least one token, got n_ctx={n_ctx}")
+        self.n_ctx, self.ctx_init = n_ctx, ctx_init
+        tokens = tokenizer([f"{prefix} {name}." for name in self.classnames]).to(self.device)
+        if n_ctx + 2 > tokens.shape[1]:
+            raise ValueError(f"n_ctx={n_ctx} context tokens leave no room for the class names in "
+                             f"prompts of {tokens.shape[1]} tokens")
+        with torch.no_grad():
+            if ctx_init:
+                self.ctx0 = embedding(tokens[:1, 1:1 + n_ctx])[0].float()
+            else:
+                g = torch.Generator().manual_seed(seed)
+                self.ctx0 = (torch.randn(n_ctx, width, generator=g) * 0.02).to(self.device)
+        self.seed, self.intrinsic_dim, self.rank = seed, intrinsic_dim, rank
+        if intrinsic_dim is not None and intrinsic_dim < 1:
+            raise ValueError(f"intrinsic_dim must be >= 1, got {intrinsic_dim}")
+        if rank is not None:
+            k = (intrinsic_dim or 0) // n_ctx
+            if rank < 1 or k < 1:
+                raise ValueError(f"a low-rank prompt needs rank >= 1 and intrinsic_dim >= n_ctx "
+                                 f"= {n_ctx}, got rank={rank}, intrinsic_dim={intrinsic_dim}")
+            self.projection = low_rank.maps(n_ctx, k, width, seed, self.device)
+            self.dim = low_rank.size(n_ctx, k, rank)
+        elif intrinsic_dim is None:
+            self.projection = None
+            self.dim = n_ctx * width
+        else:
+            # Note [Projection scale]: w ~ N(0, I) moves the context by about the spread of its
+            # own embeddings: entries of A are N(0, s^2) with s = std(ctx0) / sqrt(d).
+            scale = float(self.ctx0.std()) / math.sqrt(intrinsic_dim)
+            self.projection = ops.sample((n_ctx * width, intrinsic_dim), seed, PROJECTION_STREAM,
+                                         device=self.device) * scale
+            self.dim = intrinsic_dim
+        self.encoder = self.engine.encoder(self.text, tokens, n_ctx, self.ctx0, seed)
+        scale = getattr(model, "logit_scale", None)
+        self._logit_scale = 100.0 if scale is None else float(scale.detach().exp())
+        bias = getattr(model, "logit_bias", None)
+        self._logit_bias = None if bias is None else float(bias.detach())
+
+    # ---- images --------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor, batch_size: int = 256,
+                      progress: bool = False) -> torch.Tensor:
+        """L2-normalized features of preprocessed images (N, 3, H, W) by the frozen image tower."""
+        chunks = range(0, images.shape[0], batch_size)
+        if progress:
+            from tqdm import tqdm  # noqa: PLC0415
+
+            chunks = tqdm(chunks, desc="encoding images", unit="batch", leave=False)
+        encode = self.family.encode_image
+        out = [F.normalize(encode(self.model, images[i:i + batch_size].to(self.device)).float(),
+                           dim=-1) for i in chunks]
+        return torch.cat(out) if out else torch.empty(0, device=self.device)
+
+    # ---- text ----------------------------------------------------------------------------------
+
+    # Note [A candidate's context alone]
+    # A matrix product over the whole population rounds each row differently with the
+    # population's size (the BLAS blocks the product by its shape): a candidate's context then
+    # differs in its last bits alone and beside others. The int8 tower turns such a bit into a
+    # changed rounding of a quantized activation, and the loss moved by up to 1.4e-4 relative
+    # at ViT-B/16 size. Each candidate's shift is computed from its own row alone instead (a
+    # matrix-vector product, the same whatever the population), which makes its int8 loss
+    # bit-identical alone and in a population of any size (tested at ViT-B/16 size); it costs
+    # a few hundredths of a millisecond per candidate there.
+    def context(self, W: torch.Tensor) -> torch.Tensor:
+        """Context vectors (m, n_ctx, width) for the rows of W (m, dim), each row on its own
+        (Note [A candidate's context alone])."""
+        W = torch.as_tensor(W, device=self.device, dtype=torch.float32)
+        if W.dim() != 2 or W.shape[1] != self.dim:
+            raise ValueError(f"W must have shape (m, {self.dim}), got {tuple(W.shape)}")
+        if self.projection is None:
+            return self.ctx0 + W.view(W.shape[0], self.n_ctx, -1)
+        if self.rank is not None:
+            shifts = [low_rank.shifts(w[None], self.projection, self.rank) for w in W]
+        else:
+            shifts = [(self.projection @ w).view(1, self.n_ctx, -1) for w in W]
+        return self.ctx0 + torch.cat(shifts) if shifts else self.ctx0.expand(0, -1, -1)
+
+    def text_features(self, W: torch.Tensor) -> torch.Tensor:
+        """L2-normalized class text features (m, C, E) for the rows of W (differentiable in W
+        at fp32 and bf16, for first-order baselines; the forward-only optimizers call it under
+        no_grad)."""
+        return self.encoder(self.context(W))
+
+    # ---- losses and accuracy -------------------------------------------------------------------
+
+    def logits(self, W: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """(m, N, C) logits of image features (N, E) for every row of W."""
+        text = self.text_features(W)
+        logits = self._logit_scale * torch.einsum("ne,mce->mnc", features.to(self.device), text)
+        return logits if self._logit_bias is None else logits + self._logit_bias
+
+    def losses(self, W: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
+               offset: torch.Tensor | None = None) -> torch.Tensor:
+        """Cross-entropy loss of every row of W over the images: a (m,) tensor. `offset` (N, C),
+        if given, is added to every row's logits (a head's, ensemble.py)."""
+        logits = self.logits(W, features)
+        if offset is not None:
+            logits = logits + offset.to(self.device)
+        labels = labels.to(self.device).expand(logits.shape[0], -1)
+        return F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").mean(dim=1)
+
+    def loss(self, w: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
+             offset: torch.Tensor | None = None) -> torch.Tensor:
+        return self.losses(torch.as_tensor(w).reshape(1, -1), features, labels, offset)[0]
+
+    def objective(self, features: torch.Tensor, labels: torch.Tensor,
+                  offset: torch.Tensor | None = None) -> Population:
+        """The training loss over these images as a Population objective for the optimizers:
+        ``opt.step(task.objective(features, labels))`` evaluates a whole population (or all
+        the points of a two-point estimate) in batched forwards."""
+        return Population(lambda W: self.losses(W, features, labels, offset))
+
+    @torch.no_grad()
+    def accuracy(self, w: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> float:
+        logits = self.logits(torch.as_tensor(w).reshape(1, -1), features)[0]
+        return float((logits.argmax(dim=-1) == labels.to(self.device)).float().mean())
+
+    def zero_vector(self) -> torch.Tensor:
+        """The w of the initial context (zero-shot CLIP with "{ctx_init} {class}."): zeros, but
+        for a low-rank prompt, whose factors start at ZIP's values (Note [ZIP's low-rank
+        prompt])."""
+        if self.rank is not None:
+            k = self.projection.shape[2]
+            return low_rank.initial(self.n_ctx, k, self.rank, self.seed, self.device)
+        return torch.zeros(self.dim, device=self.device)
+
+
+def check_vocabulary(tokenizer: Callable, texts: Sequence[str], known: frozenset[int]) -> None:
+    """Warns when a checkpoint with a partial token embedding (the embedded default, Note
+    [Embedded checkpoint format]) lacks embeddings for words of these texts."""
+    ids = tokenizer(list(texts))
+    unknown = {t for t in ids.flatten().tolist() if t not in known and t != 0}
+    if unknown:
+        warnings.warn(f"{len(unknown)} token(s) of the prompts have no embedding in this "
+                      "checkpoint (the embedded model only knows its captions' words); they "
+                      "act as zero vectors", stacklevel=3)
