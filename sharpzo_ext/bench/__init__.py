@@ -6,8 +6,10 @@ kind of machine is shared and noisy and only ratios are comparable between runs.
 
 from sharpzo_ext.bench.common import BenchConfig, Suite, run_suites
 
-SUITES = ("perturb", "sparse_zscore", "cmaes", "clip", "distributed", "backends", "clip-realsize")
-# backends (about 15 minutes) and clip-realsize (about 17) run ViT-B-16: asked for by name
-DEFAULT_SUITES = SUITES[:-2]
+SUITES = ("perturb", "sparse_zscore", "cmaes", "clip", "distributed", "memory", "backends",
+          "clip-realsize")
+# memory (a few minutes), backends (about 15) and clip-realsize (about 17) run real sizes:
+# asked for by name
+DEFAULT_SUITES = SUITES[:-3]
 
 __all__ = ["BenchConfig", "Suite", "run_suites", "SUITES", "DEFAULT_SUITES"]

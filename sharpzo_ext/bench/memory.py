@@ -1,0 +1,219 @@
+"""bench --suite memory: the peak memory of one step of each method at real size, above the
+loaded model, each row in a fresh process (so no row inherits another's allocator state).
+
+On the CPU a row reports the rise of the process's resident high-water mark (VmHWM) over its
+resident memory once the model is loaded; on a GPU, torch.cuda.max_memory_allocated over the
+memory allocated then. Two models, with random weights (nothing is downloaded):
+
+- ViT-B-16's CLIP, prompt tuning for 100 classes with an intrinsic dimension of 512: the losses
+  of one population of 20 (inference), one SharpZO generation, one SparseZO and one ZOSGD step
+  (with exception_safe on and off), and one CoOp step (Adam, a backward pass through the text
+  tower);
+- a causal language model of OPT-125m's shape, every weight tuned, on 4 sequences of 256
+  tokens, in float32 and bfloat16: inference (the loss), one ZOSGD step (exception_safe on and
+  off), one SparseZO step, and one backpropagation step with SGD and with Adam.
+
+Note [Memory targets]
+Forward-only training's promise is the memory of inference. A forward-only step may add only
+what its optimizer documents: ZOSGD's exception-safe copy of the tuned parameters; SparseZO's
+flat mask (1 byte per parameter), its dense estimate (4 bytes per parameter) and the copy of
+the masked values; SharpZO's CMA-ES state (a d x d covariance in float64, d = 512 here). The
+target of each forward-only row is its peak at most 1.1 x inference's plus those buffers.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import torch
+
+from sharpzo_ext import resident_memory
+from sharpzo_ext.bench.common import BenchConfig, Suite, Target, markdown_table, row_progress
+
+__all__ = ["run", "CLIP_ROWS", "LM_ROWS"]
+
+CLIP_ROWS = ("inference", "SharpZO generation", "SparseZO step", "ZOSGD step",
+             "ZOSGD step, exception_safe off", "CoOp step (backprop, Adam)")
+LM_ROWS = ("inference", "ZOSGD step", "ZOSGD step, exception_safe off", "SparseZO step",
+           "SGD step (backprop)", "Adam step (backprop)")
+CLIP_SIZE = {"model": "ViT-B-16", "classes": 100, "population": 20, "images": 64}
+LM_SIZE = {"batch": 4, "length": 256}
+QUICK_LM = {"vocab_size": 512, "hidden_size": 64, "num_hidden_layers": 2, "ffn_dim": 128,
+            "num_attention_heads": 2, "max_position_embeddings": 64, "word_embed_proj_dim": 64}
+DIM = 512
+DENSITY = 0.1
+
+
+def _peak_mb(device: str, work) -> float:
+    """The memory `work()` takes at its peak above what is in use before it, in MB."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        work()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
+    if not resident_memory.reset_peak():
+        raise RuntimeError("this system cannot reset the resident high-water mark "
+                           "(/proc/self/clear_refs): bench --suite memory needs Linux")
+    before = resident_memory.status_mb("VmRSS")
+    work()
+    return resident_memory.status_mb("VmHWM") - before
+
+
+def _clip_row(row: str, quick: bool, device: str) -> dict:
+    import logging  # noqa: PLC0415
+
+    import open_clip  # noqa: PLC0415
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES  # noqa: PLC0415
+
+    from sharpzo_ext import optim  # noqa: PLC0415
+    from sharpzo_ext.clip.task.prompt_task import PromptTask  # noqa: PLC0415
+
+    logging.getLogger("open_clip").setLevel(logging.ERROR)
+    logging.getLogger().setLevel(logging.ERROR)  # "No pretrained weights loaded": intended
+    classes, population = (10, 4) if quick else (CLIP_SIZE["classes"], CLIP_SIZE["population"])
+    torch.manual_seed(0)
+    model = open_clip.create_model(CLIP_SIZE["model"], device=device)
+    coop = row.startswith("CoOp")
+    task = PromptTask(model, open_clip.get_tokenizer(CLIP_SIZE["model"]),
+                      IMAGENET_CLASSNAMES[:classes], intrinsic_dim=None if coop else DIM,
+                      device=device)
+    g = torch.Generator().manual_seed(1)
+    features = torch.nn.functional.normalize(
+        torch.randn(CLIP_SIZE["images"], model.text_projection.shape[1], generator=g), dim=-1)
+    labels = torch.arange(CLIP_SIZE["images"]) % classes
+    features, labels = features.to(device), labels.to(device)
+    w = torch.nn.Parameter(task.zero_vector())
+
+    def step():
+        if row == "inference":
+            with torch.no_grad():
+                task.losses(torch.randn(population, task.dim, generator=g).to(device), features,
+                            labels)
+        elif coop:
+            optimizer = torch.optim.Adam([w], lr=2e-3)
+            task.loss(w, features, labels).backward()
+            optimizer.step()
+        else:
+            optimizer = {
+                "SharpZO generation": lambda: optim.SharpZO([w], lr=0.05, popsize=population),
+                "SparseZO step": lambda: optim.SparseZO([w], lr=0.05, density=DENSITY),
+                "ZOSGD step": lambda: optim.ZOSGD([w], lr=0.05),
+                "ZOSGD step, exception_safe off": lambda: optim.ZOSGD([w], lr=0.05,
+                                                                      exception_safe=False),
+            }[row]()
+            optimizer.step(task.objective(features, labels))
+
+    return {"mb": _peak_mb(device, step), "params": w.numel(), "param_bytes": w.numel() * 4}
+
+
+def _lm_row(row: str, dtype: str, quick: bool, device: str) -> dict:
+    from transformers import AutoModelForCausalLM, OPTConfig  # noqa: PLC0415
+
+    from sharpzo_ext import optim  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    config = OPTConfig(**QUICK_LM) if quick else OPTConfig()  # OPTConfig(): OPT-125m's shape
+    model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype)).to(device)
+    model.eval()
+    batch, length = (2, 16) if quick else (LM_SIZE["batch"], LM_SIZE["length"])
+    tokens = torch.randint(3, config.vocab_size, (batch, length),
+                           generator=torch.Generator().manual_seed(1)).to(device)
+    params = list(model.parameters())
+
+    def loss():
+        logits = model(input_ids=tokens).logits[:, :-1].float()
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                 tokens[:, 1:].reshape(-1))
+
+    def step():
+        if row == "inference":
+            with torch.no_grad():
+                loss()
+        elif "backprop" in row:
+            optimizer = (torch.optim.SGD(params, lr=1e-4) if row.startswith("SGD")
+                         else torch.optim.Adam(params, lr=1e-4))
+            loss().backward()
+            optimizer.step()
+        else:
+            optimizer = {
+                "ZOSGD step": lambda: optim.ZOSGD(params, lr=1e-6),
+                "ZOSGD step, exception_safe off": lambda: optim.ZOSGD(params, lr=1e-6,
+                                                                      exception_safe=False),
+                "SparseZO step": lambda: optim.SparseZO(params, lr=1e-6, density=DENSITY),
+            }[row]()
+            optimizer.step(loss)
+
+    count = sum(p.numel() for p in params)
+    return {"mb": _peak_mb(device, step), "params": count,
+            "param_bytes": sum(p.numel() * p.element_size() for p in params)}
+
+
+def _in_process(spec: dict) -> dict:
+    """One row, measured in a fresh Python process."""
+    done = subprocess.run([sys.executable, "-m", "sharpzo_ext.bench.memory", json.dumps(spec)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory row {spec} failed: "
+                           f"{(done.stderr.strip().splitlines() or ['no output'])[-1]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _buffers_mb(model: str, row: str, measured: dict) -> float:
+    """What the row's optimizer documents beyond inference (Note [Memory targets]), in MB."""
+    params, param_bytes = measured["params"], measured["param_bytes"]
+    if row.startswith("ZOSGD") and "off" not in row:
+        return param_bytes / 2**20
+    if row.startswith("SparseZO"):
+        return (params * (1 + 4) + DENSITY * param_bytes) / 2**20
+    if row.startswith("SharpZO"):
+        return (params * params * 8 * 2 + DENSITY * param_bytes + params * (1 + 4)) / 2**20
+    return 0.0
+
+
+def run(config: BenchConfig) -> Suite:
+    jobs = ([("CLIP", row, "fp32") for row in CLIP_ROWS]
+            + [("LM", row, dtype) for dtype in ("float32", "bfloat16") for row in LM_ROWS])
+    rows, records, targets, inference = [], [], [], {}
+    with row_progress("memory", len(jobs)) as bar:
+        for model, row, dtype in jobs:
+            spec = {"model": model, "row": row, "dtype": dtype, "quick": config.quick,
+                    "device": config.device}
+            measured = _in_process(spec)
+            mb = measured["mb"]
+            if row == "inference":
+                inference[model, dtype] = mb
+            base = inference[model, dtype]
+            label = (f"{CLIP_SIZE['model']} CLIP, {10 if config.quick else CLIP_SIZE['classes']}"
+                     " classes" if model == "CLIP" else
+                     f"{'tiny OPT' if config.quick else 'OPT-125m shape'}, {dtype}")
+            buffers = _buffers_mb(model, row, measured)
+            rows.append([label, row, f"{measured['params']:,}", f"{mb:.0f}",
+                         f"{mb / base:.2f}x" if base > 0 else "", f"{buffers:.0f}"])
+            records.append({**spec, **measured, "ratio_to_inference": mb / base if base else None,
+                            "documented_buffers_mb": buffers})
+            forward_only = row != "inference" and "backprop" not in row and "CoOp" not in row
+            if forward_only and not config.quick:
+                targets.append(Target(f"{label}, {row}: peak / (1.1 x inference + buffers)",
+                                      mb / (1.1 * base + buffers), "<= 1"))
+            bar.update()
+    where = "torch.cuda.max_memory_allocated" if config.device.startswith("cuda") else "VmHWM"
+    header = (f"Peak memory above the loaded model ({where}), MB; each row in a fresh process. "
+              f"CLIP: population {CLIP_SIZE['population']}, intrinsic dimension {DIM}; language "
+              f"model: {LM_SIZE['batch']} sequences of {LM_SIZE['length']} tokens"
+              f"{' (quick: tiny sizes)' if config.quick else ''}.\n\n")
+    table = markdown_table(["model", "step", "tuned parameters", "peak MB", "vs inference",
+                            "documented buffers MB"], rows)
+    return Suite("memory", header + table, records, targets)
+
+
+if __name__ == "__main__":
+    spec = json.loads(sys.argv[1])
+    if spec["model"] == "CLIP":
+        out = _clip_row(spec["row"], spec["quick"], spec["device"])
+    else:
+        out = _lm_row(spec["row"], spec["dtype"], spec["quick"], spec["device"])
+    print(json.dumps(out))
