@@ -6,24 +6,28 @@ resident memory once the model is loaded; on a GPU, torch.cuda.max_memory_alloca
 memory allocated then. Two models, with random weights (nothing is downloaded):
 
 - ViT-B-16's CLIP, prompt tuning for 100 classes with an intrinsic dimension of 512: the losses
-  of one population of 20 (inference), one SharpZO generation, one SparseZO and one ZOSGD step
-  (with exception_safe on and off), and one CoOp step (Adam, a backward pass through the text
-  tower);
+  of one population of 20 (inference), one SharpZO generation, one SparseZO step with its mask
+  refresh (the first) and one between refreshes, one ZOSGD step (with exception_safe on and
+  off), and one CoOp step (Adam, a backward pass through the text tower);
 - a causal language model of OPT-125m's shape, every weight tuned, on 4 sequences of 256
   tokens, in float32 and bfloat16: inference (the loss), one ZOSGD step (exception_safe on and
-  off), one SparseZO step, and one backpropagation step with SGD and with Adam.
+  off), the two SparseZO steps, and one backpropagation step with SGD and with Adam.
 
 Note [Memory targets]
 Forward-only training's promise is the memory of inference. A forward-only step may add only
 what its optimizer documents: ZOSGD's exception-safe copy of the tuned parameters; SparseZO's
-flat mask (1 byte per parameter), its dense estimate (4 bytes per parameter) and the copy of
-the masked values; SharpZO's CMA-ES state (a d x d covariance in float64, d = 512 here). The
-target of each forward-only row is its peak at most 1.1 x inference's plus those buffers.
+flat mask (1 byte per parameter), the float32 estimate of one parameter at a time and the copy
+of the masked values, and at a mask refresh four transient float32 vectors of every parameter
+(the parameters gathered, the dense estimate, the score, its z-scores: 17 bytes per parameter
+with the mask); SharpZO's CMA-ES state (a d x d covariance and its factor in float64, d = 512
+here). The target of each forward-only row is its peak at most 1.1 x inference's plus those
+buffers.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -34,10 +38,19 @@ from sharpzo_ext.bench.common import BenchConfig, Suite, Target, markdown_table,
 
 __all__ = ["run", "CLIP_ROWS", "LM_ROWS"]
 
-CLIP_ROWS = ("inference", "SharpZO generation", "SparseZO step", "ZOSGD step",
-             "ZOSGD step, exception_safe off", "CoOp step (backprop, Adam)")
-LM_ROWS = ("inference", "ZOSGD step", "ZOSGD step, exception_safe off", "SparseZO step",
+CLIP_ROWS = ("inference", "SharpZO generation", "SparseZO step, with its mask refresh",
+             "SparseZO step, between refreshes", "ZOSGD step", "ZOSGD step, exception_safe off",
+             "CoOp step (backprop, Adam)")
+LM_ROWS = ("inference", "ZOSGD step", "ZOSGD step, exception_safe off",
+           "SparseZO step, with its mask refresh", "SparseZO step, between refreshes",
            "SGD step (backprop)", "Adam step (backprop)")
+# Note [Measuring the resident high-water mark]: glibc keeps freed blocks below its mmap
+# threshold in its heap, and raises that threshold (up to 32 MB) each time a larger mapped
+# block is freed; a second forward pass then finds the first one's activations still resident,
+# and two forwards measured 786 MB against one's 644 (OPT-125m shape, fp32). Rows run with the
+# threshold fixed at 128 KiB, so that freed tensors leave the resident set and the high-water
+# mark is that of live memory (two forwards: 633 MB, one: 633).
+_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 CLIP_SIZE = {"model": "ViT-B-16", "classes": 100, "population": 20, "images": 64}
 LM_SIZE = {"batch": 4, "length": 256}
 QUICK_LM = {"vocab_size": 512, "hidden_size": 64, "num_hidden_layers": 2, "ffn_dim": 128,
@@ -63,13 +76,37 @@ def _peak_mb(device: str, work) -> float:
     return resident_memory.status_mb("VmHWM") - before
 
 
+def _forward_only(row: str, params: list, lr: float, objective) -> float:
+    """A forward-only row: the optimizer is built and stepped once within the measure, or for
+    "between refreshes" built and stepped once (SparseZO's first step refreshes its mask)
+    before the measure, which then takes its second step."""
+    from sharpzo_ext import optim  # noqa: PLC0415
+
+    make = {
+        "SharpZO generation": lambda: optim.SharpZO(params, lr=lr, popsize=CLIP_SIZE[
+            "population"]),
+        "SparseZO step, with its mask refresh": lambda: optim.SparseZO(params, lr=lr,
+                                                                       density=DENSITY),
+        "SparseZO step, between refreshes": lambda: optim.SparseZO(params, lr=lr,
+                                                                   density=DENSITY),
+        "ZOSGD step": lambda: optim.ZOSGD(params, lr=lr),
+        "ZOSGD step, exception_safe off": lambda: optim.ZOSGD(params, lr=lr,
+                                                              exception_safe=False),
+    }[row]
+    device = str(params[0].device)
+    if row.endswith("between refreshes"):
+        optimizer = make()
+        optimizer.step(objective)
+        return _peak_mb(device, lambda: optimizer.step(objective))
+    return _peak_mb(device, lambda: make().step(objective))
+
+
 def _clip_row(row: str, quick: bool, device: str) -> dict:
     import logging  # noqa: PLC0415
 
     import open_clip  # noqa: PLC0415
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES  # noqa: PLC0415
 
-    from sharpzo_ext import optim  # noqa: PLC0415
     from sharpzo_ext.clip.task.prompt_task import PromptTask  # noqa: PLC0415
 
     logging.getLogger("open_clip").setLevel(logging.ERROR)
@@ -87,33 +124,27 @@ def _clip_row(row: str, quick: bool, device: str) -> dict:
     labels = torch.arange(CLIP_SIZE["images"]) % classes
     features, labels = features.to(device), labels.to(device)
     w = torch.nn.Parameter(task.zero_vector())
+    W = torch.randn(population, task.dim, generator=g).to(device)
 
-    def step():
-        if row == "inference":
-            with torch.no_grad():
-                task.losses(torch.randn(population, task.dim, generator=g).to(device), features,
-                            labels)
-        elif coop:
-            optimizer = torch.optim.Adam([w], lr=2e-3)
-            task.loss(w, features, labels).backward()
-            optimizer.step()
-        else:
-            optimizer = {
-                "SharpZO generation": lambda: optim.SharpZO([w], lr=0.05, popsize=population),
-                "SparseZO step": lambda: optim.SparseZO([w], lr=0.05, density=DENSITY),
-                "ZOSGD step": lambda: optim.ZOSGD([w], lr=0.05),
-                "ZOSGD step, exception_safe off": lambda: optim.ZOSGD([w], lr=0.05,
-                                                                      exception_safe=False),
-            }[row]()
-            optimizer.step(task.objective(features, labels))
+    def inference():
+        with torch.no_grad():
+            task.losses(W, features, labels)
 
-    return {"mb": _peak_mb(device, step), "params": w.numel(), "param_bytes": w.numel() * 4}
+    def coop_step():
+        optimizer = torch.optim.Adam([w], lr=2e-3)
+        task.loss(w, features, labels).backward()
+        optimizer.step()
+
+    if row == "inference" or coop:
+        mb = _peak_mb(device, inference if row == "inference" else coop_step)
+    else:
+        mb = _forward_only(row, [w], 0.05, task.objective(features, labels))
+    return {"mb": mb, "params": w.numel(), "param_bytes": w.numel() * 4,
+            "largest_param": w.numel()}
 
 
 def _lm_row(row: str, dtype: str, quick: bool, device: str) -> dict:
     from transformers import AutoModelForCausalLM, OPTConfig  # noqa: PLC0415
-
-    from sharpzo_ext import optim  # noqa: PLC0415
 
     torch.manual_seed(0)
     config = OPTConfig(**QUICK_LM) if quick else OPTConfig()  # OPTConfig(): OPT-125m's shape
@@ -129,33 +160,29 @@ def _lm_row(row: str, dtype: str, quick: bool, device: str) -> dict:
         return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                                  tokens[:, 1:].reshape(-1))
 
-    def step():
-        if row == "inference":
-            with torch.no_grad():
-                loss()
-        elif "backprop" in row:
-            optimizer = (torch.optim.SGD(params, lr=1e-4) if row.startswith("SGD")
-                         else torch.optim.Adam(params, lr=1e-4))
-            loss().backward()
-            optimizer.step()
-        else:
-            optimizer = {
-                "ZOSGD step": lambda: optim.ZOSGD(params, lr=1e-6),
-                "ZOSGD step, exception_safe off": lambda: optim.ZOSGD(params, lr=1e-6,
-                                                                      exception_safe=False),
-                "SparseZO step": lambda: optim.SparseZO(params, lr=1e-6, density=DENSITY),
-            }[row]()
-            optimizer.step(loss)
+    def inference():
+        with torch.no_grad():
+            loss()
 
-    count = sum(p.numel() for p in params)
-    return {"mb": _peak_mb(device, step), "params": count,
-            "param_bytes": sum(p.numel() * p.element_size() for p in params)}
+    def backprop():
+        optimizer = (torch.optim.SGD(params, lr=1e-4) if row.startswith("SGD")
+                     else torch.optim.Adam(params, lr=1e-4))
+        loss().backward()
+        optimizer.step()
+
+    if row == "inference" or "backprop" in row:
+        mb = _peak_mb(device, inference if row == "inference" else backprop)
+    else:
+        mb = _forward_only(row, params, 1e-6, loss)
+    return {"mb": mb, "params": sum(p.numel() for p in params),
+            "param_bytes": sum(p.numel() * p.element_size() for p in params),
+            "largest_param": max(p.numel() for p in params)}
 
 
 def _in_process(spec: dict) -> dict:
     """One row, measured in a fresh Python process."""
     done = subprocess.run([sys.executable, "-m", "sharpzo_ext.bench.memory", json.dumps(spec)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env={**os.environ, **_MALLOC})
     if done.returncode != 0:
         raise RuntimeError(f"memory row {spec} failed: "
                            f"{(done.stderr.strip().splitlines() or ['no output'])[-1]}")
@@ -164,13 +191,18 @@ def _in_process(spec: dict) -> dict:
 
 def _buffers_mb(model: str, row: str, measured: dict) -> float:
     """What the row's optimizer documents beyond inference (Note [Memory targets]), in MB."""
-    params, param_bytes = measured["params"], measured["param_bytes"]
+    d, param_bytes = measured["params"], measured["param_bytes"]
+    masked_copy = DENSITY * param_bytes  # exception_safe's copy of the masked values
+    between = d + 4 * measured["largest_param"] + masked_copy  # mask, one parameter's estimate
+    refresh = 4 * 4 * d + d  # the parameters, the dense estimate, the score, z-scores: float32
     if row.startswith("ZOSGD") and "off" not in row:
         return param_bytes / 2**20
-    if row.startswith("SparseZO"):
-        return (params * (1 + 4) + DENSITY * param_bytes) / 2**20
-    if row.startswith("SharpZO"):
-        return (params * params * 8 * 2 + DENSITY * param_bytes + params * (1 + 4)) / 2**20
+    if row == "SparseZO step, between refreshes":
+        return between / 2**20
+    if row == "SparseZO step, with its mask refresh":
+        return (between + refresh) / 2**20
+    if row.startswith("SharpZO"):  # CMA-ES's covariance and its factor, float64; stage 2 later
+        return 2 * 8 * d * d / 2**20
     return 0.0
 
 
