@@ -19,13 +19,13 @@ def test_the_measure_sees_an_allocation_of_known_size():
 
 def test_documented_buffers_follow_the_optimizers_memory_notes():
     measured = {"params": 1000, "param_bytes": 4000, "largest_param": 600}
-    assert memory._buffers_mb("LM", "ZOSGD step", measured) * 2**20 == 4000
-    assert memory._buffers_mb("LM", "ZOSGD step, exception_safe off", measured) == 0
-    between = memory._buffers_mb("LM", "SparseZO step, between refreshes", measured) * 2**20
+    assert memory._buffers_mb("ZOSGD step", measured) * 2**20 == 4000
+    assert memory._buffers_mb("ZOSGD step, exception_safe off", measured) == 0
+    between = memory._buffers_mb("SparseZO step, between refreshes", measured) * 2**20
     assert between == pytest.approx(1000 + 4 * 600 + 400)
-    assert memory._buffers_mb("LM", "SparseZO step, with its mask refresh",
+    assert memory._buffers_mb("SparseZO step, with its mask refresh",
                               measured) * 2**20 == pytest.approx(between + 17 * 1000)
-    assert memory._buffers_mb("LM", "Adam step (backprop)", measured) == 0
+    assert memory._buffers_mb("Adam step (backprop)", measured) == 0
 
 
 @pytest.mark.slow

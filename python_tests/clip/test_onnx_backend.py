@@ -9,7 +9,7 @@ import onnx
 import pytest
 import torch
 
-from sharpzo_ext.clip.engine import backend, onnx_export, onnx_int8
+from sharpzo_ext.clip.engine import onnx_export, onnx_int8
 from sharpzo_ext.clip.families.hf import Tokenizer
 from sharpzo_ext.clip.engine import Engine
 from sharpzo_ext.clip.task.prompt_task import PromptTask

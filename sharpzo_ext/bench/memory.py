@@ -189,7 +189,7 @@ def _in_process(spec: dict) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _buffers_mb(model: str, row: str, measured: dict) -> float:
+def _buffers_mb(row: str, measured: dict) -> float:
     """What the row's optimizer documents beyond inference (Note [Memory targets]), in MB."""
     d, param_bytes = measured["params"], measured["param_bytes"]
     masked_copy = DENSITY * param_bytes  # exception_safe's copy of the masked values
@@ -222,7 +222,7 @@ def run(config: BenchConfig) -> Suite:
             label = (f"{CLIP_SIZE['model']} CLIP, {10 if config.quick else CLIP_SIZE['classes']}"
                      " classes" if model == "CLIP" else
                      f"{'tiny OPT' if config.quick else 'OPT-125m shape'}, {dtype}")
-            buffers = _buffers_mb(model, row, measured)
+            buffers = _buffers_mb(row, measured)
             rows.append([label, row, f"{measured['params']:,}", f"{mb:.0f}",
                          f"{mb / base:.2f}x" if base > 0 else "", f"{buffers:.0f}"])
             records.append({**spec, **measured, "ratio_to_inference": mb / base if base else None,
