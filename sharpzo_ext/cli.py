@@ -115,9 +115,9 @@ def _add_run_options(p, d) -> None:
             "hf:PATH_OR_NAME, a Hugging Face CLIP checkpoint directory or cached hub name")
     _option(p, "--pretrained", d.pretrained, "open_clip pretrained tag (e.g. openai; needs a "
             "network once) or a local checkpoint file")
-    _option(p, "--data", d.data, "an embedded task ('embedded'; 'embedded-cluttered', "
-            "'embedded-grainy', 'embedded-colors', 'embedded-stencil': docs/results.md), an "
-            "ImageFolder tree, or CoOp's data root with --dataset")
+    _option(p, "--data", d.data, "a built-in task ('embedded'; 'embedded-cluttered', "
+            "'embedded-grainy', 'embedded-colors', 'embedded-stencil', 'digits': "
+            "docs/results.md), an ImageFolder tree, or CoOp's data root with --dataset")
     _option(p, "--dataset", d.dataset, "a CoOp data set under --data (caltech101, oxford_pets, "
             "stanford_cars, oxford_flowers, food101, sun397, dtd, eurosat, ucf101, "
             "fgvc_aircraft, imagenet)")
@@ -136,20 +136,31 @@ def _add_run_options(p, d) -> None:
 
 
 def _add_head_options(p, d, head_default) -> None:
-    """--head and --head-views, of train and compare."""
-    from sharpzo_ext.clip.runs.config import HEAD_CHOICES, MAX_HEAD_VIEWS  # noqa: PLC0415
+    """--head, --head-views, --head-augment, --head-features and --adapter-dim, of train and
+    compare."""
+    from sharpzo_ext.clip.runs.config import (HEAD_AUGMENTS, HEAD_CHOICES,  # noqa: PLC0415
+                                              HEAD_FEATURES, MAX_HEAD_VIEWS)
 
-    _option(p, "--head", head_default, "tune the prompt for this closed-form head on the image "
-            "features, ensembled with it by a weight chosen on validation (none: the prompt "
-            "alone)", choices=HEAD_CHOICES)
-    _option(p, "--head-views", d.head_views, "views (flips and shifts) of each training image "
-            f"whose features a head averages, 1 to {MAX_HEAD_VIEWS}; each costs an encoding of "
-            "the training images", type=int)
+    _option(p, "--head", head_default, "tune for this closed-form head on the image features, "
+            "ensembled with it by a weight chosen on validation (none: what is tuned alone)",
+            choices=HEAD_CHOICES)
+    _option(p, "--head-views", d.head_views, "views of each training image whose features a "
+            f"head averages, 1 to {MAX_HEAD_VIEWS}; each costs an encoding of the training "
+            "images for each kind of views", type=int)
+    _option(p, "--head-augment", d.head_augment, "the views: none (the image alone), shift, "
+            "flip-shift (shifts and horizontal flips; not for digits, text or anything with a "
+            "handedness), or auto: chosen on validation", choices=HEAD_AUGMENTS)
+    _option(p, "--head-features", d.head_features, "the image features a head reads: final, "
+            "pre (before the image tower's projection; wider), or auto: chosen on validation",
+            choices=HEAD_FEATURES)
+    _option(p, "--adapter-dim", d.adapter_dim, "the image-side adapter's tuned dimension",
+            type=int)
 
 
 def _add_train(sub) -> None:
-    from sharpzo_ext.clip.runs.config import HYPERPARAMETERS, TrainConfig  # noqa: PLC0415
-    from sharpzo_ext.clip.runs.method_table import METHODS  # noqa: PLC0415
+    from sharpzo_ext.clip.runs.config import (DEFAULT_TUNE, HYPERPARAMETERS,  # noqa: PLC0415
+                                              TrainConfig)
+    from sharpzo_ext.clip.runs.method_table import METHODS, TUNED  # noqa: PLC0415
 
     d = TrainConfig()
     p = sub.add_parser("train", help="tune a CLIP prompt with forward passes only",
@@ -158,8 +169,13 @@ def _add_train(sub) -> None:
                        "arguments: SharpZO on the embedded default model and task.")
     _add_run_options(p, d)
     _option(p, "--method", d.method, "a forward-only optimizer; coop: first-order CoOp "
-            "(Adam, backward passes), the reference; gda, tip-adapter or linear-probe: that "
-            "head on the zero-shot prompt, no tuning", choices=tuple(METHODS))
+            "(Adam, backward passes), the reference; clip-adapter: Adam on the image-side "
+            "adapter; gda, tip-adapter or linear-probe: that head on the zero-shot prompt, no "
+            "tuning", choices=tuple(METHODS))
+    _option(p, "--tune", f"{DEFAULT_TUNE} (coop: prompt; clip-adapter: adapter)", "what a "
+            "forward-only method tunes: the prompt, the image-side adapter over the cached "
+            "features (a candidate costs no text-tower pass), or both as one vector",
+            choices=TUNED)
     _add_head_options(p, d, d.head)
     _option(p, "--budget", d.budget, "training forward passes; coop: steps", type=int)
     p.add_argument("--out", help="run directory (default: runs/<method>-<time>)")
@@ -218,7 +234,7 @@ def _run_train(args) -> None:
         raise CliError("--resume DIR continues the run in DIR; --out does not apply")
     # a resume goes on to the run's own budget, and further only with an explicit --budget
     config = _run_config(args, args.resume) if args.resume else _config_from(args)
-    if "head" in vars(args) and not config.tunes_prompt and config.head not in (config.method,
+    if "head" in vars(args) and not config.tunes_anything and config.head not in (config.method,
                                                                                  "none"):
         raise CliError(f"--method {config.method} is the {config.method} head on the zero-shot "
                        f"prompt; --head {config.head} does not apply")
@@ -259,15 +275,15 @@ def _run_eval(args) -> None:
 def _add_compare(sub) -> None:
     from sharpzo_ext.clip.runs.compare import COMPARE_METHODS, CompareConfig  # noqa: PLC0415
     from sharpzo_ext.clip.runs.config import TrainConfig  # noqa: PLC0415
-    from sharpzo_ext.clip.data.datasets import EMBEDDED_TASKS  # noqa: PLC0415
+    from sharpzo_ext.clip.data.datasets import BUILTIN_TASKS  # noqa: PLC0415
 
     d, c = TrainConfig(), CompareConfig()
     p = sub.add_parser("compare", help="SharpZO against forward-only baselines and CoOp",
                        description="Runs methods on the same tasks, seeds and forward-pass "
                        "budget; writes compare.json, compare.md and compare-<task>.png.")
     _add_run_options(p, d)
-    p.add_argument("--tasks", nargs="+", choices=tuple(EMBEDDED_TASKS), default=None,
-                   help=f"embedded tasks to compare on (default: {' '.join(c.tasks)}; "
+    p.add_argument("--tasks", nargs="+", choices=BUILTIN_TASKS, default=None,
+                   help=f"built-in tasks to compare on (default: {' '.join(c.tasks)}; "
                    "--data DATA instead: that one task)")
     p.add_argument("--methods", nargs="+", choices=COMPARE_METHODS, default=list(c.methods))
     _add_head_options(p, d, c.base.head)
@@ -278,6 +294,8 @@ def _add_compare(sub) -> None:
     p.add_argument("--coop-budget", type=int, default=c.coop_budget,
                    help=f"steps of first-order CoOp ({c.coop_budget})")
     p.add_argument("--coop-lr", type=float, default=c.coop_lr)
+    p.add_argument("--adapter-budget", type=int, default=c.adapter_budget,
+                   help=f"steps of first-order clip-adapter ({c.adapter_budget})")
     p.add_argument("--target", type=float, default=None,
                    help="test accuracy for 'time to target' (default: zero-shot plus half of "
                    "CoOp's gain over it)")
@@ -301,7 +319,8 @@ def _run_compare(args) -> None:
                            tasks=tuple(tasks),
                            methods=tuple(args.methods),
                            seeds=tuple(args.seeds), coop_budget=args.coop_budget,
-                           coop_lr=args.coop_lr, target=args.target)
+                           coop_lr=args.coop_lr, adapter_budget=args.adapter_budget,
+                           target=args.target)
     out = args.out or f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}"
     compare(config, out, progress=not args.quiet)
     print(f"output directory: {out}")

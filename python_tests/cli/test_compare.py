@@ -73,7 +73,7 @@ def test_an_unknown_task_is_refused_before_anything_runs(tmp_path):
     from sharpzo_ext.clip.runs.compare import CompareConfig
     from sharpzo_ext.clip.runs.config import RunError
 
-    with pytest.raises(RunError, match="'nowhere' is neither an embedded task"):
+    with pytest.raises(RunError, match="'nowhere' is neither a built-in task"):
         CompareConfig(tasks=("embedded", "nowhere")).check()
     CompareConfig(tasks=("embedded", str(tmp_path))).check()  # a folder: loaded when it runs
 

@@ -24,7 +24,9 @@ TRAIN_FAULTS = {
     "--data": ["/nonexistent/data", "FILE"], "--out": ["FILE", "FILE/sub"],
     "--resume": ["/nonexistent/run", "DIR"], "--pretrained": ["GARBAGE", "DIR"],
     "--model": ["no-such-model"], "--precision": ["fp8"], "--head": ["knn"],
-    "--head-views": ["0", "257", "2.5"],
+    "--head-views": ["0", "257", "2.5"], "--head-augment": ["mirror"],
+    "--head-features": ["middle"], "--tune": ["head"], "--adapter-dim": ["0", "-4", "2.5"],
+    "--adapter-lr": ["-1", "0", "nan"],
 }
 VALID_TRAIN = {"--lr": "0.01", "--popsize": "6", "--density": "0.3", "--seed": "3",
                "--budget": "50", "--sharpness": "none", "--shots": "2", "--q": "2"}
@@ -37,6 +39,9 @@ OTHER_FAULTS = [
     ["train", "--method", "coop", "--precision", "int8"],
     ["train", "--method", "gda", "--head", "linear-probe"], ["compare", "--head", "knn"],
     ["compare", "--head-views", "0"], ["compare", "--seeds", "0", "0", "0"],
+    ["compare", "--adapter-budget", "0"], ["compare", "--adapter-dim", "0"],
+    ["compare", "--head-features", "middle"], ["train", "--method", "coop", "--tune", "adapter"],
+    ["train", "--head-views", "1", "--head-augment", "flip-shift"],
     ["compare", "--methods", "cmaes", "cmaes"], ["compare", "--tasks", "embedded", "embedded"],
     ["bench", "--json", "DIR"], ["bench", "--json", "FILE/sub"], ["bench", "--device", "tpu"],
     ["bench", "--min-run-time", "0"], ["bench", "--suite", "foo"], ["frobnicate"],

@@ -26,7 +26,7 @@ def test_a_prompt_tuned_for_a_head_never_ends_below_the_head_alone(tmp_path, cac
     summary = run(tmp_path / "run", cache, head="gda")
     assert summary["head"] == "gda" and summary["head_views"] == 4
     assert summary["val_acc"] >= summary["head_alone_val_acc"]
-    assert summary["image_encodings"] == 4 * 160
+    assert summary["image_encodings"] == 2 * 4 * 160  # shift and flip-shift views, 4 each
     weight = summary["head_weight"]
     assert summary["selected"] == ("the gda head alone" if weight == "inf" else
                                    "the prompt alone" if weight == 0 else

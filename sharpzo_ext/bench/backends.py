@@ -43,22 +43,18 @@ def _model(name: str, classes: int | None, device: str):
     """(model, tokenizer, class names): the embedded default with its task's classes, or an
     open_clip architecture with random weights (the same in every process, so that rows compare
     the same model and share its export) and the first `classes` ImageNet classes."""
+    from sharpzo_ext.clip.families import load_model  # noqa: PLC0415
+
     if name == "embedded":
         from sharpzo_ext.clip.data.datasets import embedded_task  # noqa: PLC0415
-        from sharpzo_ext.clip.families import load_model  # noqa: PLC0415
 
         loaded = load_model("embedded", device=device)
         return loaded.model, loaded.tokenizer, embedded_task(1, 0).classnames
-    import logging  # noqa: PLC0415
-
-    import open_clip  # noqa: PLC0415
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES  # noqa: PLC0415
 
-    logging.getLogger("open_clip").setLevel(logging.ERROR)
-    logging.getLogger().setLevel(logging.ERROR)  # "No pretrained weights loaded": intended
     torch.manual_seed(0)
-    return (open_clip.create_model(name, device=device), open_clip.get_tokenizer(name),
-            IMAGENET_CLASSNAMES[:classes])
+    loaded = load_model(name, device=device)  # random weights
+    return loaded.model, loaded.tokenizer, IMAGENET_CLASSNAMES[:classes]
 
 
 def _row(model: str, classes: int | None, path: int, cache: str, population: int,

@@ -56,19 +56,15 @@ def _format_duration(seconds: float) -> str:
 
 
 def run(config: BenchConfig) -> Suite:
-    import logging  # noqa: PLC0415
-
-    import open_clip  # noqa: PLC0415
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES  # noqa: PLC0415
 
     from sharpzo_ext.clip.engine import precision as precision_lib  # noqa: PLC0415
     from sharpzo_ext.clip.engine import Engine  # noqa: PLC0415
+    from sharpzo_ext.clip.families import load_model  # noqa: PLC0415
     from sharpzo_ext.clip.task.prompt_task import PromptTask  # noqa: PLC0415
 
-    logging.getLogger("open_clip").setLevel(logging.ERROR)
-    logging.getLogger().setLevel(logging.ERROR)  # "No pretrained weights loaded": intended
-    model = open_clip.create_model(MODEL, device=config.device)
-    tokenizer = open_clip.get_tokenizer(MODEL)
+    loaded = load_model(MODEL, device=config.device)  # random weights
+    model, tokenizer = loaded.model, loaded.tokenizer
     class_counts = (10,) if config.quick else (10, 100, 1000)
     population = 4 if config.quick else POPULATION
     int8 = precision_lib.runs("int8", config.device)

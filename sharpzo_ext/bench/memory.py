@@ -102,25 +102,21 @@ def _forward_only(row: str, params: list, lr: float, objective) -> float:
 
 
 def _clip_row(row: str, quick: bool, device: str) -> dict:
-    import logging  # noqa: PLC0415
-
-    import open_clip  # noqa: PLC0415
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES  # noqa: PLC0415
 
+    from sharpzo_ext.clip.families import load_model  # noqa: PLC0415
     from sharpzo_ext.clip.task.prompt_task import PromptTask  # noqa: PLC0415
 
-    logging.getLogger("open_clip").setLevel(logging.ERROR)
-    logging.getLogger().setLevel(logging.ERROR)  # "No pretrained weights loaded": intended
     classes, population = (10, 4) if quick else (CLIP_SIZE["classes"], CLIP_SIZE["population"])
     torch.manual_seed(0)
-    model = open_clip.create_model(CLIP_SIZE["model"], device=device)
+    loaded = load_model(CLIP_SIZE["model"], device=device)  # random weights
     coop = row.startswith("CoOp")
-    task = PromptTask(model, open_clip.get_tokenizer(CLIP_SIZE["model"]),
-                      IMAGENET_CLASSNAMES[:classes], intrinsic_dim=None if coop else DIM,
-                      device=device)
+    task = PromptTask(loaded.model, loaded.tokenizer, IMAGENET_CLASSNAMES[:classes],
+                      intrinsic_dim=None if coop else DIM, device=device)
     g = torch.Generator().manual_seed(1)
     features = torch.nn.functional.normalize(
-        torch.randn(CLIP_SIZE["images"], model.text_projection.shape[1], generator=g), dim=-1)
+        torch.randn(CLIP_SIZE["images"], loaded.model.text_projection.shape[1], generator=g),
+        dim=-1)
     labels = torch.arange(CLIP_SIZE["images"]) % classes
     features, labels = features.to(device), labels.to(device)
     w = torch.nn.Parameter(task.zero_vector())

@@ -18,8 +18,9 @@ from typing import Callable, Sequence
 
 import torch
 
-__all__ = ["DataError", "Dataset", "EMBEDDED_TASKS", "embedded_task", "image_folder",
-           "coop_dataset", "few_shot", "load_images", "COOP_DATASETS"]
+__all__ = ["DataError", "Dataset", "EMBEDDED_TASKS", "BUILTIN_TASKS", "embedded_task",
+           "builtin_task", "image_folder", "coop_dataset", "few_shot", "load_images",
+           "COOP_DATASETS"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -61,6 +62,27 @@ def embedded_task(shots: int = 16, seed: int = 0, test_per_class: int = 100,
     identity = {"kind": "embedded-shapes", "version": 1, "shots": shots, "seed": seed,
                 "test_per_class": test_per_class, "variant": variant}
     return Dataset(synthetic.TASK_VARIANTS[variant].classnames(), splits, identity)
+
+
+# ---- the built-in tasks: the embedded ones and real handwritten digits --------------------------
+
+BUILTIN_TASKS = (*EMBEDDED_TASKS, "digits")
+
+
+def builtin_task(name: str, shots: int = 16, seed: int = 0) -> Dataset:
+    """The built-in task `name` (one of BUILTIN_TASKS): an embedded task, or "digits"
+    (data/digits.py), whose labels a flip changes."""
+    if name in EMBEDDED_TASKS:
+        return embedded_task(shots, seed, variant=EMBEDDED_TASKS[name])
+    from sharpzo_ext.clip.data import digits  # noqa: PLC0415
+
+    try:
+        splits = digits.split(shots, seed)
+    except ImportError as error:
+        raise DataError(str(error)) from None
+    identity = {"kind": "sklearn-digits", "version": 1, "shots": shots, "seed": seed,
+                "test_per_class": 100}
+    return Dataset(list(digits.CLASSNAMES), splits, identity)
 
 
 # ---- image folders -----------------------------------------------------------------------------

@@ -1,6 +1,18 @@
 """What every CLIP family's adapter provides (Family), and what loading a model gives
 (LoadedModel). The families are embedded.py, hf.py and openclip.py; __init__.py holds their
-table, the one place that tells them apart."""
+table, the one place that tells them apart.
+
+Note [Image features by stage]
+A CLIP's image feature is a projection of a wider one: the projection was trained to match
+pretraining captions, and it drops what they never named. Each family says once where the
+feature before it is (`Family.image_stages`), and returns both from one pass of the image tower:
+- open_clip VisionTransformer: the pooled class token after `ln_post`, before `proj`;
+- open_clip ModifiedResNet: `layer4`'s output averaged over space, what the attention pool
+  reads (its output projection runs inside the attention, out of reach of a module hook);
+- Hugging Face CLIPModel: the vision model's `pooler_output`, before `visual_projection`.
+Any other image tower gives its final features only, and a run that asks for the others is
+refused (task/features.py).
+"""
 
 from __future__ import annotations
 
@@ -33,7 +45,11 @@ class Family:
     owns: Callable[[torch.nn.Module], bool]             # a model object
     load: Callable[[str, "str | None", object], "LoadedModel"]  # (name, pretrained, device)
     text_tower: Callable[[torch.nn.Module, str], "TextTower"]  # (model, precision)
-    encode_image: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]  # projected features
+    # (final, pre): the projected image features of preprocessed images, and the feature the
+    # projection reads (None for an image tower whose pre-projection feature is not known);
+    # Note [Image features by stage]
+    image_stages: Callable[[torch.nn.Module, torch.Tensor],
+                           "tuple[torch.Tensor, torch.Tensor | None]"]
     width: Callable[[torch.nn.Module], int]             # the text tower's token width
 
 

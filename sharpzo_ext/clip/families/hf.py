@@ -60,10 +60,12 @@ def text_tower(model: torch.nn.Module, precision: str = "fp32") -> TextTower:
         model.text_projection, "argmax" if eos == 2 else "eos", eos, precision)
 
 
-def _encode_image(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Projected (not normalized) image features of preprocessed images (N, 3, H, W)."""
-    out = model.get_image_features(pixel_values=images)
-    return out if isinstance(out, torch.Tensor) else out.pooler_output
+def _image_stages(model: torch.nn.Module,
+                  images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(final, pre) features of preprocessed images (N, 3, H, W), neither normalized: the
+    vision model's pooler_output and its visual_projection (get_image_features' result)."""
+    pre = model.vision_model(pixel_values=images).pooler_output
+    return model.visual_projection(pre), pre
 
 
 class Tokenizer:
@@ -173,4 +175,4 @@ def _width(model: torch.nn.Module) -> int:
 
 FAMILY = Family("hf", claims=lambda name: name.startswith("hf:"), owns=_owns,
                 load=lambda name, pretrained, device: _load(name[3:], pretrained, device),
-                text_tower=text_tower, encode_image=_encode_image, width=_width)
+                text_tower=text_tower, image_stages=_image_stages, width=_width)

@@ -9,6 +9,7 @@ other family owns is taken for an open_clip one, and refused here if it is not.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from sharpzo_ext.clip.engine.tower import Block, TextTower
 from sharpzo_ext.clip.families.base import (Family, LoadedModel, ModelError, file_identity,
                                             refuse_directory)
 
-__all__ = ["FAMILY", "text_tower", "width"]
+__all__ = ["FAMILY", "text_tower", "width", "image_stages"]
 
 
 def _block(module: torch.nn.Module, precision: str) -> Block:
@@ -69,8 +70,22 @@ def width(model: torch.nn.Module) -> int:
     return getattr(model, "text", model).token_embedding.weight.shape[1]
 
 
-def _encode_image(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    return model.encode_image(images)
+def image_stages(model: torch.nn.Module,
+                 images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(final, pre) image features of an open_clip CLIP (Note [Image features by stage]): final
+    is what `encode_image` returns, bit for bit; pre is None for image towers other than a
+    VisionTransformer with a projection and a ModifiedResNet."""
+    visual = model.visual
+    if all(hasattr(visual, name) for name in ("_embeds", "transformer", "_pool", "proj")) \
+            and visual.proj is not None and not getattr(visual, "output_tokens", False):
+        pooled, _ = visual._pool(visual.transformer(visual._embeds(images)))
+        return pooled @ visual.proj, pooled
+    if all(hasattr(visual, name) for name in ("stem", "layer4", "attnpool")):
+        x = visual.stem(images)
+        for layer in (visual.layer1, visual.layer2, visual.layer3, visual.layer4):
+            x = layer(x)
+        return visual.attnpool(x), x.mean(dim=(2, 3))
+    return model.encode_image(images), None
 
 
 def _identity(name: str, pretrained: str | None) -> dict:
@@ -87,6 +102,21 @@ def _identity(name: str, pretrained: str | None) -> dict:
     return {"model": name, "weights": pretrained}
 
 
+@contextlib.contextmanager
+def _random_weights_asked_for():
+    """Drops open_clip's warning (on the root logger) that no pretrained weights were loaded:
+    a model asked for without them is random on purpose (benchmarks, tests)."""
+    def keep(record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
+
 def _load(name: str, pretrained: str | None, device) -> LoadedModel:
     import open_clip  # noqa: PLC0415
 
@@ -98,9 +128,11 @@ def _load(name: str, pretrained: str | None, device) -> LoadedModel:
         refuse_directory(Path(pretrained))
     identity = _identity(name, pretrained)
     logging.getLogger("open_clip").setLevel(logging.ERROR)
+    quiet = _random_weights_asked_for() if pretrained is None else contextlib.nullcontext()
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained,
-                                                                     device=device)
+        with quiet:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=pretrained, device=device)
     except RuntimeError as error:
         first = str(error).splitlines()[0]
         if pretrained and Path(pretrained).is_file():
@@ -126,4 +158,4 @@ def _load(name: str, pretrained: str | None, device) -> LoadedModel:
 
 
 FAMILY = Family("open_clip", claims=lambda name: True, owns=lambda model: True, load=_load,
-                text_tower=text_tower, encode_image=_encode_image, width=width)
+                text_tower=text_tower, image_stages=image_stages, width=width)

@@ -19,12 +19,22 @@ Methods:
                     always at fp32 on torch (--precision and --backend set the forward-only
                     methods' text tower)
   sharpzo-gda       SharpZO tuning the prompt for the GDA head (task/ensemble.py)
+  sharpzo-adapter   SharpZO tuning the image-side adapter for the GDA head (task/adapter.py)
+  sharpzo-joint     SharpZO tuning the prompt and the adapter, as one vector, for the GDA head
+  clip-adapter      the first-order reference on the adapter's vector: Adam, gradients through
+                    the adapter alone, for the GDA head; its budget is counted in steps (a
+                    forward and a backward pass each), --adapter-budget
   gda, tip-adapter  closed-form heads on the cached image features beside the zero-shot
-                    prompt, with no tuning (task/heads.py)
+                    prompt, with no tuning (task/heads.py), on the stage and views chosen on
+                    validation
+  gda-final         GDA on the final features and 16 flip-shift views, as sharpzo_ext 0.2
+                    fitted it (the reference of docs/heads.md)
   linear-probe      logistic regression on the image features (first order, on the features
                     only) beside the zero-shot prompt
 
 --head (default none) gives every other forward-only method a head too; coop never has one.
+The heads' stage and views are --head-features and --head-augment (default: chosen on
+validation), shared by every method with a head.
 
 Every method runs on every task with every seed; the seed draws the few-shot split and the
 method's projection and perturbation stream. Output in DIR: compare.json (one record per task,
@@ -45,7 +55,7 @@ from typing import Callable
 import torch
 
 from sharpzo_ext import checks, machine, resident_memory
-from sharpzo_ext.clip.data.datasets import EMBEDDED_TASKS
+from sharpzo_ext.clip.data.datasets import BUILTIN_TASKS
 from sharpzo_ext.clip.runs import compare_report, methods, run_dir
 from sharpzo_ext.clip.runs.config import RunError, TrainConfig
 from sharpzo_ext.clip.runs.evaluate import accuracies
@@ -59,9 +69,12 @@ from sharpzo_ext.files import write_json, write_text
 __all__ = ["COMPARE_METHODS", "DEFAULT_METHODS", "DEFAULT_TASKS", "BUDGET", "CompareConfig",
            "compare", "method_config"]
 
-# compare's own variants of a method of the table: SharpZO with the released code's settings, and
-# SharpZO tuned for the GDA head (method_config)
-VARIANTS = ("sharpzo-gda", "sharpzo-released")
+# compare's own variants of a method of the table (method_config): SharpZO tuned for the GDA head
+# (its prompt, the image-side adapter, or both), SharpZO with the released code's settings, and
+# GDA as fitted before stages and view kinds
+VARIANTS = ("sharpzo-gda", "sharpzo-adapter", "sharpzo-joint", "sharpzo-released", "gda-final")
+_TUNED_FOR_GDA = {"sharpzo-gda": "prompt", "sharpzo-adapter": "adapter",
+                  "sharpzo-joint": "prompt+adapter"}
 COMPARE_METHODS = ("sharpzo",) + VARIANTS + tuple(m for m in METHODS if m != "sharpzo")
 # the forward-only field, the heads and the first-order references; sharpzo-released and
 # sparsezo (SharpZO's own ablations) on request, to keep the default run within 20 minutes on
@@ -82,6 +95,7 @@ class CompareConfig:
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     coop_budget: int = 2000
     coop_lr: float = 2e-3
+    adapter_budget: int = BUDGET // 2  # clip-adapter's steps: as many passes as the others
     target: float | None = None  # test accuracy; None: compare_report.target_accuracy
 
     def check(self) -> None:
@@ -103,6 +117,7 @@ class CompareConfig:
                                "repeated run would narrow the intervals without new evidence")
         try:
             checks.integer(self.coop_budget, "coop_budget", 1)
+            checks.integer(self.adapter_budget, "adapter_budget", 1)
             if self.target is not None:
                 target = checks.real(self.target, "target", positive=True)
                 if target > 1:
@@ -110,9 +125,9 @@ class CompareConfig:
         except (TypeError, ValueError) as error:
             raise RunError(f"invalid configuration: {error}") from None
         for task in self.tasks:  # refused now, not after the tasks before it have run
-            if task not in EMBEDDED_TASKS and not Path(task).is_dir():
-                raise RunError(f"task {task!r} is neither an embedded task "
-                               f"({', '.join(EMBEDDED_TASKS)}) nor a data folder")
+            if task not in BUILTIN_TASKS and not Path(task).is_dir():
+                raise RunError(f"task {task!r} is neither a built-in task "
+                               f"({', '.join(BUILTIN_TASKS)}) nor a data folder")
         for seed in self.seeds:
             for method in self.methods:
                 method_config(dataclasses.replace(self, base=dataclasses.replace(
@@ -121,26 +136,38 @@ class CompareConfig:
 
 def method_config(config: CompareConfig, method: str) -> TrainConfig:
     """The run configuration of one compared method: `base` with the method, and for
-    sharpzo-released the released code's settings, for sharpzo-gda the GDA head, for a head the
-    head on the zero-shot prompt, for coop its step budget and learning rate (evaluated 40
-    times over its run) and no head."""
+    sharpzo-released the released code's settings, for sharpzo-gda, -adapter and -joint what
+    they tune and the GDA head, for a head the head on the zero-shot prompt (gda-final: on the
+    final features' flip-shift views), for coop its step budget and learning rate and no head,
+    for clip-adapter its step budget and the GDA head (the first-order methods evaluated 40
+    times over their runs)."""
     base = config.base
     if method == "sharpzo-released":
         return dataclasses.replace(base, method="sharpzo", sharpness="cge", popsize=40,
                                    sigma=0.4, rho=0.1, switch_step=100, batched=False)
-    if method == "sharpzo-gda":
-        return dataclasses.replace(base, method="sharpzo", head="gda")
+    if method in _TUNED_FOR_GDA:
+        return dataclasses.replace(base, method="sharpzo", head="gda",
+                                   tune=_TUNED_FOR_GDA[method])
+    if method == "gda-final":
+        return dataclasses.replace(base, method="gda", head="none", tune=None,
+                                   head_features="final", head_augment="flip-shift")
     if method in HEADS:
-        return dataclasses.replace(base, method=method, head="none")
-    if METHODS[method].kind == "first-order":
+        return dataclasses.replace(base, method=method, head="none", tune=None)
+    if method == "coop":
         return dataclasses.replace(base, method=method, budget=config.coop_budget,
                                    coop_lr=config.coop_lr, precision="fp32", backend="torch",
-                                   eval_every=max(1, config.coop_budget // 40), head="none")
+                                   eval_every=max(1, config.coop_budget // 40), head="none",
+                                   tune=None)
+    if method == "clip-adapter":
+        return dataclasses.replace(base, method=method, budget=config.adapter_budget,
+                                   eval_every=max(1, config.adapter_budget // 40), head="gda",
+                                   tune=None)
     return dataclasses.replace(base, method=method)
 
 
 def _method_run(p: Prepared, method: str, config: CompareConfig, progress: bool) -> dict:
-    run_config = method_config(config, method)
+    run_config = method_config(config, method).resolved()
+    p = dataclasses.replace(p, config=run_config)
     task = make_task(run_config, p.loaded, p.data.classnames)
     measured = resident_memory.reset_peak()
     resident = resident_memory.status_mb("VmRSS")
@@ -153,14 +180,16 @@ def _method_run(p: Prepared, method: str, config: CompareConfig, progress: bool)
     finish(p, run, best)
     peak = resident_memory.status_mb("VmHWM") if measured else None
     extra = peak - resident if peak is not None and resident is not None else None
-    final = accuracies(p, task, best["w"], p.eval_splits(), run.ensemble)
+    final = accuracies(p, run.tuned, best["w"], p.eval_splits(), run.ensemble)
     head = run.ensemble
     return {"method": method, "seed": run_config.seed,
             **{f"{s}_acc": v for s, v in final.items()},
             "zero_shot_test_acc": zero_shot(log).get("test"),
             "forward_passes": methods.forward_passes(run.optimizer),
-            "image_encoding_passes": run_config.head_views if head else 0,
-            "head": head and head.head.kind,
+            "passes_per_step": 2 if run_config.spec.kind == "first-order" else 1,
+            "image_encoding_passes": methods.image_encodings(p),
+            "tuned": run_config.tuned, "head": head and head.head.kind,
+            "head_features": head and head.stage, "head_augment": head and head.augment,
             "head_weight": head and ensemble_lib.weight_record(head.weight),
             "selected_at_forward_passes": best["forward_passes"],
             "wall_time_s": fitted + log[-1]["wall_time_s"], "peak_memory_mb": peak,
@@ -187,8 +216,10 @@ def compare(config: CompareConfig, out: str | Path, progress: bool = True,
             one = dataclasses.replace(config, base=dataclasses.replace(config.base, data=task,
                                                                        seed=seed))
             p = prepare(one.base, progress)
-            if any(method_config(one, m).head_kind for m in config.methods):
-                p.head_features()  # the views' encodings, shared by every head (not timed)
+            # the views' encodings, shared by every head (not timed)
+            p.head_features(tuple(dict.fromkeys(
+                augment for m in config.methods for _, augment in methods.head_candidates(
+                    method_config(one, m), p) if method_config(one, m).head_kind)))
             for method in config.methods:
                 records.append({"task": task} | _method_run(p, method, one, progress))
     out.mkdir(parents=True, exist_ok=True)

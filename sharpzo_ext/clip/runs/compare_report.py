@@ -6,8 +6,11 @@ Note [Counting passes]
 Methods spend their budgets differently, so the report counts one unit, a pass: a forward pass
 of the text tower over the training images (a forward-only method's loss evaluation), each
 encoding of the training images for a head (its views: 16 views are 16 passes, spent before
-the first evaluation), and two for a CoOp step (its forward and its backward pass). The image
-features of every split, which every method uses, are not counted.
+the first evaluation, and 32 where the head chooses between shift and flip-shift views), and
+two for a step of a first-order method (its forward and its backward pass). An image-side
+adapter's loss evaluation counts as a pass too, though it costs a small product over the cached
+features instead of a text-tower pass (docs/adapter.md). The image features of every split,
+which every method uses, are not counted.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from sharpzo_ext.files import atomic_path
 __all__ = ["LABELS", "target_accuracy", "passes", "time_to", "table", "plot"]
 
 LABELS = {"sharpzo": "SharpZO (ours)", "sharpzo-gda": "SharpZO tuned for GDA (ours)",
+          "sharpzo-adapter": "SharpZO on the image-side adapter, for GDA (ours)",
+          "sharpzo-joint": "SharpZO on prompt + adapter, for GDA (ours)",
+          "clip-adapter": "the adapter by Adam, for GDA (first order)",
+          "gda-final": "GDA on the final features, flip-shift views",
           "sharpzo-released": "SharpZO, released config",
           "zip": "ZIP", "spsa-gc": "SPSA-GC (BlackVIP's optimizer)", "zosgd": "ZOSGD (MeZO)",
           "sparsezo": "SparseZO", "cmaes": "CMA-ES (BBT)", "coop": "CoOp (first order)",
@@ -49,7 +56,7 @@ def _zero_shot(records: list[dict]) -> dict[int, float]:
 def passes(record: dict, forward_passes: int) -> int:
     """The passes (Note [Counting passes]) of a run of `record` after `forward_passes` of its
     own budget (CoOp: steps)."""
-    per = 2 if record["method"] == "coop" else 1
+    per = record.get("passes_per_step", 2 if record["method"] == "coop" else 1)
     return per * forward_passes + record.get("image_encoding_passes", 0)
 
 
@@ -130,8 +137,9 @@ def plot(path: Path, records: list[dict], methods: tuple[str, ...], target: floa
         points = sorted({passes(r, row["forward_passes"]) for r in rows for row in r["curve"]})
         stats = [mean_ci([_accuracy_at(r, x) for r in rows]) for x in points]
         means = [100 * m for m, _ in stats]
+        first_order = method in ("coop", "clip-adapter", "linear-probe")
         line, = ax.plot(points, means, label=LABELS[method], marker="o" if len(points) == 1
-                        else None, linestyle="--" if method in ("coop", "linear-probe") else "-")
+                        else None, linestyle="--" if first_order else "-")
         ax.fill_between(points, [m - 100 * h for m, (_, h) in zip(means, stats)],
                         [m + 100 * h for m, (_, h) in zip(means, stats)],
                         color=line.get_color(), alpha=0.15, linewidth=0)

@@ -8,18 +8,27 @@ import torch
 
 from sharpzo_ext import checks
 from sharpzo_ext.clip.engine import Engine
-from sharpzo_ext.clip.runs.method_table import METHODS, MethodSpec
+from sharpzo_ext.clip.data.views import AUGMENTS
+from sharpzo_ext.clip.runs.method_table import METHODS, TUNED, MethodSpec
+from sharpzo_ext.clip.task.adapter import DEFAULT_DIM as ADAPTER_DIM
+from sharpzo_ext.clip.task.features import STAGES
 from sharpzo_ext.clip.task.heads import HEADS
 from sharpzo_ext.optim.sharpzo import SHARPNESS
 
-__all__ = ["TrainConfig", "RunError", "HEAD_CHOICES", "HYPERPARAMETERS"]
+__all__ = ["TrainConfig", "RunError", "HEAD_CHOICES", "HEAD_FEATURES", "HEAD_AUGMENTS",
+           "DEFAULT_TUNE", "HYPERPARAMETERS"]
 
 HEAD_CHOICES = HEADS + ("none",)
+HEAD_FEATURES = STAGES + ("auto",)    # auto: the stage chosen on validation
+HEAD_AUGMENTS = AUGMENTS + ("auto",)  # auto: the views chosen on validation
 MAX_HEAD_VIEWS = 256
+DEFAULT_TUNE = "prompt"  # what a forward-only method tunes unless told (TUNED)
 
 # fields that older run directories lack, and the value that continues them as they ran
 ADDED_LATER = {"batched": True, "coop_lr": 2e-3, "precision": "fp32", "backend": "torch",
-               "head": "none", "head_views": 1}
+               "head": "none", "head_views": 1, "head_features": "final",
+               "head_augment": "flip-shift", "tune": "prompt", "adapter_dim": ADAPTER_DIM,
+               "adapter_lr": 1e-2}
 
 
 def _hyper(default, help: str, **cli):
@@ -55,6 +64,11 @@ class TrainConfig:
     head: str = "gda"                 # the prompt is tuned for this head (task/ensemble.py)
     head_views: int = 16              # views of each training image whose features a head
     #                                   averages (data/views.py)
+    head_features: str = "auto"       # the image features' stage a head reads (HEAD_FEATURES)
+    head_augment: str = "auto"        # the kind of views a head averages (HEAD_AUGMENTS)
+    tune: str | None = None           # what a forward-only method tunes (TUNED; None:
+    #                                   DEFAULT_TUNE); coop and clip-adapter tune their own
+    adapter_dim: int = ADAPTER_DIM    # the image-side adapter's tuned dimension (task/adapter.py)
     # optimizer hyperparameters: each method's optimizer (method_table.py) takes the ones it
     # has; each is a --option of `sharpzo-ext train` with this help (HYPERPARAMETERS)
     lr: float = _hyper(0.05, "step size of the zeroth-order steps (SharpZO's second stage, "
@@ -70,6 +84,7 @@ class TrainConfig:
     q: int = _hyper(4, "queries of each two-point estimate")
     density: float = _hyper(0.5, "share of the coordinates the sparse steps move")
     coop_lr: float = _hyper(2e-3, "Adam's learning rate for coop")
+    adapter_lr: float = _hyper(1e-2, "Adam's learning rate for clip-adapter")
 
     @property
     def spec(self) -> MethodSpec:
@@ -85,13 +100,27 @@ class TrainConfig:
     def head_kind(self) -> str | None:
         """The head of the run: the method itself for a head-only method (whatever `head`
         says), else `head` (None for "none"): the head the prompt is tuned for."""
-        if not self.tunes_prompt:
+        if not self.tunes_anything:
             return self.method
         return None if self.head == "none" else self.head
 
     @property
-    def tunes_prompt(self) -> bool:
-        return self.spec.tunes_prompt
+    def tunes_anything(self) -> bool:
+        """Whether the method tunes anything (a head-only method tunes nothing)."""
+        return self.spec.tunes_anything
+
+    @property
+    def tuned(self) -> str | None:
+        """What the method tunes (one of TUNED), None for a head-only method: a first-order
+        method's own, else `tune` (DEFAULT_TUNE if unset)."""
+        if not self.tunes_anything:
+            return None
+        return self.spec.tunes or self.tune or DEFAULT_TUNE
+
+    def resolved(self) -> "TrainConfig":
+        """This configuration with `tune` as the run tunes it, what a run directory saves (a
+        later change of DEFAULT_TUNE does not change a saved run)."""
+        return dataclasses.replace(self, tune=self.tuned)
 
     def check(self) -> None:
         """Raises RunError, naming the field, unless every field is valid: a run refuses a
@@ -112,6 +141,19 @@ class TrainConfig:
         checks.choice(self.shard, "shard", ("population", "data"))
         checks.choice(self.head, "head", HEAD_CHOICES)
         checks.integer(self.head_views, "head_views", 1, MAX_HEAD_VIEWS)
+        checks.choice(self.head_features, "head_features", HEAD_FEATURES)
+        checks.choice(self.head_augment, "head_augment", HEAD_AUGMENTS)
+        if self.head_views == 1 and self.head_augment not in ("none", "auto"):
+            raise ValueError(f"head_augment {self.head_augment!r} needs head_views of at least 2 "
+                             "(one view is the image itself)")
+        checks.integer(self.adapter_dim, "adapter_dim", 1)
+        checks.real(self.adapter_lr, "adapter_lr", positive=True)
+        if self.tune is not None:
+            checks.choice(self.tune, "tune", TUNED)
+            own = self.spec.tunes if self.tunes_anything else "nothing"
+            if own is not None and self.tune != own:
+                raise ValueError(f"method {self.method} tunes {own}; tune {self.tune!r} does not "
+                                 "apply")
         # every forward-only hyperparameter, by the rules of the optimizer that takes it
         # (SharpZO takes them all), whichever method runs
         METHODS["sharpzo"].optimizer(self, [torch.zeros(2)])

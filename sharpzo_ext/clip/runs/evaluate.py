@@ -1,5 +1,5 @@
-"""Accuracies of prompts: during a run, and `sharpzo-ext eval` of a saved prompt on data of the
-same model and classes."""
+"""Accuracies of tuned vectors (a prompt, an image-side adapter, or both): during a run, and
+`sharpzo-ext eval` of a saved prompt file on data of the same model and classes."""
 
 from __future__ import annotations
 
@@ -12,29 +12,33 @@ import torch
 
 from sharpzo_ext.clip.runs import run_dir
 from sharpzo_ext.clip.runs.config import RunError, TrainConfig
-from sharpzo_ext.clip.task.ensemble import Ensemble, split_logits
+from sharpzo_ext.clip.runs.method_table import METHODS
+from sharpzo_ext.clip.runs.methods import make_tuned
 from sharpzo_ext.clip.runs.prepare import Prepared, prepare
-from sharpzo_ext.clip.task.prompt_task import PromptTask
+from sharpzo_ext.clip.task.ensemble import Ensemble, split_logits
+from sharpzo_ext.clip.task.tuned import Tuned
 
 __all__ = ["accuracies", "prompt_config", "evaluate_prompt", "RECORDED"]
 
 
-def accuracies(p: Prepared, task: PromptTask, w: torch.Tensor, splits,
+def accuracies(p: Prepared, tuned: Tuned, w: torch.Tensor, splits,
                ensemble: Ensemble | None = None,
                weight: float | None = None) -> dict[str, float]:
-    """{split: accuracy of the prompt w (with the ensemble's head at `weight`, default its
+    """{split: accuracy of the tuned vector w (with the ensemble's head at `weight`, default its
     own, if given)} for those of `splits` that the prepared data has."""
     if ensemble is None:
-        return {split: task.accuracy(w, p.features[split], p.labels[split]) for split in splits
+        return {split: tuned.accuracy(w, p.features[split], p.labels[split]) for split in splits
                 if split in p.features}
-    return {split: ensemble.accuracy(task, w, split, p.features[split], p.labels[split], weight)
-            for split in splits if split in p.features}
+    return {split: ensemble.accuracy(tuned, w, split, p.features[split], p.labels[split],
+                                     weight) for split in splits if split in p.features}
 
 
-# What a saved prompt records about its projection (metadata key -> TrainConfig field, parser).
+# What a saved prompt records about what it tunes and its projections (metadata key ->
+# TrainConfig field, parser).
 RECORDED = {"method": ("method", str), "seed": ("seed", int),
             "intrinsic_dim": ("intrinsic_dim", int),
-            "ctx_init": ("ctx_init", lambda text: text or None)}
+            "ctx_init": ("ctx_init", lambda text: text or None),
+            "tune": ("tune", str), "adapter_dim": ("adapter_dim", int)}
 
 
 def prompt_config(metadata: dict, config: TrainConfig, explicit: Iterable[str],
@@ -53,6 +57,9 @@ def prompt_config(metadata: dict, config: TrainConfig, explicit: Iterable[str],
         if field in explicit and getattr(config, field) != recorded[field]:
             raise RunError(f"{source} was tuned with {field} = {recorded[field]!r} (its "
                            f"projection); got {field} = {getattr(config, field)!r}")
+    method = recorded.get("method", config.method)
+    if "tune" not in metadata and method in METHODS and METHODS[method].kind != "head":
+        recorded["tune"] = "prompt"  # files from before adapters hold prompts
     return dataclasses.replace(config, **recorded)
 
 
@@ -75,17 +82,21 @@ def evaluate_prompt(prompt: str | Path, config: TrainConfig, progress: bool = Tr
         raise RunError(f"{prompt} was tuned for {saved_model}, not for {p.loaded.identity}")
     if classnames != p.data.classnames:
         raise RunError(f"{prompt} was tuned for other classes than the data's")
-    if w.numel() != p.task.dim:
-        raise RunError(f"{prompt} holds a {w.numel()}-dimensional prompt; this task's is "
-                       f"{p.task.dim} (other intrinsic_dim or context length)")
+    tuned = make_tuned(config, p.task, p)
+    if w.numel() != tuned.dim:
+        raise RunError(f"{prompt} holds a {w.numel()}-dimensional vector; this {config.tuned}'s "
+                       f"is {tuned.dim} (other intrinsic_dim, adapter_dim or context length)")
     ensemble = None
     if head is not None:
-        head, weight = head
-        width, classes = p.features["train"].shape[1], len(p.data.classnames)
+        head, weight, stage = head
+        if stage not in p.features["train"].stages:
+            raise RunError(f"{prompt} holds a head of the {stage} features, which this model's "
+                           "family does not give")
+        width, classes = p.features["train"].stage(stage).shape[1], len(p.data.classnames)
         if (head.width, head.classes) != (width, classes):
             raise RunError(f"{prompt} holds a {head.kind} head for features of width "
-                           f"{head.width} and {head.classes} classes; this model's features "
-                           f"are {width} wide, for {classes} classes")
-        ensemble = Ensemble(head, weight, split_logits(head, p.features))
-    return accuracies(p, p.task, w.to(p.task.device), ("train", "val", "test", "shifted"),
+                           f"{head.width} and {head.classes} classes; this model's {stage} "
+                           f"features are {width} wide, for {classes} classes")
+        ensemble = Ensemble(head, weight, split_logits(head, p.features, stage), stage=stage)
+    return accuracies(p, tuned, w.to(tuned.device), ("train", "val", "test", "shifted"),
                       ensemble)

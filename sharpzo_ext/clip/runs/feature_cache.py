@@ -1,4 +1,7 @@
-"""Image features computed once per model, weights and data, cached on disk as safetensors."""
+"""Image features computed once per model, weights and data, cached on disk as safetensors:
+every split's features at every stage (task/features.py), and the training images' features
+averaged over their views (data/views.py), one file each, keyed by what they were computed
+from."""
 
 from __future__ import annotations
 
@@ -9,71 +12,144 @@ from pathlib import Path
 import torch
 
 from sharpzo_ext.clip.data.datasets import Dataset, load_images
-from sharpzo_ext.clip.families import LoadedModel
-from sharpzo_ext.clip.task.prompt_task import PromptTask
 from sharpzo_ext.clip.data.views import RECIPE, Views
+from sharpzo_ext.clip.families import LoadedModel
 from sharpzo_ext.clip.runs.config import RunError
+from sharpzo_ext.clip.task.features import Features, encode
 from sharpzo_ext.files import atomic_path, writable_problem
 
-__all__ = ["split_features"]
+__all__ = ["split_features", "view_features"]
 
 _BATCH = 256
 # 2: Hugging Face CLIPs' images preprocessed as CLIPImageProcessor does (hf_preprocess.py)
-FORMAT = 2
+# 3: every stage of the image features (final and pre-projection), views shifted then flipped
+FORMAT = 3
 
 
-def _key(model: LoadedModel, data: Dataset, split: str, views: int, seed: int) -> str:
+def _key(model: LoadedModel, data: Dataset, split: str, views: dict | None) -> str:
     items, labels = data.splits[split]
     described = [item if isinstance(item, Path) else None for item in items]
     spec = {"model": model.identity, "data": data.identity, "split": split,
             "items": [str(d) if d is not None else i for i, d in enumerate(described)],
             "labels": labels, "format": FORMAT}
-    if views > 1:
-        spec["views"] = {"count": views, "seed": seed, "recipe": RECIPE}
+    if views is not None:
+        spec["views"] = {**views, "recipe": RECIPE}
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def split_features(task: PromptTask, model: LoadedModel, data: Dataset, split: str,
-                   cache_dir: str | Path | None,
-                   progress: bool = True, views: int = 1,
-                   seed: int = 0) -> tuple[torch.Tensor, bool]:
-    """(features (N, E), whether they came from the cache) of a split: read from the cache, or
-    computed by the frozen image tower in batches (with a progress bar) and written to it
-    (atomically). A cache file that cannot be read, or holds another number of rows than the
-    split has images, is recomputed. cache_dir None: no cache. With views > 1, each image's
-    feature is the normalized mean of its `views` views' (data/views.py, drawn from `seed`)."""
-    from safetensors.torch import load_file, save_file  # noqa: PLC0415
+def _cached(path: Path | None, rows: int, device) -> Features | None:
+    """The features a cache file holds, or None if there is none or it is damaged or of other
+    rows (then it is recomputed)."""
+    from safetensors.torch import load_file  # noqa: PLC0415
 
-    items = data.splits[split][0]
-    path = None
-    if cache_dir is not None:
-        path = Path(cache_dir) / f"features-{_key(model, data, split, views, seed)}.safetensors"
-        if path.is_file():
-            try:
-                features = load_file(str(path))["features"]
-                if features.dim() == 2 and features.shape[0] == len(items):
-                    return features.to(task.device), True
-            except Exception:  # noqa: BLE001 (a damaged cache file is recomputed)
-                pass
-        problem = writable_problem(path.parent)
-        if problem:  # said before the features are computed, not after
-            raise RunError(f"the feature cache cannot keep the {split} features: {problem}; "
-                           "pass a writable --cache-dir")
-        path.unlink(missing_ok=True)  # damaged, or of other rows: recomputed
-    batches = range(0, len(items), _BATCH)
+    if path is None or not path.is_file():
+        return None
+    try:
+        tensors = load_file(str(path))
+        if all(t.dim() == 2 and t.shape[0] == rows for t in tensors.values()):
+            return Features.from_tensors(tensors).to(device)
+    except Exception:  # noqa: BLE001 (a damaged cache file is recomputed)
+        pass
+    return None
+
+
+def _path(cache_dir, loaded, data, split, views, what: str) -> Path | None:
+    if cache_dir is None:
+        return None
+    path = Path(cache_dir) / f"features-{_key(loaded, data, split, views)}.safetensors"
+    problem = writable_problem(path.parent)
+    if problem and not path.is_file():  # said before the features are computed, not after
+        raise RunError(f"the feature cache cannot keep the {what}: {problem}; pass a writable "
+                       "--cache-dir")
+    return path
+
+
+def _store(path: Path | None, features: Features) -> None:
+    from safetensors.torch import save_file  # noqa: PLC0415
+
+    if path is not None:
+        path.unlink(missing_ok=True)  # damaged, or of other rows: replaced
+        with atomic_path(path) as tmp:
+            save_file({k: v.cpu().contiguous() for k, v in features.tensors().items()}, str(tmp))
+
+
+def _batches(n: int, progress: bool, what: str):
+    batches = range(0, n, _BATCH)
     if progress:
         from tqdm import tqdm  # noqa: PLC0415
 
-        what = f"{split} images" if views == 1 else f"{views} views of the {split} images"
         batches = tqdm(batches, desc=f"encoding {what}", unit="batch", leave=False)
-    drawn = Views(views, len(items), seed)
-    features = []
-    for i in batches:
-        images = load_images(items[i:i + _BATCH], model.preprocess)
-        total = sum(task.encode_images(drawn.apply(v, images, i)) for v in range(views))
-        features.append(torch.nn.functional.normalize(total, dim=-1) if views > 1 else total)
-    features = torch.cat(features) if features else torch.empty(0)
-    if path is not None:
-        with atomic_path(path) as tmp:
-            save_file({"features": features.cpu().contiguous()}, str(tmp))
+    return batches
+
+
+def _cat(parts: list[Features], device) -> Features:
+    if not parts:
+        return Features(torch.empty(0, 0, device=device))
+    pre = None if parts[0].pre is None else torch.cat([p.pre for p in parts])
+    return Features(torch.cat([p.final for p in parts]), pre)
+
+
+def split_features(loaded: LoadedModel, data: Dataset, split: str, cache_dir: str | Path | None,
+                   device, progress: bool = True) -> tuple[Features, bool]:
+    """(features of every stage, whether they came from the cache) of a split: read from the
+    cache, or computed by the frozen image tower in batches (with a progress bar) and written to
+    it (atomically). cache_dir None: no cache."""
+    items = data.splits[split][0]
+    path = _path(cache_dir, loaded, data, split, None, f"{split} features")
+    hit = _cached(path, len(items), device)
+    if hit is not None:
+        return hit, True
+    parts = [encode(loaded.family, loaded.model,
+                    load_images(items[i:i + _BATCH], loaded.preprocess).to(device))
+             for i in _batches(len(items), progress, f"{split} images")]
+    features = _cat(parts, device)
+    _store(path, features)
     return features, False
+
+
+def _mean(total: dict[str, torch.Tensor]) -> Features:
+    return Features.from_tensors({k: torch.nn.functional.normalize(v, dim=-1)
+                                  for k, v in total.items()})
+
+
+def view_features(loaded: LoadedModel, data: Dataset, cache_dir: str | Path | None, device,
+                  views: int, seed: int, augments: tuple[str, ...],
+                  progress: bool = True) -> dict[str, tuple[Features, bool]]:
+    """{augment: (the training images' features averaged over `views` views of that kind,
+    whether they came from the cache)} for augments among "shift" and "flip-shift" (Note [Views
+    for a head]); each average is the normalized mean of the views' normalized features. The
+    kinds not cached are computed in one pass over the images, each view of each kind encoded in
+    the same batches whatever else is computed (so the features do not depend on it)."""
+    items = data.splits["train"][0]
+    out, paths = {}, {}
+    for augment in augments:
+        record = {"count": views, "seed": seed, "augment": augment}
+        paths[augment] = _path(cache_dir, loaded, data, "train", record,
+                               f"{views} {augment} views of the training images")
+        hit = _cached(paths[augment], len(items), device)
+        if hit is not None:
+            out[augment] = hit, True
+    need = [a for a in augments if a not in out]
+    if not need:
+        return out
+    drawn = Views(views, len(items), seed)
+    parts: dict[str, list[Features]] = {a: [] for a in need}
+    what = f"{views} {' and '.join(need)} views of the training images"
+    for i in _batches(len(items), progress, what):
+        images = load_images(items[i:i + _BATCH], loaded.preprocess).to(device)
+        totals: dict[str, dict[str, torch.Tensor]] = {a: {} for a in need}
+        for view in range(views):
+            shifted = drawn.shifted(view, images, i)
+            flips = drawn.flips(view, i, images.shape[0]).to(device)[:, None, None, None]
+            for augment in need:
+                x = shifted if augment == "shift" else torch.where(flips, shifted.flip(-1),
+                                                                   shifted)
+                for stage, f in encode(loaded.family, loaded.model, x).tensors().items():
+                    totals[augment][stage] = totals[augment].get(stage, 0) + f
+        for augment in need:
+            parts[augment].append(_mean(totals[augment]))
+    for augment in need:
+        features = _cat(parts[augment], device)
+        _store(paths[augment], features)
+        out[augment] = features, False
+    return out

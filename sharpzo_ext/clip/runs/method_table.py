@@ -8,8 +8,10 @@ objective. zip is ZIP: its low-rank prompt (task/low_rank.py) tuned by SPSA with
 intrinsic-dimensional clipping; spsa-gc is BlackVIP's optimizer, SPSA with gradient correction,
 on the same prompt as the others; both with their published constants (optim/spsa.py; Note
 [SPSA-GC's step size]). coop, the first-order reference, tunes the context vectors themselves
-with torch.optim.Adam through forward and backward passes. A head (gda, tip-adapter,
-linear-probe) has no optimizer: the zero-shot prompt with that head, fitted in closed form.
+with torch.optim.Adam through forward and backward passes; clip-adapter, its image-side
+counterpart in the spirit of CLIP-Adapter (Gao et al., 2021), tunes the image-side adapter's
+vector (task/adapter.py) with Adam. A head (gda, tip-adapter, linear-probe) has no optimizer:
+the zero-shot prompt with that head, fitted in closed form.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ import torch
 from sharpzo_ext import optim
 from sharpzo_ext.clip.task.heads import HEADS
 
-__all__ = ["MethodSpec", "METHODS", "FORWARD_ONLY", "KINDS", "PROMPTS"]
+__all__ = ["MethodSpec", "METHODS", "FORWARD_ONLY", "KINDS", "PROMPTS", "TUNED"]
 
 KINDS = ("forward-only", "first-order", "head")
 PROMPTS = ("intrinsic", "context", "low-rank")  # ctx0 + A w; the context itself; ZIP's factors
+# what a method tunes (task/tuned.py): the prompt, the image-side adapter, or both as one vector
+TUNED = ("prompt", "adapter", "prompt+adapter")
 
 # Note [SPSA-GC's step size]: BlackVIP's a = 0.01 is for its coordinator network's weights; on
 # the linear intrinsic prompt it leaves zero-shot where it was (26.9% validation accuracy on
@@ -36,20 +40,23 @@ SPSA_GC_STEP = 1.0
 
 @dataclasses.dataclass(frozen=True)
 class MethodSpec:
-    """One method: `optimizer(config, params)` builds its optimizer (None for a head)."""
+    """One method: `optimizer(config, params)` builds its optimizer (None for a head); `tunes`
+    is what a first-order method tunes (one of TUNED), None where the run's `tune` says."""
     name: str
     kind: str
     prompt: str = "intrinsic"
     optimizer: Callable[[object, list[torch.Tensor]], torch.optim.Optimizer] | None = None
+    tunes: str | None = None
 
     @property
-    def tunes_prompt(self) -> bool:
+    def tunes_anything(self) -> bool:
+        """Whether it tunes anything (a head-only method does not)."""
         return self.kind != "head"
 
     def check(self, config) -> None:
         """Raises ValueError if `config` asks this method for what it cannot do."""
-        if self.kind != "first-order":
-            return
+        if self.kind != "first-order" or self.tunes == "adapter":
+            return  # the adapter's gradients never enter the text tower
         if config.precision == "int8":
             raise ValueError(f"{self.name} trains with gradients, which the int8 text tower has "
                              "none of; use precision fp32 or bf16")
@@ -78,7 +85,9 @@ _TABLE = (
     MethodSpec("spsa-gc", "forward-only", optimizer=lambda c, params: optim.SPSA(
         params, a=SPSA_GC_STEP, rule="gc", seed=c.seed)),
     MethodSpec("coop", "first-order", prompt="context", optimizer=lambda c, params:
-               torch.optim.Adam(params, lr=c.coop_lr)),
+               torch.optim.Adam(params, lr=c.coop_lr), tunes="prompt"),
+    MethodSpec("clip-adapter", "first-order", optimizer=lambda c, params:
+               torch.optim.Adam(params, lr=c.adapter_lr), tunes="adapter"),
 ) + tuple(MethodSpec(head, "head") for head in HEADS)
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in _TABLE}

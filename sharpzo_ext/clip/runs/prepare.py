@@ -1,6 +1,6 @@
 """Everything a run needs before its first step: the model, the data, the prompt task and the
-image features of every split (from the feature cache when it has them), and on demand the
-averaged views of the training images that a head is fitted to."""
+image features of every split at every stage (from the feature cache when it has them), and on
+demand the averaged views of the training images that a head is fitted to."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from sharpzo_ext import files
 from sharpzo_ext.clip.data import datasets as data_lib
 from sharpzo_ext.clip.families import LoadedModel, load_model
 from sharpzo_ext.clip.runs.config import RunError, TrainConfig
-from sharpzo_ext.clip.runs.feature_cache import split_features
+from sharpzo_ext.clip.runs.feature_cache import split_features, view_features
 from sharpzo_ext.clip.task import low_rank
+from sharpzo_ext.clip.task.features import Features
 from sharpzo_ext.clip.task.prompt_task import PromptTask, check_vocabulary
 
 __all__ = ["Prepared", "prepare", "make_task", "load_data", "EVAL_SPLITS"]
@@ -27,30 +28,31 @@ class Prepared:
     config: TrainConfig
     loaded: LoadedModel
     data: data_lib.Dataset
-    task: PromptTask                  # the task of config.method
-    features: dict[str, torch.Tensor]
+    task: PromptTask                  # the prompt task of config.method
+    features: dict[str, Features]     # every split's, at every stage the family has
     labels: dict[str, torch.Tensor]
     cache_hits: dict[str, bool]
     cache: Path | None = None
     progress: bool = True
-    _head_features: torch.Tensor | None = None
+    _views: dict[str, Features] = dataclasses.field(default_factory=dict)
 
     def eval_splits(self) -> list[str]:
         return [split for split in EVAL_SPLITS if split in self.features]
 
-    def head_features(self) -> torch.Tensor:
-        """The training images' features averaged over config.head_views views (data/views.py),
-        what a head is fitted to: computed (or read from the cache) when first asked for."""
-        if self._head_features is None:
+    def head_features(self, augments: tuple[str, ...]) -> dict[str, Features]:
+        """{augment: the training images' features averaged over config.head_views views of
+        that kind (data/views.py)}, what a head is fitted to ("none": their own features):
+        computed (or read from the cache) when first asked for, the missing kinds in one
+        pass."""
+        missing = [a for a in augments if a != "none" and a not in self._views]
+        if missing:
             views = self.config.head_views
-            if views == 1:
-                self._head_features = self.features["train"]
-            else:
-                self._head_features, hit = split_features(
-                    self.task, self.loaded, self.data, "train", self.cache, self.progress,
-                    views=views, seed=self.config.seed)
-                self.cache_hits[f"train-{views}-views"] = hit
-        return self._head_features
+            for augment, (features, hit) in view_features(
+                    self.loaded, self.data, self.cache, self.task.device, views,
+                    self.config.seed, tuple(missing), self.progress).items():
+                self._views[augment] = features
+                self.cache_hits[f"train-{views}-{augment}-views"] = hit
+        return {a: self.features["train"] if a == "none" else self._views[a] for a in augments}
 
 
 def make_task(config: TrainConfig, loaded: LoadedModel, classnames: list[str]) -> PromptTask:
@@ -98,9 +100,8 @@ def _check_intrinsic_dim(config: TrainConfig, n_ctx: int, width: int) -> None:
 def load_data(config: TrainConfig) -> data_lib.Dataset:
     if config.dataset is not None:
         full = data_lib.coop_dataset(config.dataset, config.data)
-    elif config.data in data_lib.EMBEDDED_TASKS:
-        return data_lib.embedded_task(config.shots, config.seed,
-                                      variant=data_lib.EMBEDDED_TASKS[config.data])
+    elif config.data in data_lib.BUILTIN_TASKS:
+        return data_lib.builtin_task(config.data, config.shots, config.seed)
     else:
         full = data_lib.image_folder(config.data, seed=config.seed)
     return data_lib.few_shot(full, config.shots, config.seed)
@@ -114,6 +115,7 @@ def prepare(config: TrainConfig, progress: bool = True) -> Prepared:
     cache = Path(config.cache_dir) if config.cache_dir is not None else files.default_cache_dir()
     features, labels, hits = {}, {}, {}
     for split in data.splits:
-        features[split], hits[split] = split_features(task, loaded, data, split, cache, progress)
+        features[split], hits[split] = split_features(loaded, data, split, cache, task.device,
+                                                      progress)
         labels[split] = data.labels(split).to(task.device)
     return Prepared(config, loaded, data, task, features, labels, hits, cache, progress)

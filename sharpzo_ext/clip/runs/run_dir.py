@@ -4,8 +4,9 @@ file):
   config.json         the resolved configuration (what --resume rebuilds the run from)
   log.jsonl           one line per evaluation: forward passes, train loss, accuracies, time
   state.pt            optimizer and progress at the last evaluation (what --resume continues)
-  prompt.safetensors  the selected prompt: w, its context vectors, what they belong to, and
-                      its head with the head's weight (when the run has one)
+  prompt.safetensors  the selected iterate: w, what it tunes (a prompt's context vectors, an
+                      adapter's dimension), what it belongs to, and its head with the head's
+                      weight and stage (when the run has one)
   accuracy.png        validation and test accuracy against forward passes
   summary.json        zero-shot and tuned accuracies, forward passes, wall time, peak memory
   .lock               held (flock) by the process that writes the run: a second writer is
@@ -31,7 +32,7 @@ from sharpzo_ext.clip.data.datasets import Dataset
 from sharpzo_ext.clip.task.ensemble import Ensemble, from_prompt_file
 from sharpzo_ext.clip.task.heads import Head, HeadError
 from sharpzo_ext.clip.families import LoadedModel
-from sharpzo_ext.clip.task.prompt_task import PromptTask
+from sharpzo_ext.clip.task.tuned import Tuned
 from sharpzo_ext.files import atomic_path, path_problem, write_json, write_text
 
 __all__ = ["check_out", "check_new", "locked", "read_config", "read_config_file", "write_config",
@@ -160,19 +161,18 @@ def load_progress(out: Path) -> dict:
     return state
 
 
-def save_prompt(path: Path, loaded: LoadedModel, data: Dataset, task: PromptTask,
-                w: torch.Tensor, extra: dict, ensemble: Ensemble | None = None) -> None:
-    """The prompt file: w, its context vectors, what they belong to, and the head with its
-    weight when the prompt has one (`eval` scores them together)."""
+def save_prompt(path: Path, loaded: LoadedModel, data: Dataset, tuned: Tuned, w: torch.Tensor,
+                extra: dict, ensemble: Ensemble | None = None) -> None:
+    """The prompt file: w, what rebuilds and shows the tuned thing it belongs to (a prompt's
+    context vectors), the model and classes, and the head with its weight when there is one
+    (`eval` scores them together)."""
     from safetensors.torch import save_file  # noqa: PLC0415
 
+    record, shown = tuned.record(w)
     metadata = {"model": json.dumps(loaded.identity, sort_keys=True),
-                "classnames": json.dumps(data.classnames), "n_ctx": str(task.n_ctx),
-                "ctx_init": task.ctx_init or "",
-                "intrinsic_dim": str(task.intrinsic_dim if task.rank else task.dim),
-                "seed": str(task.seed), **{k: str(v) for k, v in extra.items()}}
-    tensors = {"w": w.detach().float().cpu().contiguous(),
-               "ctx": task.context(w.reshape(1, -1))[0].detach().cpu().contiguous()}
+                "classnames": json.dumps(data.classnames), **record,
+                **{k: str(v) for k, v in extra.items()}}
+    tensors = {"w": w.detach().float().cpu().contiguous(), **shown}
     if ensemble is not None:
         head_tensors, head_metadata = ensemble.to_prompt_file()
         tensors |= head_tensors
@@ -181,8 +181,8 @@ def save_prompt(path: Path, loaded: LoadedModel, data: Dataset, task: PromptTask
         save_file(tensors, str(tmp), metadata=metadata)
 
 
-def read_prompt(path: Path) -> tuple[torch.Tensor, dict, tuple[Head, float] | None]:
-    """(w, metadata, (head, weight) or None) of a saved prompt file."""
+def read_prompt(path: Path) -> tuple[torch.Tensor, dict, tuple[Head, float, str] | None]:
+    """(w, metadata, (head, weight, stage) or None) of a saved prompt file."""
     from safetensors import safe_open  # noqa: PLC0415
 
     if not path.is_file():

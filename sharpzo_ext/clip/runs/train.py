@@ -21,7 +21,7 @@ from sharpzo_ext.clip.task import ensemble as ensemble_lib
 from sharpzo_ext.clip.runs import run_dir
 from sharpzo_ext.clip.runs.config import RunError, TrainConfig
 from sharpzo_ext.clip.runs.evaluate import accuracies
-from sharpzo_ext.clip.runs.methods import Method, build, forward_passes
+from sharpzo_ext.clip.runs.methods import Method, build, forward_passes, image_encodings
 from sharpzo_ext.clip.runs.prepare import Prepared, prepare
 
 __all__ = ["TrainConfig", "RunError", "train", "resumed_config", "optimize",
@@ -49,12 +49,12 @@ def peak_memory_mb(device: str) -> float:
 
 
 def _train_loss(p: Prepared, method: Method, w: torch.Tensor) -> float:
-    """The training loss of w: of the text logits, plus the head's cross-fitted logits for a
-    prompt tuned for a head (what the optimizer minimizes)."""
+    """The training loss of w: of the tuned logits, plus the head's cross-fitted logits for a
+    method tuned for a head (what the optimizer minimizes)."""
     e = method.ensemble
     offset = None if e is None or e.cross_fitted is None else e.offset()
     with torch.no_grad():
-        return float(method.task.loss(w, p.features["train"], p.labels["train"], offset))
+        return float(method.tuned.loss(w, p.features["train"], p.labels["train"], offset))
 
 
 def _scores(p: Prepared, method: Method, w: torch.Tensor) -> tuple[dict, float]:
@@ -63,11 +63,11 @@ def _scores(p: Prepared, method: Method, w: torch.Tensor) -> tuple[dict, float]:
     the weight validation chooses for this prompt, what stopping here would give, and that
     weight; iterates are selected at the weight they are tuned for."""
     e = method.ensemble
-    accs = accuracies(p, method.task, w, p.eval_splits(), e)
+    accs = accuracies(p, method.tuned, w, p.eval_splits(), e)
     if e is None or method.optimizer is None:  # no head, or a head-only method's own weight
         return {f"{k}_acc": v for k, v in accs.items()}, accs.get("val", 0.0)
-    weight = e.best_weight(method.task, w, p.features["val"], p.labels["val"])
-    shown = accuracies(p, method.task, w, p.eval_splits(), e, weight)
+    weight = e.best_weight(method.tuned, w, p.features["val"], p.labels["val"])
+    shown = accuracies(p, method.tuned, w, p.eval_splits(), e, weight)
     return ({**{f"{k}_acc": v for k, v in shown.items()},
              "head_weight": ensemble_lib.weight_record(weight)}, accs["val"])
 
@@ -75,14 +75,14 @@ def _scores(p: Prepared, method: Method, w: torch.Tensor) -> tuple[dict, float]:
 def initial_progress(p: Prepared, method: Method) -> tuple[dict, list[dict]]:
     """(best, log) before any step: w = 0, zero-shot CLIP (with the method's head, if it has
     one; the first row then keeps the zero-shot prompt's own accuracies in "zero_shot")."""
-    task = method.task
-    zero_w = task.zero_vector()
+    tuned = method.tuned
+    zero_w = tuned.zero_vector()
     scores, val = _scores(p, method, zero_w)
     loss = _train_loss(p, method, zero_w)
     best = {"val_acc": val, "w": zero_w.clone(), "forward_passes": 0, "train_loss": loss}
     row = {"forward_passes": 0, "train_loss": loss, **scores, "wall_time_s": 0.0}
     if method.ensemble is not None:
-        row["zero_shot"] = accuracies(p, task, zero_w, p.eval_splits())
+        row["zero_shot"] = accuracies(p, tuned, zero_w, p.eval_splits())
     return best, [row]
 
 
@@ -176,6 +176,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
         config = resumed_config(out, config, explicit)
     else:
         config.check()
+        config = config.resolved()
         run_dir.check_new(out)
     start = time.time()
     owner = not distributed.initialized()  # this run starts the process group, and ends it
@@ -244,9 +245,10 @@ def _run(run: _Run, best: dict, log: list[dict]) -> dict:
     finish(p, method, best)
     summary = summarize(p, method, best, log, run.start)
     summary["processes"] = run.world
-    run_dir.save_prompt(out / "prompt.safetensors", p.loaded, p.data, p.task, best["w"],
-                        {"val_acc": summary["val_acc"],
-                         "forward_passes": best["forward_passes"], "method": config.method},
+    run_dir.save_prompt(out / "prompt.safetensors", p.loaded, p.data, method.tuned, best["w"],
+                        {"val_acc": summary["val_acc"], "forward_passes": best["forward_passes"],
+                         "method": config.method,
+                         **({"tune": config.tuned} if config.tuned else {})},
                         method.ensemble)
     run_dir.plot_accuracy(out / "accuracy.png", log, zero_shot(log),
                           f"{config.method}: {config.dataset or config.data} data, "
@@ -274,11 +276,11 @@ def _saved_head(out: Path, config: TrainConfig, state: dict | None) -> dict | No
 
 
 def finish(p: Prepared, method: Method, best: dict) -> None:
-    """A prompt tuned for a head gets its final weight, chosen on validation for the selected
-    prompt (Note [Ensembling a head])."""
+    """A method tuned for a head gets its final weight, chosen on validation for the selected
+    iterate (Note [Ensembling a head])."""
     e = method.ensemble
     if e is not None and method.optimizer is not None:
-        e.weight = e.best_weight(method.task, best["w"], p.features["val"], p.labels["val"])
+        e.weight = e.best_weight(method.tuned, best["w"], p.features["val"], p.labels["val"])
 
 
 def zero_shot(log: list[dict]) -> dict[str, float]:
@@ -287,8 +289,8 @@ def zero_shot(log: list[dict]) -> dict[str, float]:
 
 
 def summarize(p: Prepared, method: Method, best: dict, log: list[dict], start: float) -> dict:
-    config, task, e = p.config, method.task, method.ensemble
-    tuned, initial = accuracies(p, task, best["w"], p.eval_splits(), e), zero_shot(log)
+    config, e = p.config, method.ensemble
+    tuned, initial = accuracies(p, method.tuned, best["w"], p.eval_splits(), e), zero_shot(log)
     summary = {
         "model": config.model, "method": config.method, "seed": config.seed,
         "zero_shot_val_acc": initial.get("val"), "zero_shot_test_acc": initial.get("test"),
@@ -297,17 +299,20 @@ def summarize(p: Prepared, method: Method, best: dict, log: list[dict], start: f
         "shifted_acc": tuned.get("shifted"), "selected_at_forward_passes": best["forward_passes"],
         "forward_passes": forward_passes(method.optimizer), "wall_time_s": log[-1]["wall_time_s"],
         "total_time_s": time.time() - start, "peak_memory_mb": peak_memory_mb(config.device),
-        "feature_cache_hits": p.cache_hits, "head": None,
+        "feature_cache_hits": p.cache_hits, "tuned": config.tuned, "head": None,
     }
     if e is not None:
-        alone = {split: e.accuracy(task, best["w"], split, p.features[split], p.labels[split],
-                                   weight=math.inf) for split in p.eval_splits()}
+        alone = {split: e.accuracy(method.tuned, best["w"], split, p.features[split],
+                                   p.labels[split], weight=math.inf) for split in p.eval_splits()}
         summary |= {"head": e.head.kind, "head_views": config.head_views,
+                    "head_features": e.stage, "head_augment": e.augment,
+                    "head_choices": e.choices,
                     "head_weight": ensemble_lib.weight_record(e.weight),
-                    "selected": ensemble_lib.describe(e.head.kind, e.weight),
+                    "selected": ensemble_lib.describe(e.head.kind, e.weight,
+                                                      config.tuned or "prompt"),
                     "head_alone_val_acc": alone.get("val"),
                     "head_alone_test_acc": alone.get("test"),
-                    "image_encodings": config.head_views * len(p.labels["train"])}
+                    "image_encodings": image_encodings(p) * len(p.labels["train"])}
     return summary
 
 
@@ -325,7 +330,7 @@ def format_summary(s: dict) -> str:
              f"{s['selected_at_forward_passes']} forward passes)"]
     if s.get("head"):
         lines.append(f"  {s['head']} head alone  val {pct(s['head_alone_val_acc'])}  test "
-                     f"{pct(s['head_alone_test_acc'])}  (from {s['head_views']} views of each "
-                     f"training image); selected on val: {s['selected']}")
+                     f"{pct(s['head_alone_test_acc'])}  (on the {s['head_features']} features, "
+                     f"{s['head_augment']} views); selected on val: {s['selected']}")
     return "\n".join(lines)
 

@@ -1,7 +1,7 @@
-"""A prompt's text logits ensembled with a closed-form head (heads.py): what a run with
-``--head`` tunes and reports.
+"""A tuned thing's logits (tuned.py: a prompt, an image-side adapter, or both) ensembled with a
+closed-form head (heads.py): what a run with ``--head`` tunes and reports.
 
-    logits = text_logits(w) + weight * head.logits(features)      (weight = inf: the head alone)
+    logits = tuned.logits(w) + weight * head.logits(features)    (weight = inf: the head alone)
 
 Note [Ensembling a head]
 - The head is fitted to the training images (their views' averaged features, views.py), and
@@ -19,6 +19,14 @@ Note [Ensembling a head]
   never ends below its own head alone, or its own prompt alone, on validation.
 - A head-only method (gda, tip-adapter, linear-probe) is the same with the zero-shot prompt
   and no tuning: GDA's own protocol of a head added to zero-shot CLIP by a validated weight.
+- Which features a head reads (the final or the pre-projection stage, Note [Image features by
+  stage]) and which views it averages (none, shifts, or shifts and flips, Note [Views for a
+  head]) depend on the task: the wider pre-projection features gave GDA 10 points on one
+  embedded task and cost it 2 on another, and flips cost 20 points on handwritten digits. A
+  run fits the head on every candidate it is not told to skip, each beside the zero-shot
+  prompt at its own validated weight, and keeps the one with the best validation accuracy
+  (ties: the lower validation cross-entropy, then the earlier candidate: final before pre,
+  fewer augmentations first), so the choice never looks at test data.
 """
 
 from __future__ import annotations
@@ -31,13 +39,15 @@ import torch
 import torch.nn.functional as F
 
 from sharpzo_ext.clip.task import heads
+from sharpzo_ext.clip.task.features import STAGES, Features
 from sharpzo_ext.clip.task.heads import Head
 
 if TYPE_CHECKING:
-    from sharpzo_ext.clip.task.prompt_task import PromptTask
+    from sharpzo_ext.clip.task.tuned import Tuned
 
 __all__ = ["WEIGHTS", "TRAINING_WEIGHT", "Ensemble", "combine", "choose_weight", "fit",
-           "split_logits", "from_prompt_file", "weight_record", "describe"]
+           "choose", "tuned_against", "split_logits", "from_prompt_file", "weight_record",
+           "describe"]
 
 WEIGHTS = (0.0, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0, 2.0, 4.0, 8.0, 16.0, math.inf)
 TRAINING_WEIGHT = 1.0  # Note [Ensembling a head]; 0.5 and 2 did no better on embedded-grainy
@@ -49,76 +59,91 @@ def combine(text: torch.Tensor, head: torch.Tensor, weight: float) -> torch.Tens
     return head.expand_as(text) if math.isinf(weight) else text + weight * head
 
 
+def _score(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """(accuracy, minus the cross-entropy): larger is better, accuracy first."""
+    labels = labels.to(logits.device)
+    right = float((logits.argmax(-1) == labels).double().mean())
+    return right, -float(F.cross_entropy(logits.double(), labels))
+
+
 def choose_weight(text: torch.Tensor, head: torch.Tensor, labels: torch.Tensor) -> float:
     """The weight of WEIGHTS with the best accuracy of combine(text, head, weight) on these
     (validation) images; ties: the lower cross-entropy, then the earlier weight."""
-    labels = labels.to(text.device)
-
-    def score(weight: float) -> tuple[float, float]:
-        logits = combine(text, head, weight)
-        right = float((logits.argmax(-1) == labels).double().mean())
-        return right, -float(F.cross_entropy(logits.double(), labels))
-
-    return max(WEIGHTS, key=score)  # max keeps the first of equal scores
+    return max(WEIGHTS, key=lambda weight: _score(combine(text, head, weight), labels))
 
 
 @dataclasses.dataclass
 class Ensemble:
-    """A fitted, calibrated head with the weight of its logits, and those logits on the
-    prepared splits (computed once: a Tip-Adapter cache against a large test split is not
-    cheap). `cross_fitted`: the training images' cross-fitted logits (at the head's
-    temperature), which a prompt tuned for the head is trained against; None for a head-only
-    run."""
+    """A fitted, calibrated head with the weight of its logits, the stage of the features it
+    reads and the views it was fitted to, and its logits on the prepared splits (computed once:
+    a Tip-Adapter cache against a large test split is not cheap). `cross_fitted`: the training
+    images' cross-fitted logits (at the head's temperature), which a tuned thing is trained
+    against; None for a head-only run."""
     head: Head
     weight: float
     logits: dict[str, torch.Tensor]
     cross_fitted: torch.Tensor | None = None
+    stage: str = "final"
+    augment: str = "none"
+    choices: dict[str, float] = dataclasses.field(default_factory=dict)  # candidate: val acc
+
+    @property
+    def name(self) -> str:
+        """The stage and views, as summaries and logs name a candidate ("pre, shift views")."""
+        return f"{self.stage}, {self.augment} views"
 
     @torch.no_grad()
-    def accuracy(self, task: PromptTask, w: torch.Tensor, split: str, features: torch.Tensor,
+    def accuracy(self, tuned: Tuned, w: torch.Tensor, split: str, features: Features,
                  labels: torch.Tensor, weight: float | None = None) -> float:
-        """Accuracy on `split` of the prompt w with the head at `weight` (default: its own)."""
-        text = task.logits(torch.as_tensor(w).reshape(1, -1), features)[0]
+        """Accuracy on `split` of the tuned vector w with the head at `weight` (default: its
+        own)."""
+        text = tuned.logits(torch.as_tensor(w).reshape(1, -1), features)[0]
         logits = combine(text, self.logits[split], self.weight if weight is None else weight)
         return float((logits.argmax(-1) == labels.to(logits.device)).float().mean())
 
     @torch.no_grad()
-    def best_weight(self, task: PromptTask, w: torch.Tensor, features: torch.Tensor,
+    def best_weight(self, tuned: Tuned, w: torch.Tensor, features: Features,
                     labels: torch.Tensor) -> float:
-        """choose_weight for the prompt w on the validation features and labels."""
-        text = task.logits(torch.as_tensor(w).reshape(1, -1), features)[0]
+        """choose_weight for the tuned vector w on the validation features and labels."""
+        text = tuned.logits(torch.as_tensor(w).reshape(1, -1), features)[0]
         return choose_weight(text, self.logits["val"], labels)
 
     def offset(self) -> torch.Tensor:
-        """What the training loss adds to the text logits of the training images."""
+        """What the training loss adds to the tuned logits of the training images."""
         return TRAINING_WEIGHT * self.cross_fitted
 
     def state(self) -> dict:
         """What a run's state.pt keeps of it (a resumed run goes on with the same head)."""
         return {"kind": self.head.kind, "tensors": self.head.tensors,
                 "temperature": self.head.temperature, "weight": self.weight,
-                "cross_fitted": self.cross_fitted}
+                "cross_fitted": self.cross_fitted, "stage": self.stage, "augment": self.augment,
+                "choices": self.choices}
 
     @classmethod
-    def from_state(cls, state: dict, features: dict[str, torch.Tensor]) -> "Ensemble":
+    def from_state(cls, state: dict, features: dict[str, Features]) -> "Ensemble":
+        """The ensemble a run's state keeps (states from before stages read the final ones)."""
         head = Head(state["kind"], state["tensors"], state["temperature"])
-        return cls(head, state["weight"], split_logits(head, features), state["cross_fitted"])
-
+        stage = state.get("stage", "final")
+        return cls(head, state["weight"], split_logits(head, features, stage),
+                   state["cross_fitted"], stage, state.get("augment", "flip-shift"),
+                   state.get("choices", {}))
 
     def to_prompt_file(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         """(tensors, metadata) that a prompt file keeps of the head and its weight."""
         tensors = {f"{_PREFIX}{k}": v.contiguous() for k, v in self.head.tensors.items()}
         return tensors, {"head": self.head.kind, "head_temperature": repr(self.head.temperature),
-                         "head_weight": repr(self.weight)}
+                         "head_weight": repr(self.weight), "head_features": self.stage,
+                         "head_augment": self.augment}
 
 
 _PREFIX = "head."
 
 
 def from_prompt_file(tensors: dict[str, torch.Tensor], metadata: dict[str, str],
-                     source: str) -> tuple[Head, float] | None:
-    """(head, weight) that a prompt file keeps (Ensemble.to_prompt_file), None if it has no
-    head, or HeadError naming `source` if what it keeps is damaged."""
+                     source: str) -> tuple[Head, float, str] | None:
+    """(head, weight, stage) that a prompt file keeps (Ensemble.to_prompt_file), None if it has
+    no head, or HeadError naming `source` if what it keeps is damaged. Files from before stages
+    hold heads of the final features."""
     kind = metadata.get("head")
     if not kind:
         return None
@@ -129,28 +154,52 @@ def from_prompt_file(tensors: dict[str, torch.Tensor], metadata: dict[str, str],
         head = Head(kind, own, float(metadata["head_temperature"])).check()
         if not weight >= 0:
             raise ValueError(f"head weight {weight}")
+        stage = metadata.get("head_features", "final")
+        if stage not in STAGES:
+            raise ValueError(f"features {stage!r}")
     except (KeyError, ValueError) as error:
         raise heads.HeadError(f"{source} holds a damaged {kind!r} head: {error}") from None
-    return head, weight
+    return head, weight, stage
 
 
-def split_logits(head: Head, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {split: head.logits(x) for split, x in features.items()}
+def split_logits(head: Head, features: dict[str, Features],
+                 stage: str) -> dict[str, torch.Tensor]:
+    """The head's logits of every split's features of `stage`."""
+    return {split: head.logits(x.stage(stage)) for split, x in features.items()}
 
 
-def fit(kind: str, head_features: torch.Tensor, labels: torch.Tensor, classes: int,
-        features: dict[str, torch.Tensor], val_labels: torch.Tensor, tuned: bool) -> Ensemble:
-    """The head `kind` fitted to `head_features` (the training images' averaged views) and
-    calibrated on features["val"] (Note [Ensembling a head]); with `tuned`, with the
-    cross-fitted logits of the training images' own features["train"] for tuning a prompt."""
+def fit(kind: str, stage: str, augment: str, head_features: torch.Tensor, labels: torch.Tensor,
+        classes: int, features: dict[str, Features], val_labels: torch.Tensor) -> Ensemble:
+    """The head `kind` fitted to `head_features` (the training images' features of `stage`,
+    averaged over views of kind `augment`) and calibrated on features["val"], as the head alone
+    (weight inf): Note [Ensembling a head]."""
     head = heads.fit(kind, head_features, labels, classes)
-    head = head.with_temperature(heads.calibrate(head.logits(features["val"]), val_labels))
-    cross = None
-    if tuned:
-        cross = head.temperature * heads.cross_fitted(kind, head_features, labels, classes,
-                                                      scored=features["train"])
-    return Ensemble(head, TRAINING_WEIGHT if tuned else math.inf, split_logits(head, features),
-                    cross)
+    val = features["val"].stage(stage)
+    head = head.with_temperature(heads.calibrate(head.logits(val), val_labels))
+    return Ensemble(head, math.inf, split_logits(head, features, stage), None, stage, augment)
+
+
+def choose(candidates: list[Ensemble], zero_shot_val: torch.Tensor,
+           val_labels: torch.Tensor) -> Ensemble:
+    """The candidate whose head, beside the zero-shot logits of the validation images at its
+    own validated weight, scores best on them, with that weight and every candidate's
+    validation accuracy by its name in `choices` (Note [Ensembling a head])."""
+    scores = {}
+    for e in candidates:
+        e.weight = choose_weight(zero_shot_val, e.logits["val"], val_labels)
+        scores[e.name] = _score(combine(zero_shot_val, e.logits["val"], e.weight), val_labels)
+    best = max(candidates, key=lambda e: scores[e.name])  # max keeps the first of equals
+    return dataclasses.replace(best, choices={name: s[0] for name, s in scores.items()})
+
+
+def tuned_against(e: Ensemble, head_features: torch.Tensor, labels: torch.Tensor, classes: int,
+                  train: Features) -> Ensemble:
+    """`e` made ready for tuning something against it: the training images' cross-fitted logits
+    (their own single view scored by heads fitted on the other folds' `head_features`) at its
+    temperature, and the training weight."""
+    cross = e.head.temperature * heads.cross_fitted(e.head.kind, head_features, labels, classes,
+                                                    scored=train.stage(e.stage))
+    return dataclasses.replace(e, weight=TRAINING_WEIGHT, cross_fitted=cross)
 
 
 def weight_record(weight: float) -> float | str:
@@ -158,10 +207,10 @@ def weight_record(weight: float) -> float | str:
     return "inf" if math.isinf(weight) else weight
 
 
-def describe(kind: str, weight: float) -> str:
+def describe(kind: str, weight: float, what: str = "prompt") -> str:
     """What a selected ensemble is, in words (train's summary)."""
     if math.isinf(weight):
         return f"the {kind} head alone"
     if weight == 0:
-        return "the prompt alone"
-    return f"the prompt + the {kind} head (weight {weight:g})"
+        return f"the {what} alone"
+    return f"the {what} + the {kind} head (weight {weight:g})"

@@ -8,7 +8,8 @@ random projection from an intrinsic dimension d (or ctx = ctx0 + reshape(w) with
 features are computed once by the frozen image tower; a loss evaluation runs only the text tower
 over the class prompts, and ``losses(W)`` does it for a whole population in batched,
 memory-bounded forwards, on the engine the task is given (``engine=Engine(...)``: torch, sharing
-the prompts' common prefix, or an ONNX export on onnxruntime).
+the prompts' common prefix, or an ONNX export on onnxruntime). A PromptTask is one of the things
+a method can tune (tuned.py): the prompt moves the text side of CLIP's logits.
 """
 
 from __future__ import annotations
@@ -18,20 +19,20 @@ import warnings
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 import sharpzo_ext.ops as ops
 from sharpzo_ext.clip import families
 from sharpzo_ext.clip.engine import Engine
 from sharpzo_ext.clip.task import low_rank
-from sharpzo_ext.optim.objective import Population
+from sharpzo_ext.clip.task.features import Features, encode
+from sharpzo_ext.clip.task.tuned import Tuned
 
 __all__ = ["PromptTask"]
 
 PROJECTION_STREAM = 1 << 60  # the stream of the projection A under the task's seed
 
 
-class PromptTask:
+class PromptTask(Tuned):
     """Prompt tuning of ``model`` for ``classnames`` (see the module docstring).
 
     Args:
@@ -107,24 +108,24 @@ class PromptTask:
             self.dim = intrinsic_dim
         self.encoder = self.engine.encoder(self.text, tokens, n_ctx, self.ctx0, seed)
         scale = getattr(model, "logit_scale", None)
-        self._logit_scale = 100.0 if scale is None else float(scale.detach().exp())
+        self.logit_scale = 100.0 if scale is None else float(scale.detach().exp())
         bias = getattr(model, "logit_bias", None)
-        self._logit_bias = None if bias is None else float(bias.detach())
+        self.logit_bias = None if bias is None else float(bias.detach())
 
-    # ---- images --------------------------------------------------------------------------------
+    # ---- images ------------------------------------------------------------------------------
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor, batch_size: int = 256,
                       progress: bool = False) -> torch.Tensor:
-        """L2-normalized features of preprocessed images (N, 3, H, W) by the frozen image tower."""
+        """L2-normalized final features of preprocessed images (N, 3, H, W) by the frozen image
+        tower (features.encode gives every stage)."""
         chunks = range(0, images.shape[0], batch_size)
         if progress:
             from tqdm import tqdm  # noqa: PLC0415
 
             chunks = tqdm(chunks, desc="encoding images", unit="batch", leave=False)
-        encode = self.family.encode_image
-        out = [F.normalize(encode(self.model, images[i:i + batch_size].to(self.device)).float(),
-                           dim=-1) for i in chunks]
+        out = [encode(self.family, self.model, images[i:i + batch_size].to(self.device)).final
+               for i in chunks]
         return torch.cat(out) if out else torch.empty(0, device=self.device)
 
     # ---- text ----------------------------------------------------------------------------------
@@ -141,9 +142,7 @@ class PromptTask:
     def context(self, W: torch.Tensor) -> torch.Tensor:
         """Context vectors (m, n_ctx, width) for the rows of W (m, dim), each row on its own
         (Note [A candidate's context alone])."""
-        W = torch.as_tensor(W, device=self.device, dtype=torch.float32)
-        if W.dim() != 2 or W.shape[1] != self.dim:
-            raise ValueError(f"W must have shape (m, {self.dim}), got {tuple(W.shape)}")
+        W = self.rows(W)
         if self.projection is None:
             return self.ctx0 + W.view(W.shape[0], self.n_ctx, -1)
         if self.rank is not None:
@@ -158,39 +157,21 @@ class PromptTask:
         no_grad)."""
         return self.encoder(self.context(W))
 
-    # ---- losses and accuracy -------------------------------------------------------------------
+    # ---- the Tuned interface: the prompt moves the text side -----------------------------------
 
-    def logits(self, W: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """(m, N, C) logits of image features (N, E) for every row of W."""
-        text = self.text_features(W)
-        logits = self._logit_scale * torch.einsum("ne,mce->mnc", features.to(self.device), text)
-        return logits if self._logit_bias is None else logits + self._logit_bias
+    def text_side(self, W: torch.Tensor) -> torch.Tensor:
+        return self.text_features(W)
 
-    def losses(self, W: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
-               offset: torch.Tensor | None = None) -> torch.Tensor:
-        """Cross-entropy loss of every row of W over the images: a (m,) tensor. `offset` (N, C),
-        if given, is added to every row's logits (a head's, ensemble.py)."""
-        logits = self.logits(W, features)
-        if offset is not None:
-            logits = logits + offset.to(self.device)
-        labels = labels.to(self.device).expand(logits.shape[0], -1)
-        return F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").mean(dim=1)
+    def image_side(self, W: torch.Tensor, features: Features) -> torch.Tensor:
+        return features.final[None]
 
-    def loss(self, w: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
-             offset: torch.Tensor | None = None) -> torch.Tensor:
-        return self.losses(torch.as_tensor(w).reshape(1, -1), features, labels, offset)[0]
-
-    def objective(self, features: torch.Tensor, labels: torch.Tensor,
-                  offset: torch.Tensor | None = None) -> Population:
-        """The training loss over these images as a Population objective for the optimizers:
-        ``opt.step(task.objective(features, labels))`` evaluates a whole population (or all
-        the points of a two-point estimate) in batched forwards."""
-        return Population(lambda W: self.losses(W, features, labels, offset))
-
-    @torch.no_grad()
-    def accuracy(self, w: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> float:
-        logits = self.logits(torch.as_tensor(w).reshape(1, -1), features)[0]
-        return float((logits.argmax(dim=-1) == labels.to(self.device)).float().mean())
+    def record(self, w: torch.Tensor) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+        metadata = {"n_ctx": str(self.n_ctx), "ctx_init": self.ctx_init or "",
+                    "intrinsic_dim": str(self.intrinsic_dim if self.rank else self.dim),
+                    "seed": str(self.seed)}
+        with torch.no_grad():
+            ctx = self.context(w.reshape(1, -1))[0]
+        return metadata, {"ctx": ctx.detach().cpu().contiguous()}
 
     def zero_vector(self) -> torch.Tensor:
         """The w of the initial context (zero-shot CLIP with "{ctx_init} {class}."): zeros, but
