@@ -30,13 +30,22 @@ def adapter(task):
     return ImageAdapter.beside(task, pre_width=48, dim=24, seed=5)
 
 
-def test_the_adapter_is_its_formula(task, adapter):
-    W = torch.randn(3, 24, generator=G)
+def adapted(adapter, w):
+    """The adapted features normalize(f + A p) of FEATURES, A the (E, P) map w spans, formed in
+    float64."""
+    A = adapter.U.double() @ torch.diag(w.double()) @ adapter.V.double().T
+    return F.normalize(FEATURES.final.double() + FEATURES.pre.double() @ A.T, dim=-1).float()
+
+
+@pytest.mark.parametrize("dim", [24, 40], ids=["d<=E", "d>E"])
+def test_the_adapter_is_its_formula(task, dim):
+    adapter = ImageAdapter.beside(task, pre_width=48, dim=dim, seed=5)
+    assert adapter.orthonormal == (dim <= 32)
+    W = torch.randn(3, dim, generator=G) * 2
     text = task.text_features(task.zero_vector()[None])[0]
     for w, logits in zip(W, adapter.logits(W, FEATURES)):
-        A = adapter.U @ torch.diag(w) @ adapter.V.T  # the (E, P) map it spans
-        f = F.normalize(FEATURES.final + FEATURES.pre @ A.T, dim=-1)
-        torch.testing.assert_close(logits, task.logit_scale * f @ text.T, rtol=1e-5, atol=1e-4)
+        expected = task.logit_scale * adapted(adapter, w) @ text.T
+        torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-4)
 
 
 def test_its_zero_vector_is_zero_shot_clip(task, adapter):
@@ -44,13 +53,16 @@ def test_its_zero_vector_is_zero_shot_clip(task, adapter):
     torch.testing.assert_close(adapter.logits(adapter.zero_vector()[None], FEATURES), zero_shot)
 
 
-def test_a_unit_gaussian_w_moves_the_final_feature_by_its_scale(task):
+@pytest.mark.parametrize("dim", [256, 768], ids=["d<=E", "d>E"])
+def test_a_unit_gaussian_w_moves_the_final_feature_by_its_scale(task, dim):
     # Note [Adapter scale], at ViT-B/16's widths
-    adapter = ImageAdapter(F.normalize(torch.randn(10, 512, generator=G), dim=1), 768, 256)
+    adapter = ImageAdapter(F.normalize(torch.randn(10, 512, generator=G), dim=1), 768, dim)
     pre = F.normalize(torch.randn(200, 768, generator=G), dim=1)
-    w = torch.randn(256, generator=G)
+    w = torch.randn(dim, generator=G)
     shift = (pre @ adapter.V * w) @ adapter.U.T
     assert 0.8 * SCALE < float(shift.norm(dim=1).mean()) < 1.2 * SCALE
+    if adapter.orthonormal:  # what |U y|^2 = SCALE^2 |y|^2 / d rests on
+        torch.testing.assert_close(adapter.U.T @ adapter.U, SCALE ** 2 / dim * torch.eye(dim))
 
 
 def test_it_comes_from_its_seed(task, adapter):
@@ -80,8 +92,9 @@ def test_the_joint_vector_is_the_prompt_s_then_the_adapter_s(task, adapter):
     W = torch.randn(2, joint.dim, generator=G) * 0.5
     for w, logits in zip(W, joint.logits(W, FEATURES)):
         text = task.text_features(w[None, :task.dim])[0]
-        image = adapter.image_side(w[None, task.dim:], FEATURES)[0]
-        torch.testing.assert_close(logits, task.logit_scale * image @ text.T)
+        image = adapted(adapter, w[task.dim:])
+        torch.testing.assert_close(logits, task.logit_scale * image @ text.T, rtol=1e-5,
+                                   atol=1e-4)
     # the prompt part alone is the prompt; the adapter part alone the adapter
     w = torch.cat([W[0, :task.dim], torch.zeros(adapter.dim)])
     torch.testing.assert_close(joint.logits(w[None], FEATURES), task.logits(w[None, :task.dim],

@@ -1,6 +1,6 @@
 """PromptAndAdapter: a prompt and an image-side adapter tuned together, as one vector (tuned.py):
 the prompt moves the class features, the adapter the image features, and each candidate's
-logits are the products of its own two sides.
+logits are its adapted images against its own class features (ImageAdapter.scores).
 
     joint = PromptAndAdapter(task, ImageAdapter.beside(task, pre_width))
     W[:, :task.dim] is the prompt's part, W[:, task.dim:] the adapter's
@@ -28,7 +28,6 @@ class PromptAndAdapter(Tuned):
         self.prompt, self.adapter = prompt, adapter
         self.dim = prompt.dim + adapter.dim
         self.device = prompt.device
-        self.logit_scale, self.logit_bias = prompt.logit_scale, prompt.logit_bias
 
     def zero_vector(self) -> torch.Tensor:
         return torch.cat([self.prompt.zero_vector(), self.adapter.zero_vector()])
@@ -38,8 +37,7 @@ class PromptAndAdapter(Tuned):
         adapter_metadata, _ = self.adapter.record(w[self.prompt.dim:])
         return metadata | adapter_metadata, tensors
 
-    def text_side(self, W: torch.Tensor) -> torch.Tensor:
-        return self.prompt.text_side(W[:, :self.prompt.dim])
-
-    def image_side(self, W: torch.Tensor, features: Features) -> torch.Tensor:
-        return self.adapter.image_side(W[:, self.prompt.dim:], features)
+    def logits(self, W: torch.Tensor, features: Features | torch.Tensor) -> torch.Tensor:
+        W = self.rows(W)
+        text = self.prompt.text_features(W[:, :self.prompt.dim])
+        return self.adapter.scores(W[:, self.prompt.dim:], features, text)

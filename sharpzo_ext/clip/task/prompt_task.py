@@ -25,7 +25,7 @@ from sharpzo_ext.clip import families
 from sharpzo_ext.clip.engine import Engine
 from sharpzo_ext.clip.task import low_rank
 from sharpzo_ext.clip.task.features import Features, encode
-from sharpzo_ext.clip.task.tuned import Tuned
+from sharpzo_ext.clip.task.tuned import Tuned, as_features
 
 __all__ = ["PromptTask"]
 
@@ -157,13 +157,13 @@ class PromptTask(Tuned):
         no_grad)."""
         return self.encoder(self.context(W))
 
-    # ---- the Tuned interface: the prompt moves the text side -----------------------------------
+    # ---- the Tuned interface: the prompt moves the class features ----------------------------
 
-    def text_side(self, W: torch.Tensor) -> torch.Tensor:
-        return self.text_features(W)
-
-    def image_side(self, W: torch.Tensor, features: Features) -> torch.Tensor:
-        return features.final[None]
+    def logits(self, W: torch.Tensor, features: Features | torch.Tensor) -> torch.Tensor:
+        text = self.text_features(W)
+        final = as_features(features).final.to(self.device)
+        logits = self.logit_scale * torch.einsum("ne,mce->mnc", final, text)
+        return logits if self.logit_bias is None else logits + self.logit_bias
 
     def record(self, w: torch.Tensor) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
         metadata = {"n_ctx": str(self.n_ctx), "ctx_init": self.ctx_init or "",

@@ -6,13 +6,11 @@ features out, with a zero vector that leaves zero-shot CLIP unchanged.
     tuned.losses(W, features, labels)     # (m,): one batched evaluation of a population
     opt.step(tuned.objective(features, labels))
 
-CLIP scores an image against a class by the cosine of their features, so every tuned thing is a
-text side (class features (C, E)) and an image side (image features (N, E)) of the rows of W;
-the logits are logit_scale x their products (plus a logit bias where the model has one). The
-implementations:
-- PromptTask (prompt_task.py): the prompt's context moves the text side; images stay put;
+CLIP scores an image against a class by the cosine of their features, times the model's logit
+scale (plus its logit bias, where it has one). The implementations:
+- PromptTask (prompt_task.py): the prompt's context moves the class features; images stay put;
 - ImageAdapter (adapter.py): a residual map from the pre-projection features moves the image
-  side; the class features are zero-shot CLIP's;
+  features; the class features are zero-shot CLIP's;
 - PromptAndAdapter (joint.py): both, from one vector (the prompt's part first).
 A head's logits (ensemble.py) are added to any of them the same way.
 """
@@ -34,26 +32,18 @@ def as_features(features: Features | torch.Tensor) -> Features:
 
 
 class Tuned:
-    """The base of what a method tunes (see the module docstring). A subclass sets `dim`,
-    `device`, `logit_scale` and `logit_bias`, and implements `zero_vector`, `text_side` and
-    `image_side`; the losses, objective and accuracy follow from its logits."""
+    """The base of what a method tunes (see the module docstring). A subclass sets `dim` and
+    `device`, and implements `zero_vector`, `logits` and `record`; the losses, objective and
+    accuracy follow from its logits."""
     dim: int
     device: torch.device
-    logit_scale: float = 100.0
-    logit_bias: float | None = None
 
     def zero_vector(self) -> torch.Tensor:
         """The w of zero-shot CLIP (this tuned thing unchanged)."""
         raise NotImplementedError
 
-    def text_side(self, W: torch.Tensor) -> torch.Tensor:
-        """L2-normalized class features (m, C, E) of the rows of W, or (1, C, E) if they do
-        not depend on W."""
-        raise NotImplementedError
-
-    def image_side(self, W: torch.Tensor, features: Features) -> torch.Tensor:
-        """L2-normalized image features (m, N, E) of the rows of W, or (1, N, E) if they do not
-        depend on W."""
+    def logits(self, W: torch.Tensor, features: Features | torch.Tensor) -> torch.Tensor:
+        """(m, N, C) logits of the images (N of them) for every row of W (m, dim)."""
         raise NotImplementedError
 
     def record(self, w: torch.Tensor) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
@@ -68,25 +58,6 @@ class Tuned:
             raise ValueError(f"W must have shape (m, {self.dim}), got {tuple(W.shape)}")
         return W
 
-    # Note [A candidate's logits alone]
-    # Where both sides depend on the candidate, each candidate's product is its own matrix
-    # product: a product over the whole population is blocked by the BLAS according to its
-    # shape, and a candidate's logits would then differ in their last bits alone and beside
-    # others (Note [A candidate's context alone] in prompt_task.py is the same rule on the
-    # text side).
-    def logits(self, W: torch.Tensor, features: Features | torch.Tensor) -> torch.Tensor:
-        """(m, N, C) logits of the images for every row of W."""
-        W = self.rows(W)
-        text = self.text_side(W)
-        image = self.image_side(W, as_features(features).to(self.device))
-        if image.shape[0] == 1:
-            logits = torch.einsum("ne,mce->mnc", image[0], text)
-        else:
-            logits = torch.stack([x @ text[min(i, text.shape[0] - 1)].T
-                                  for i, x in enumerate(image)])
-        logits = self.logit_scale * logits
-        return logits if self.logit_bias is None else logits + self.logit_bias
-
     def losses(self, W: torch.Tensor, features: Features | torch.Tensor, labels: torch.Tensor,
                offset: torch.Tensor | None = None) -> torch.Tensor:
         """Cross-entropy loss of every row of W over the images: a (m,) tensor. `offset` (N, C),
@@ -94,8 +65,10 @@ class Tuned:
         logits = self.logits(W, features)
         if offset is not None:
             logits = logits + offset.to(self.device)
-        labels = labels.to(self.device).expand(logits.shape[0], -1)
-        return F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").mean(dim=1)
+        m, n, classes = logits.shape
+        labels = labels.to(self.device).repeat(m)  # (m, N, C) as m * N rows: no transposed copy
+        return F.cross_entropy(logits.reshape(m * n, classes), labels,
+                               reduction="none").view(m, n).mean(dim=1)
 
     def loss(self, w: torch.Tensor, features: Features | torch.Tensor, labels: torch.Tensor,
              offset: torch.Tensor | None = None) -> torch.Tensor:
