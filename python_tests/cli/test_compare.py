@@ -89,20 +89,55 @@ def test_heads_are_compared_by_their_image_encodings(tmp_path, cache):
     records = {r["method"]: r for r in json.loads((out / "compare.json").read_text())}
     for kind in ("gda", "tip-adapter", "linear-probe"):
         r = records[kind]
-        assert r["forward_passes"] == 0 and r["image_encoding_passes"] == 3 and r["head"] == kind
+        # 3 shift and 3 flip-shift views, the head choosing between them on validation
+        assert r["forward_passes"] == 0 and r["image_encoding_passes"] == 6 and r["head"] == kind
         assert r["test_acc"] > r["zero_shot_test_acc"]
     assert records["sharpzo-gda"]["head"] == "gda"
-    assert records["sharpzo-gda"]["image_encoding_passes"] == 3
+    assert records["sharpzo-gda"]["image_encoding_passes"] == 6
     assert records["cmaes"]["head"] is None and records["coop"]["head"] is None
     from sharpzo_ext.clip.runs.compare_report import passes
 
     assert passes(records["coop"], 10) == 20  # a forward and a backward pass a step
-    assert passes(records["gda"], 0) == 3 and passes(records["cmaes"], 200) == 200
+    assert passes(records["gda"], 0) == 6 and passes(records["cmaes"], 200) == 200
     table = (out / "compare.md").read_text()
     assert "to CoOp's level: passes" in table and "GDA (training-free head)" in table
     rows = {line.split(" | ")[0][2:]: line for line in table.splitlines() if line.startswith("| ")}
-    assert rows["GDA (training-free head)"].split(" | ")[4] == "3 ± 0"  # passes
+    assert rows["GDA (training-free head)"].split(" | ")[4] == "6 ± 0"  # passes
     assert rows["CoOp (first order)"].split(" | ")[4] == "20 ± 0"
+
+
+@pytest.mark.slow
+def test_the_image_side_methods_are_compared_in_passes(tmp_path, cache):
+    out = tmp_path / "cmp"
+    methods = ["sharpzo-adapter", "sharpzo-joint", "clip-adapter", "gda-final"]
+    assert main(["compare", "--data", "embedded-stencil", "--methods", *methods, "--seeds", "0",
+                 "--budget", "200", "--adapter-budget", "30", "--eval-every", "100",
+                 "--head-views", "3", "--out", str(out), "--cache-dir", cache, "--quiet"]) == 0
+    records = {r["method"]: r for r in json.loads((out / "compare.json").read_text())}
+    assert records["sharpzo-adapter"]["tuned"] == "adapter"
+    assert records["sharpzo-joint"]["tuned"] == "prompt+adapter"
+    first_order = records["clip-adapter"]
+    assert first_order["tuned"] == "adapter" and first_order["forward_passes"] == 30
+    assert first_order["passes_per_step"] == 2 and first_order["head"] == "gda"
+    final = records["gda-final"]  # as sharpzo_ext 0.2 fitted it: no choice to pay for
+    assert (final["head_features"], final["head_augment"]) == ("final", "flip-shift")
+    assert final["image_encoding_passes"] == 3
+    for r in records.values():
+        assert r["test_acc"] > r["zero_shot_test_acc"] + 0.2
+    table = (out / "compare.md").read_text()
+    rows = {line.split(" | ")[0][2:]: line for line in table.splitlines() if line.startswith("| ")}
+    assert rows["the adapter by Adam, for GDA (first order)"].split(" | ")[4] == "66 ± 0"
+
+
+def test_a_task_without_a_shifted_split_leaves_its_cells_blank():
+    from sharpzo_ext.clip.runs.compare_report import table
+
+    records = [{"method": "gda", "seed": s, "test_acc": 0.8 + s / 100, "val_acc": 0.8,
+                "zero_shot_test_acc": 0.1, "forward_passes": 0, "wall_time_s": 0.0,
+                "image_encoding_passes": 16, "curve": []} for s in range(3)]
+    row = [line for line in table(records, ("gda",), 0.5).splitlines()
+           if line.startswith("| GDA")][0]
+    assert "nan" not in row and row.split(" | ")[3] == ""  # the shifted split's column
 
 
 @pytest.mark.slow

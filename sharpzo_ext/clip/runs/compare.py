@@ -58,7 +58,7 @@ from sharpzo_ext import checks, machine, resident_memory
 from sharpzo_ext.clip.data.datasets import BUILTIN_TASKS
 from sharpzo_ext.clip.runs import compare_report, methods, run_dir
 from sharpzo_ext.clip.runs.config import RunError, TrainConfig
-from sharpzo_ext.clip.runs.evaluate import accuracies
+from sharpzo_ext.clip.runs.evaluate import accuracies, split_logits
 from sharpzo_ext.clip.runs.method_table import METHODS
 from sharpzo_ext.clip.runs.prepare import Prepared, make_task, prepare
 from sharpzo_ext.clip.runs.train import finish, initial_progress, optimize, zero_shot
@@ -76,10 +76,13 @@ VARIANTS = ("sharpzo-gda", "sharpzo-adapter", "sharpzo-joint", "sharpzo-released
 _TUNED_FOR_GDA = {"sharpzo-gda": "prompt", "sharpzo-adapter": "adapter",
                   "sharpzo-joint": "prompt+adapter"}
 COMPARE_METHODS = ("sharpzo",) + VARIANTS + tuple(m for m in METHODS if m != "sharpzo")
-# the forward-only field, the heads and the first-order references; sharpzo-released and
-# sparsezo (SharpZO's own ablations) on request, to keep the default run within 20 minutes on
-# 2 cores
-DEFAULT_METHODS = ("sharpzo", "sharpzo-gda", "zip", "spsa-gc", "cmaes", "zosgd", "coop") + HEADS
+# the forward-only field, the first-order references and the heads (GDA also as sharpzo_ext 0.2
+# fitted it); within the 8 minutes the default run took before the image side was added (2
+# cores), so sharpzo-released and sparsezo (SharpZO's own ablations), sharpzo-joint, zosgd and
+# linear-probe (which now chooses its stage and views by cross-validated fits: 44 s a seed)
+# run on request
+DEFAULT_METHODS = ("sharpzo", "sharpzo-gda", "sharpzo-adapter", "zip", "spsa-gc", "cmaes",
+                   "coop", "clip-adapter", "gda", "gda-final", "tip-adapter")
 DEFAULT_TASKS = ("embedded-grainy", "embedded-colors")  # Note [Tasks that separate]
 BUDGET = 5000  # forward passes of each forward-only method: ZIP's MAX_API_CALLS
 
@@ -180,7 +183,7 @@ def _method_run(p: Prepared, method: str, config: CompareConfig, progress: bool)
     finish(p, run, best)
     peak = resident_memory.status_mb("VmHWM") if measured else None
     extra = peak - resident if peak is not None and resident is not None else None
-    final = accuracies(p, run.tuned, best["w"], p.eval_splits(), run.ensemble)
+    final = accuracies(p, split_logits(p, run.tuned, best["w"], p.eval_splits()), run.ensemble)
     head = run.ensemble
     return {"method": method, "seed": run_config.seed,
             **{f"{s}_acc": v for s, v in final.items()},

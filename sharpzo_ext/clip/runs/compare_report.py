@@ -69,6 +69,10 @@ def time_to(record: dict, target: float) -> tuple[int | None, float | None]:
 
 
 def _cell(values: list, scale: float, fmt: str) -> str:
+    """mean ± half-width of the values there are, or nothing without any (a task without a
+    shifted split)."""
+    if all(v is None for v in values):
+        return ""
     mean, half = mean_ci(values)
     return f"{scale * mean:{fmt}} ± {scale * half:{fmt}}"
 

@@ -15,22 +15,41 @@ from sharpzo_ext.clip.runs.config import RunError, TrainConfig
 from sharpzo_ext.clip.runs.method_table import METHODS
 from sharpzo_ext.clip.runs.methods import make_tuned
 from sharpzo_ext.clip.runs.prepare import Prepared, prepare
-from sharpzo_ext.clip.task.ensemble import Ensemble, split_logits
+from sharpzo_ext.clip.task import ensemble as ensemble_lib
+from sharpzo_ext.clip.task.ensemble import Ensemble
+from sharpzo_ext.clip.task.features import Features
 from sharpzo_ext.clip.task.tuned import Tuned
 
-__all__ = ["accuracies", "prompt_config", "evaluate_prompt", "RECORDED"]
+__all__ = ["split_logits", "accuracies", "prompt_config", "evaluate_prompt", "RECORDED"]
 
 
-def accuracies(p: Prepared, tuned: Tuned, w: torch.Tensor, splits,
-               ensemble: Ensemble | None = None,
+# Note [One evaluation per iterate]
+# An evaluation asks many questions of one iterate: its training loss, its accuracy on every
+# split with the head at the training weight, the weight validation would choose, and its
+# accuracies at that weight. They all read the same tuned logits, so the logits of every split
+# come from one call of tuned.logits over the splits' features together (one text-tower pass
+# for a prompt, where answering each question with its own call took eight), and everything
+# else is arithmetic on them.
+@torch.no_grad()
+def split_logits(p: Prepared, tuned: Tuned, w: torch.Tensor,
+                 splits) -> dict[str, torch.Tensor]:
+    """{split: the tuned logits (N, C) of w} for those of `splits` that the prepared data has,
+    from one call (Note [One evaluation per iterate])."""
+    names = [split for split in splits if split in p.features]
+    together = tuned.logits(torch.as_tensor(w).reshape(1, -1),
+                            Features.cat([p.features[split] for split in names]))[0]
+    return dict(zip(names, together.split([len(p.features[split]) for split in names])))
+
+
+def accuracies(p: Prepared, logits: dict[str, torch.Tensor], ensemble: Ensemble | None = None,
                weight: float | None = None) -> dict[str, float]:
-    """{split: accuracy of the tuned vector w (with the ensemble's head at `weight`, default its
-    own, if given)} for those of `splits` that the prepared data has."""
+    """{split: accuracy} of tuned logits (split_logits), with the ensemble's head at `weight`
+    (default: its own) if given."""
     if ensemble is None:
-        return {split: tuned.accuracy(w, p.features[split], p.labels[split]) for split in splits
-                if split in p.features}
-    return {split: ensemble.accuracy(tuned, w, split, p.features[split], p.labels[split],
-                                     weight) for split in splits if split in p.features}
+        return {split: float((x.argmax(-1) == p.labels[split]).float().mean())
+                for split, x in logits.items()}
+    return {split: ensemble.accuracy(x, split, p.labels[split], weight)
+            for split, x in logits.items()}
 
 
 # What a saved prompt records about what it tunes and its projections (metadata key ->
@@ -97,6 +116,7 @@ def evaluate_prompt(prompt: str | Path, config: TrainConfig, progress: bool = Tr
             raise RunError(f"{prompt} holds a {head.kind} head for features of width "
                            f"{head.width} and {head.classes} classes; this model's {stage} "
                            f"features are {width} wide, for {classes} classes")
-        ensemble = Ensemble(head, weight, split_logits(head, p.features, stage), stage=stage)
-    return accuracies(p, tuned, w.to(tuned.device), ("train", "val", "test", "shifted"),
-                      ensemble)
+        ensemble = Ensemble(head, weight, ensemble_lib.split_logits(head, p.features, stage),
+                            stage=stage)
+    logits = split_logits(p, tuned, w.to(tuned.device), ("train", "val", "test", "shifted"))
+    return accuracies(p, logits, ensemble)

@@ -83,10 +83,7 @@ def _batches(n: int, progress: bool, what: str):
 
 
 def _cat(parts: list[Features], device) -> Features:
-    if not parts:
-        return Features(torch.empty(0, 0, device=device))
-    pre = None if parts[0].pre is None else torch.cat([p.pre for p in parts])
-    return Features(torch.cat([p.final for p in parts]), pre)
+    return Features.cat(parts) if parts else Features(torch.empty(0, 0, device=device))
 
 
 def split_features(loaded: LoadedModel, data: Dataset, split: str, cache_dir: str | Path | None,

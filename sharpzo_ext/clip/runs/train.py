@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
+import torch.nn.functional as F
 
 from sharpzo_ext import distributed
 from sharpzo_ext.clip.task import ensemble as ensemble_lib
 from sharpzo_ext.clip.runs import run_dir
 from sharpzo_ext.clip.runs.config import RunError, TrainConfig
-from sharpzo_ext.clip.runs.evaluate import accuracies
+from sharpzo_ext.clip.runs.evaluate import accuracies, split_logits
 from sharpzo_ext.clip.runs.methods import Method, build, forward_passes, image_encodings
 from sharpzo_ext.clip.runs.prepare import Prepared, prepare
 
@@ -48,41 +49,38 @@ def peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _train_loss(p: Prepared, method: Method, w: torch.Tensor) -> float:
-    """The training loss of w: of the tuned logits, plus the head's cross-fitted logits for a
-    method tuned for a head (what the optimizer minimizes)."""
+def _evaluate(p: Prepared, method: Method, w: torch.Tensor) -> tuple[float, dict, float, dict]:
+    """(the training loss of w, a log row's accuracies, the validation accuracy that selects
+    iterates, the tuned logits of the evaluated splits), all from one call of tuned.logits
+    (Note [One evaluation per iterate]). The training loss is what the optimizer minimizes: of
+    the tuned logits, plus the head's cross-fitted logits for a method tuned for a head. With
+    such a head (Note [Ensembling a head]) the row shows the head at the weight validation
+    chooses for this iterate, what stopping here would give, and that weight; iterates are
+    selected at the weight they are tuned for."""
     e = method.ensemble
-    offset = None if e is None or e.cross_fitted is None else e.offset()
-    with torch.no_grad():
-        return float(method.tuned.loss(w, p.features["train"], p.labels["train"], offset))
-
-
-def _scores(p: Prepared, method: Method, w: torch.Tensor) -> tuple[dict, float]:
-    """(a log row's accuracies of the prompt w, the validation accuracy that selects iterates).
-    With a head the prompt is tuned for (Note [Ensembling a head]), the row shows the head at
-    the weight validation chooses for this prompt, what stopping here would give, and that
-    weight; iterates are selected at the weight they are tuned for."""
-    e = method.ensemble
-    accs = accuracies(p, method.tuned, w, p.eval_splits(), e)
+    logits = split_logits(p, method.tuned, w, ("train", *p.eval_splits()))
+    train = logits.pop("train")
+    if e is not None and e.cross_fitted is not None:
+        train = train + e.offset()
+    loss = float(F.cross_entropy(train, p.labels["train"]))
+    accs = accuracies(p, logits, e)
     if e is None or method.optimizer is None:  # no head, or a head-only method's own weight
-        return {f"{k}_acc": v for k, v in accs.items()}, accs.get("val", 0.0)
-    weight = e.best_weight(method.tuned, w, p.features["val"], p.labels["val"])
-    shown = accuracies(p, method.tuned, w, p.eval_splits(), e, weight)
-    return ({**{f"{k}_acc": v for k, v in shown.items()},
-             "head_weight": ensemble_lib.weight_record(weight)}, accs["val"])
+        return loss, {f"{k}_acc": v for k, v in accs.items()}, accs.get("val", 0.0), logits
+    weight = ensemble_lib.choose_weight(logits["val"], e.logits["val"], p.labels["val"])
+    shown = accuracies(p, logits, e, weight)
+    return (loss, {**{f"{k}_acc": v for k, v in shown.items()},
+                   "head_weight": ensemble_lib.weight_record(weight)}, accs["val"], logits)
 
 
 def initial_progress(p: Prepared, method: Method) -> tuple[dict, list[dict]]:
     """(best, log) before any step: w = 0, zero-shot CLIP (with the method's head, if it has
     one; the first row then keeps the zero-shot prompt's own accuracies in "zero_shot")."""
-    tuned = method.tuned
-    zero_w = tuned.zero_vector()
-    scores, val = _scores(p, method, zero_w)
-    loss = _train_loss(p, method, zero_w)
+    zero_w = method.tuned.zero_vector()
+    loss, scores, val, logits = _evaluate(p, method, zero_w)
     best = {"val_acc": val, "w": zero_w.clone(), "forward_passes": 0, "train_loss": loss}
     row = {"forward_passes": 0, "train_loss": loss, **scores, "wall_time_s": 0.0}
     if method.ensemble is not None:
-        row["zero_shot"] = accuracies(p, tuned, zero_w, p.eval_splits())
+        row["zero_shot"] = accuracies(p, logits)
     return best, [row]
 
 
@@ -115,8 +113,7 @@ def optimize(p: Prepared, method: Method, budget: int, eval_every: int, best: di
             continue
         next_eval = (spent // eval_every + 1) * eval_every
         current = w.detach().clone()
-        train_loss = _train_loss(p, method, current)
-        scores, val = _scores(p, method, current)
+        train_loss, scores, val, _ = _evaluate(p, method, current)
         log.append({"forward_passes": spent, "train_loss": train_loss, **scores,
                     "wall_time_s": elapsed + time.time() - session_start})
         if val > best["val_acc"] or (val == best["val_acc"] and train_loss < best["train_loss"]):
@@ -280,7 +277,8 @@ def finish(p: Prepared, method: Method, best: dict) -> None:
     iterate (Note [Ensembling a head])."""
     e = method.ensemble
     if e is not None and method.optimizer is not None:
-        e.weight = e.best_weight(method.tuned, best["w"], p.features["val"], p.labels["val"])
+        val = split_logits(p, method.tuned, best["w"], ("val",))["val"]
+        e.weight = ensemble_lib.choose_weight(val, e.logits["val"], p.labels["val"])
 
 
 def zero_shot(log: list[dict]) -> dict[str, float]:
@@ -290,7 +288,8 @@ def zero_shot(log: list[dict]) -> dict[str, float]:
 
 def summarize(p: Prepared, method: Method, best: dict, log: list[dict], start: float) -> dict:
     config, e = p.config, method.ensemble
-    tuned, initial = accuracies(p, method.tuned, best["w"], p.eval_splits(), e), zero_shot(log)
+    logits = split_logits(p, method.tuned, best["w"], p.eval_splits())
+    tuned, initial = accuracies(p, logits, e), zero_shot(log)
     summary = {
         "model": config.model, "method": config.method, "seed": config.seed,
         "zero_shot_val_acc": initial.get("val"), "zero_shot_test_acc": initial.get("test"),
@@ -302,8 +301,7 @@ def summarize(p: Prepared, method: Method, best: dict, log: list[dict], start: f
         "feature_cache_hits": p.cache_hits, "tuned": config.tuned, "head": None,
     }
     if e is not None:
-        alone = {split: e.accuracy(method.tuned, best["w"], split, p.features[split],
-                                   p.labels[split], weight=math.inf) for split in p.eval_splits()}
+        alone = accuracies(p, logits, e, weight=math.inf)
         summary |= {"head": e.head.kind, "head_views": config.head_views,
                     "head_features": e.stage, "head_augment": e.augment,
                     "head_choices": e.choices,

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -41,9 +40,6 @@ import torch.nn.functional as F
 from sharpzo_ext.clip.task import heads
 from sharpzo_ext.clip.task.features import STAGES, Features
 from sharpzo_ext.clip.task.heads import Head
-
-if TYPE_CHECKING:
-    from sharpzo_ext.clip.task.tuned import Tuned
 
 __all__ = ["WEIGHTS", "TRAINING_WEIGHT", "Ensemble", "combine", "choose_weight", "fit",
            "choose", "tuned_against", "split_logits", "from_prompt_file", "weight_record",
@@ -92,21 +88,13 @@ class Ensemble:
         """The stage and views, as summaries and logs name a candidate ("pre, shift views")."""
         return f"{self.stage}, {self.augment} views"
 
-    @torch.no_grad()
-    def accuracy(self, tuned: Tuned, w: torch.Tensor, split: str, features: Features,
-                 labels: torch.Tensor, weight: float | None = None) -> float:
-        """Accuracy on `split` of the tuned vector w with the head at `weight` (default: its
-        own)."""
-        text = tuned.logits(torch.as_tensor(w).reshape(1, -1), features)[0]
-        logits = combine(text, self.logits[split], self.weight if weight is None else weight)
+    def accuracy(self, tuned_logits: torch.Tensor, split: str, labels: torch.Tensor,
+                 weight: float | None = None) -> float:
+        """Accuracy on `split` of its tuned logits (N, C) with the head at `weight` (default:
+        its own)."""
+        logits = combine(tuned_logits, self.logits[split], self.weight if weight is None
+                         else weight)
         return float((logits.argmax(-1) == labels.to(logits.device)).float().mean())
-
-    @torch.no_grad()
-    def best_weight(self, tuned: Tuned, w: torch.Tensor, features: Features,
-                    labels: torch.Tensor) -> float:
-        """choose_weight for the tuned vector w on the validation features and labels."""
-        text = tuned.logits(torch.as_tensor(w).reshape(1, -1), features)[0]
-        return choose_weight(text, self.logits["val"], labels)
 
     def offset(self) -> torch.Tensor:
         """What the training loss adds to the tuned logits of the training images."""

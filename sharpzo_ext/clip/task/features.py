@@ -67,6 +67,12 @@ class Features:
     def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "Features":
         return cls(tensors["final"], tensors.get("pre"))
 
+    @classmethod
+    def cat(cls, parts: list["Features"]) -> "Features":
+        """The images of `parts`, in order (parts of the same stages)."""
+        pre = None if parts[0].pre is None else torch.cat([p.pre for p in parts])
+        return cls(torch.cat([p.final for p in parts]), pre)
+
 
 @torch.no_grad()
 def encode(family, model: torch.nn.Module, images: torch.Tensor) -> Features:
