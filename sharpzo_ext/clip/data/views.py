@@ -17,7 +17,8 @@ Views move whole pixels: an integer shift of up to SHIFT of the side, with refle
 then a horizontal flip. No resampling: bilinear crops, rotations or sub-pixel shifts smooth the
 pixels, and on a grainy task the smoothed views no longer look like the test images (GDA fell
 5-8 points below no views at all in that trial). A flip-shift view is its shift view, mirrored
-where its flip is drawn: the two kinds share their shifts and differ by the flips alone. The
+where its flip is drawn: the two kinds share their shifts and differ by the flips alone, so
+the flip-shift views reuse the shift views' encodings of the images they do not mirror. The
 views are a pure function of (seed, view, image index), whatever the batch size.
 """
 

@@ -115,19 +115,16 @@ def make_ensemble(config: TrainConfig, task: PromptTask,
         raise RunError(f"the {kind} head's temperature and weight are chosen on validation, "
                        "and the data has no val split (no class has an image to spare); tune "
                        "the prompt alone with --head none")
-    classes, labels = len(p.data.classnames), p.labels["train"]
     try:
         pairs = head_candidates(config, p)
-        views = p.head_features(tuple(dict.fromkeys(augment for _, augment in pairs)))
-        candidates = [ensemble_lib.fit(kind, stage, augment, views[augment].stage(stage), labels,
-                                       classes, p.features, p.labels["val"])
-                      for stage, augment in pairs]
+        p.head_features(tuple(dict.fromkeys(augment for _, augment in pairs)))  # in one pass
+        candidates = [p.head(kind, stage, augment, tuned=False) for stage, augment in pairs]
         with torch.no_grad():
             zero_shot = task.logits(task.zero_vector().reshape(1, -1), p.features["val"])[0]
         best = ensemble_lib.choose(candidates, zero_shot, p.labels["val"])
         if config.tunes_anything:
-            best = ensemble_lib.tuned_against(best, views[best.augment].stage(best.stage),
-                                              labels, classes, p.features["train"])
+            tuned = p.head(kind, best.stage, best.augment, tuned=True)
+            best = dataclasses.replace(tuned, choices=best.choices)
     except (HeadError, StageError) as error:
         raise RunError(f"head {kind}: {error}") from None
     return best

@@ -14,7 +14,9 @@ from sharpzo_ext.clip.data import datasets as data_lib
 from sharpzo_ext.clip.families import LoadedModel, load_model
 from sharpzo_ext.clip.runs.config import RunError, TrainConfig
 from sharpzo_ext.clip.runs.feature_cache import split_features, view_features
+from sharpzo_ext.clip.task import ensemble as ensemble_lib
 from sharpzo_ext.clip.task import low_rank
+from sharpzo_ext.clip.task.ensemble import Ensemble
 from sharpzo_ext.clip.task.features import Features
 from sharpzo_ext.clip.task.prompt_task import PromptTask, check_vocabulary
 
@@ -35,6 +37,7 @@ class Prepared:
     cache: Path | None = None
     progress: bool = True
     _views: dict[str, Features] = dataclasses.field(default_factory=dict)
+    _heads: dict[tuple, Ensemble] = dataclasses.field(default_factory=dict)
 
     def eval_splits(self) -> list[str]:
         return [split for split in EVAL_SPLITS if split in self.features]
@@ -53,6 +56,24 @@ class Prepared:
                 self._views[augment] = features
                 self.cache_hits[f"train-{views}-{augment}-views"] = hit
         return {a: self.features["train"] if a == "none" else self._views[a] for a in augments}
+
+    def head(self, kind: str, stage: str, augment: str, tuned: bool) -> Ensemble:
+        """The head `kind` fitted to the training images' `stage` features averaged over views
+        of kind `augment`, calibrated on validation (ensemble.fit), and with `tuned` its
+        training images' cross-fitted logits (ensemble.tuned_against): fitted once, shared by
+        every method on these prepared data (the methods of a comparison fit the same heads)."""
+        key = (kind, stage, augment, tuned)
+        if key not in self._heads:
+            features = self.head_features((augment,))[augment].stage(stage)
+            labels, classes = self.labels["train"], len(self.data.classnames)
+            if tuned:
+                self._heads[key] = ensemble_lib.tuned_against(
+                    self.head(kind, stage, augment, False), features, labels, classes,
+                    self.features["train"])
+            else:
+                self._heads[key] = ensemble_lib.fit(kind, stage, augment, features, labels,
+                                                    classes, self.features, self.labels["val"])
+        return self._heads[key]
 
 
 def make_task(config: TrainConfig, loaded: LoadedModel, classnames: list[str]) -> PromptTask:

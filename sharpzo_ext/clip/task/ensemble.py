@@ -172,12 +172,14 @@ def choose(candidates: list[Ensemble], zero_shot_val: torch.Tensor,
     """The candidate whose head, beside the zero-shot logits of the validation images at its
     own validated weight, scores best on them, with that weight and every candidate's
     validation accuracy by its name in `choices` (Note [Ensembling a head])."""
-    scores = {}
+    weights, scores = {}, {}
     for e in candidates:
-        e.weight = choose_weight(zero_shot_val, e.logits["val"], val_labels)
-        scores[e.name] = _score(combine(zero_shot_val, e.logits["val"], e.weight), val_labels)
+        weights[e.name] = choose_weight(zero_shot_val, e.logits["val"], val_labels)
+        scores[e.name] = _score(combine(zero_shot_val, e.logits["val"], weights[e.name]),
+                                val_labels)
     best = max(candidates, key=lambda e: scores[e.name])  # max keeps the first of equals
-    return dataclasses.replace(best, choices={name: s[0] for name, s in scores.items()})
+    return dataclasses.replace(best, weight=weights[best.name],
+                               choices={name: s[0] for name, s in scores.items()})
 
 
 def tuned_against(e: Ensemble, head_features: torch.Tensor, labels: torch.Tensor, classes: int,
