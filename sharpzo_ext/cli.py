@@ -38,7 +38,8 @@ def _add_bench(sub) -> None:
                        "measured in one run; compare ratios, not times, across machines.")
     p.add_argument("--suite", action="append", choices=SUITES,
                    help="a suite to run (repeatable; default: all but the real-size suites "
-                   "memory, backends and clip-realsize, which take minutes each)")
+                   "memory, backends, clip-realsize and adapter-realsize, which take minutes "
+                   "each)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--quick", action="store_true", help="small sizes, short runs")
     p.add_argument("--min-run-time", type=_seconds, default=None,

@@ -76,13 +76,13 @@ VARIANTS = ("sharpzo-gda", "sharpzo-adapter", "sharpzo-joint", "sharpzo-released
 _TUNED_FOR_GDA = {"sharpzo-gda": "prompt", "sharpzo-adapter": "adapter",
                   "sharpzo-joint": "prompt+adapter"}
 COMPARE_METHODS = ("sharpzo",) + VARIANTS + tuple(m for m in METHODS if m != "sharpzo")
-# the forward-only field, the first-order references and the heads (GDA also as sharpzo_ext 0.2
-# fitted it); within the 8 minutes the default run took before the image side was added (2
-# cores), so sharpzo-released and sparsezo (SharpZO's own ablations), sharpzo-joint, zosgd and
-# linear-probe (which now chooses its stage and views by cross-validated fits: 44 s a seed)
-# run on request
-DEFAULT_METHODS = ("sharpzo", "sharpzo-gda", "sharpzo-adapter", "zip", "spsa-gc", "cmaes",
-                   "coop", "clip-adapter", "gda", "gda-final", "tip-adapter")
+# SharpZO on each thing it tunes, ZIP, the first-order references and the heads (GDA also as
+# sharpzo_ext 0.2 fitted it), within the 8 minutes the default run took before the image side
+# was added (2 cores); the other methods run on request: sharpzo-released and sparsezo
+# (SharpZO's own ablations), sharpzo-joint, cmaes, spsa-gc, zosgd and linear-probe (which now
+# chooses its stage and views by cross-validated fits: 44 s a seed)
+DEFAULT_METHODS = ("sharpzo", "sharpzo-gda", "sharpzo-adapter", "zip", "coop", "clip-adapter",
+                   "gda", "gda-final", "tip-adapter")
 DEFAULT_TASKS = ("embedded-grainy", "embedded-colors")  # Note [Tasks that separate]
 BUDGET = 5000  # forward passes of each forward-only method: ZIP's MAX_API_CALLS
 

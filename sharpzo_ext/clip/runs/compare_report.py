@@ -134,6 +134,8 @@ def plot(path: Path, records: list[dict], methods: tuple[str, ...], target: floa
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     fig, ax = plt.subplots(figsize=(9.5, 4.5))
+    if len(methods) > 10:  # the default cycle's 10 colours would repeat
+        ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
     for method in methods:
         rows = [r for r in records if r["method"] == method]
         if not rows:

@@ -7,11 +7,11 @@ Note [Ensembling a head]
 - The head is fitted to the training images (their views' averaged features, views.py), and
   its logits are put on a log-probability scale by a temperature calibrated on validation
   (heads.calibrate), so one grid of weights serves every head and every model.
-- A prompt tuned for the head is scored, image by image, against the head's cross-fitted
-  logits (Note [Cross-fitted head logits]) at TRAINING_WEIGHT: the head supplies what the
-  image features already tell, and the prompt is rewarded for what it adds. While the prompt is
-  tuned, iterates are selected by their validation accuracy at the same weight: the one that
-  helps the head most. (Selecting iterate and weight together on validation did half a point
+- A prompt (or adapter) tuned for the head is scored, image by image, against the head's
+  cross-fitted logits (Note [Cross-fitted head logits]) at TRAINING_WEIGHT: the head supplies
+  what the image features already tell, and the tuned side is rewarded for what it adds. While
+  it is tuned, iterates are selected by their validation accuracy at the same weight: the one
+  that helps the head most. (Selecting iterate and weight together on validation did half a point
   worse: docs/tuning-experiments.md.) A log row shows each iterate with the head at the weight
   validation would choose for it, which is what stopping there would give.
 - The final weight is chosen on validation accuracy from WEIGHTS, which include 0 (the prompt
@@ -21,8 +21,9 @@ Note [Ensembling a head]
   and no tuning: GDA's own protocol of a head added to zero-shot CLIP by a validated weight.
 - Which features a head reads (the final or the pre-projection stage, Note [Image features by
   stage]) and which views it averages (none, shifts, or shifts and flips, Note [Views for a
-  head]) depend on the task: the wider pre-projection features gave GDA 10 points on one
-  embedded task and cost it 2 on another, and flips cost 20 points on handwritten digits. A
+  head]) depend on the task: with one view, the wider pre-projection features gave GDA 10.5
+  points on embedded-stencil and cost it 1.9 on embedded-grainy, and flips cost it 12.9 points
+  on handwritten digits (docs/adapter.md). A
   run fits the head on every candidate it is not told to skip, each beside the zero-shot
   prompt at its own validated weight, and keeps the one with the best validation accuracy
   (ties: the lower validation cross-entropy, then the earlier candidate: final before pre,
