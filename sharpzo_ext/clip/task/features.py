@@ -17,6 +17,8 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
+from sharpzo_ext.clip.families.base import Family
+
 __all__ = ["STAGES", "Features", "StageError", "encode"]
 
 STAGES = ("final", "pre")  # the projected image feature; the feature the projection reads
@@ -75,7 +77,7 @@ class Features:
 
 
 @torch.no_grad()
-def encode(family, model: torch.nn.Module, images: torch.Tensor) -> Features:
+def encode(family: Family, model: torch.nn.Module, images: torch.Tensor) -> Features:
     """Features of preprocessed images (N, 3, H, W), already on the model's device, by the
     family's image tower: both stages L2-normalized, in float32."""
     final, pre = family.image_stages(model, images)
