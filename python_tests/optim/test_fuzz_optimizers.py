@@ -20,17 +20,20 @@ import sharpzo_ext as sz
 D = 6
 
 
+def optimizer(name: str, params: list[torch.Tensor]):
+    return {
+        "ZOSGD": lambda: sz.optim.ZOSGD(params, lr=0.05, q=2, seed=3, momentum=0.5),
+        "SparseZO": lambda: sz.optim.SparseZO(params, lr=0.05, k=3, q=2, refresh=2, seed=3),
+        "CMAES": lambda: sz.optim.CMAES(params, sigma=0.3, popsize=5, seed=3),
+        "SharpZO": lambda: sz.optim.SharpZO(params, lr=0.05, popsize=5, switch_step=2,
+                                            density=0.5, sharpness_queries=1, seed=3),
+        "SPSA": lambda: sz.optim.SPSA(params, q=2, rule="gc", seed=3),
+    }[name]()
+
+
 def build(name: str, start: torch.Tensor):
     p = torch.nn.Parameter(start.clone())
-    make = {
-        "ZOSGD": lambda: sz.optim.ZOSGD([p], lr=0.05, q=2, seed=3, momentum=0.5),
-        "SparseZO": lambda: sz.optim.SparseZO([p], lr=0.05, k=3, q=2, refresh=2, seed=3),
-        "CMAES": lambda: sz.optim.CMAES([p], sigma=0.3, popsize=5, seed=3),
-        "SharpZO": lambda: sz.optim.SharpZO([p], lr=0.05, popsize=5, switch_step=2, density=0.5,
-                                            sharpness_queries=1, seed=3),
-        "SPSA": lambda: sz.optim.SPSA([p], q=2, rule="gc", seed=3),
-    }[name]
-    return p, make()
+    return p, optimizer(name, [p])
 
 
 def loss_of(x: torch.Tensor) -> torch.Tensor:
@@ -125,3 +128,33 @@ def test_the_fuzzed_faults_do_fail_a_step(name):
         with pytest.raises((TypeError, ValueError, ObjectiveFailed)):
             opt.step(faulty_closure(p, fault, 0))
         assert torch.equal(p.detach(), before)
+
+
+@given(name=st.sampled_from(["ZOSGD", "SparseZO", "CMAES", "SharpZO", "SPSA"]),
+       frozen_at=st.integers(0, 2), population=st.booleans(), steps=st.integers(1, 5),
+       fault=st.sampled_from([None, "raise", "nan"]), at=st.integers(0, 12))
+def test_frozen_parameters_stay_bitwise_through_any_step(name, frozen_at, population, steps,
+                                                         fault, at):
+    # Note [Frozen parameters]: a parameter that does not require grad is never perturbed or
+    # updated, by a step that succeeds or one that fails
+    params = [torch.nn.Parameter(torch.linspace(-1, 1, D, dtype=torch.float64) + i)
+              for i in range(3)]
+    params[frozen_at].requires_grad_(False)
+    before = params[frozen_at].detach().clone()
+    opt = optimizer(name, params)
+
+    def loss():
+        return sum(loss_of(p.detach()) for p in params)
+
+    for step in range(steps):
+        faulty = fault is not None and step == steps - 1
+        if population:
+            objective = faulty_population(fault, at) if faulty else sz.optim.Population(
+                lambda X: loss_of(X))
+        else:
+            objective = faulty_closure(params[0], fault, at) if faulty else loss
+        try:
+            opt.step(objective)
+        except (ValueError, ObjectiveFailed):
+            pass
+        assert torch.equal(params[frozen_at].detach(), before)

@@ -30,8 +30,10 @@ def entries(record, prefix=""):
 @pytest.mark.parametrize("cls, kwargs, other", CASES, ids=IDS)
 def test_every_entry_removed_is_refused_naming_it(cls, kwargs, other):
     saved = saved_after_steps(cls, kwargs)
+    # the header; "frozen" may be absent (states saved before frozen parameters were left
+    # alone read as freezing none)
     paths = [path for path, _, _ in entries(saved["sharpzo"])
-             if path not in ("class", "format", "numel")]
+             if path not in ("class", "format", "numel", "frozen")]
     for path in paths:
         state = copy.deepcopy(saved)
         for path_, container, key in entries(state["sharpzo"]):
@@ -88,3 +90,26 @@ def test_a_mask_of_another_size_is_refused():
     p, opt = make(cls, kwargs)
     with pytest.raises(ValueError, match="mask must select k = 5 coordinates, got 6"):
         opt.load_state_dict(state)
+
+
+@pytest.mark.parametrize("cls, kwargs, other", CASES, ids=IDS)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_tensors_are_refused_naming_them(cls, kwargs, other, bad):
+    state = saved_after_steps(cls, kwargs)
+    tensors = [(path, c, k) for path, c, k in entries(state["sharpzo"])
+               if isinstance(c[k], torch.Tensor) and c[k].is_floating_point()]
+    tensors += [(f"state[{i}].{k}", s, k) for i, s in state["state"].items() for k in s]
+    for path, container, key in tensors:
+        broken = copy.deepcopy(state)
+        for path_, c, k in [*entries(broken["sharpzo"]),
+                            *[(f"state[{i}].{k}", s, k) for i, s in broken["state"].items()
+                              for k in s]]:
+            if path_ == path:
+                c[k] = c[k].contiguous().clone()
+                c[k].view(-1)[-1] = bad
+        p, opt = make(cls, kwargs)
+        before = copy.deepcopy(opt.state_dict())
+        with pytest.raises(ValueError, match="not finite") as error:
+            opt.load_state_dict(broken)
+        assert path.split(".")[-1] in str(error.value), (path, str(error.value))
+        assert str(opt.state_dict()) == str(before)

@@ -29,7 +29,8 @@ from typing import Iterable, Sequence, TypeVar
 import torch
 
 from sharpzo_ext import checks
-from sharpzo_ext.optim import flat, legacy, state_checks
+from sharpzo_ext.optim import flat, legacy, params as tuned_params, state_checks
+from sharpzo_ext.optim.objective import Objective, check_objective
 
 __all__ = ["ForwardOnlyOptimizer", "common_hyperparameters", "options_from_groups",
            "group_rates", "STATE_FORMAT"]
@@ -78,10 +79,12 @@ class ForwardOnlyOptimizer(torch.optim.Optimizer):
     """Base of the forward-only optimizers (Note [Hyperparameters and state])."""
 
     def __init__(self, params: Iterable, defaults: dict, seed: int):
+        self._frozen: list[int] = []  # Note [Frozen parameters]; filled as groups are added
         super().__init__(params, defaults)
         if self._numel() == 0:
+            frozen = " (the frozen ones, requires_grad=False, are not tuned)" if self._frozen else ""
             raise ValueError(f"{type(self).__name__} needs parameters with at least one element "
-                             "to tune; these have none")
+                             f"to tune; these have none{frozen}")
         self.shared: dict = {"seed": checks.stream_integer(seed, "seed"), "forward_passes": 0,
                              "steps": 0}
 
@@ -94,8 +97,23 @@ class ForwardOnlyOptimizer(torch.optim.Optimizer):
         """Objective evaluations so far (a Population call on m candidates counts m)."""
         return self.shared["forward_passes"]
 
-    def _params(self) -> list[torch.Tensor]:
+    def _all_params(self) -> list[torch.Tensor]:
+        """Every parameter of param_groups, frozen ones included, in order."""
         return [p for group in self.param_groups for p in group["params"]]
+
+    def _tuned_groups(self) -> list[dict]:
+        """param_groups with only the parameters tuned: all but those frozen when they were
+        added (Note [Frozen parameters])."""
+        frozen, index, groups = set(self._frozen), 0, []
+        for group in self.param_groups:
+            tuned = [p for i, p in enumerate(group["params"], index) if i not in frozen]
+            index += len(group["params"])
+            groups.append({**group, "params": tuned})
+        return groups
+
+    def _params(self) -> list[torch.Tensor]:
+        """The parameters tuned, whose elements make the flat vector x."""
+        return [p for group in self._tuned_groups() for p in group["params"]]
 
     def _numel(self) -> int:
         """d, the length of the flat parameter vector."""
@@ -109,11 +127,18 @@ class ForwardOnlyOptimizer(torch.optim.Optimizer):
                              f"group, and add none later")
         params = param_group["params"]
         params = [params] if isinstance(params, torch.Tensor) else list(params)
-        for i, p in enumerate(params):
-            if isinstance(p, torch.Tensor) and not p.is_floating_point():
-                raise TypeError(f"{type(self).__name__} tunes floating-point parameters; "
-                                f"parameter {i} of group {len(self.param_groups)} is {p.dtype}")
+        earlier = [(p, (g, i)) for g, group in enumerate(self.param_groups)
+                   for i, p in enumerate(group["params"])]
+        tuned_params.check_added(type(self).__name__, params, len(self.param_groups), earlier)
         super().add_param_group({**param_group, "params": params})
+        self._frozen += [len(earlier) + i for i in tuned_params.frozen_indices(params)]
+
+    def _objective(self, closure) -> Objective:
+        """What each step begins with: the closure checked as an objective, and the parameters
+        checked to be frozen as they were when added (Note [Frozen parameters])."""
+        owner = type(self).__name__
+        tuned_params.check_unchanged(owner, self._all_params(), self._frozen)
+        return check_objective(closure, owner)
 
     def _add_defaults(self, values: dict) -> None:
         """Hyperparameters known only once the parameters are (k from density and d): into
@@ -149,7 +174,8 @@ class ForwardOnlyOptimizer(torch.optim.Optimizer):
     def state_dict(self) -> dict:
         state = super().state_dict()
         state["sharpzo"] = {"class": type(self).__name__, "format": STATE_FORMAT,
-                            "numel": self._numel(), **copy.deepcopy(self.shared)}
+                            "numel": self._numel(), "frozen": list(self._frozen),
+                            **copy.deepcopy(self.shared)}
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -172,8 +198,13 @@ class ForwardOnlyOptimizer(torch.optim.Optimizer):
         if record["numel"] != numel:
             raise ValueError(f"the state dict is of {record['numel']} parameter elements, this "
                              f"{name} has {numel}")
+        frozen = record.get("frozen", [])  # absent before frozen parameters were left alone
+        if not isinstance(frozen, list) or frozen != self._frozen:
+            raise ValueError(f"the state dict froze parameters {frozen} (in param_groups order), "
+                             f"this {name} freezes {self._frozen} (Note [Frozen parameters])")
         self._check_hyperparameters(state_dict["param_groups"])
-        shared = {k: v for k, v in record.items() if k not in ("class", "format", "numel")}
+        shared = {k: v for k, v in record.items()
+                  if k not in ("class", "format", "numel", "frozen")}
         self._check_state(shared, state_dict)
         super().load_state_dict(state_dict)
         self.shared = _to_device(copy.deepcopy(shared), self._params()[0].device)

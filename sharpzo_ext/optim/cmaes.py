@@ -11,7 +11,7 @@ import torch
 from sharpzo_ext import checks
 from sharpzo_ext.optim import cma, flat
 from sharpzo_ext.optim.base import ForwardOnlyOptimizer, options_from_groups
-from sharpzo_ext.optim.objective import Objective, check_objective, evaluate_rows
+from sharpzo_ext.optim.objective import Objective, evaluate_rows
 
 __all__ = ["CMAES"]
 
@@ -130,7 +130,7 @@ class CMAES(ForwardOnlyOptimizer):
     def step(self, closure: Objective) -> float:
         """One generation: ask, evaluate (see the class docs for the two objective kinds), tell.
         Returns the best loss of the generation."""
-        objective = check_objective(closure, "CMAES")
+        objective = self._objective(closure)
         options, state, params = self._options(), self.shared["cma"], self._params()
         if cma.restart_due(state, checks.integer(self.param_groups[0]["restarts"], "restarts", 0)):
             state = copy.deepcopy(state)  # kept only if the step succeeds

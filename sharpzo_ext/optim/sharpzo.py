@@ -12,7 +12,7 @@ import torch
 from sharpzo_ext import checks
 from sharpzo_ext.optim import cma, flat, sparse, state_checks, streams, two_point
 from sharpzo_ext.optim.base import ForwardOnlyOptimizer, group_rates, options_from_groups
-from sharpzo_ext.optim.objective import Objective, check_objective, evaluate_rows
+from sharpzo_ext.optim.objective import Objective, evaluate_rows
 
 __all__ = ["SharpZO", "SHARPNESS", "Settings", "sharpness_step", "path_sharpness"]
 
@@ -233,7 +233,7 @@ class SharpZO(ForwardOnlyOptimizer):
     @torch.no_grad()
     def step(self, closure: Objective) -> torch.Tensor:
         """A stage-1 generation or a stage-2 step (see the class docs)."""
-        objective = check_objective(closure, "SharpZO")
+        objective = self._objective(closure)
         if self.shared["stage"] == 2:
             return self._stage2_step(objective)
         return self._stage1_step(objective)
@@ -284,7 +284,7 @@ class SharpZO(ForwardOnlyOptimizer):
     # ---- stage 2 -------------------------------------------------------------------------------
 
     def _stage2_step(self, objective: Objective) -> torch.Tensor:
-        done = sparse.step(objective, self.param_groups, self.shared, self.seed,
+        done = sparse.step(objective, self._tuned_groups(), self.shared, self.seed,
                            self.shared["sparse_steps"])
         self.shared["sparse_steps"] += 1
         self._commit(done.evaluations)

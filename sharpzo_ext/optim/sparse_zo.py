@@ -10,7 +10,7 @@ import torch
 
 from sharpzo_ext.optim import flat, sparse, two_point
 from sharpzo_ext.optim.base import ForwardOnlyOptimizer, group_rates, options_from_groups
-from sharpzo_ext.optim.objective import Objective, check_objective
+from sharpzo_ext.optim.objective import Objective
 
 __all__ = ["SparseZO", "MASKS"]
 
@@ -94,8 +94,8 @@ class SparseZO(ForwardOnlyOptimizer):
     def step(self, closure: Objective) -> torch.Tensor:
         """One masked two-point step (and a mask refresh when due); returns the estimate of the
         loss at x."""
-        objective = check_objective(closure, "SparseZO")
-        done = sparse.step(objective, self.param_groups, self.shared, self.seed,
+        objective = self._objective(closure)
+        done = sparse.step(objective, self._tuned_groups(), self.shared, self.seed,
                            self.shared["steps"])
         self._commit(done.evaluations)
         return done.loss

@@ -28,7 +28,7 @@ import torch
 from sharpzo_ext import checks
 from sharpzo_ext.optim import flat, state_checks, streams, two_point
 from sharpzo_ext.optim.base import ForwardOnlyOptimizer, common_hyperparameters
-from sharpzo_ext.optim.objective import Objective, check_objective, evaluate_rows
+from sharpzo_ext.optim.objective import Objective, evaluate_rows
 
 __all__ = ["SPSA", "RULES", "gains", "directions", "corrected_"]
 
@@ -120,7 +120,7 @@ class SPSA(ForwardOnlyOptimizer):
     @torch.no_grad()
     def step(self, closure: Objective) -> torch.Tensor:
         """One SPSA step (see the class docs); returns the mean loss of its 2q evaluations."""
-        objective = check_objective(closure, "SPSA")
+        objective = self._objective(closure)
         o, params = self._options(), self._params()
         k = self.shared["steps"] + 1
         a_k, c_k = gains(k, o["a"], o["c"], o["offset"], o["alpha"], o["gamma"])

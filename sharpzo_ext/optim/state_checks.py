@@ -11,7 +11,7 @@ from typing import Iterable
 
 import torch
 
-from sharpzo_ext import checks
+from sharpzo_ext import checks, loaded
 
 __all__ = ["InvalidState", "keys", "tensor", "count", "seed", "number", "losses", "one_of"]
 
@@ -37,15 +37,12 @@ def keys(record, name: str, expected: Iterable[str]) -> dict:
 
 
 def tensor(value, name: str, shape: tuple[int, ...], dtype: torch.dtype | None) -> torch.Tensor:
-    """`value`, a tensor of `shape` and `dtype` (None: any floating dtype)."""
-    if not isinstance(value, torch.Tensor):
-        raise InvalidState(name, f"must be a tensor, got {type(value).__name__}")
-    right_dtype = value.is_floating_point() if dtype is None else value.dtype == dtype
-    if tuple(value.shape) != tuple(shape) or not right_dtype:
-        raise InvalidState(name, f"must be a {dtype or 'floating'} tensor of shape "
-                           f"{tuple(shape)}, got a {value.dtype} tensor of shape "
-                           f"{tuple(value.shape)}")
-    return value
+    """`value`, a tensor of `shape` and `dtype` (None: any floating dtype) with finite values
+    (Note [Loaded values are checked])."""
+    try:
+        return loaded.tensor(value, name, shape, "floating" if dtype is None else dtype)
+    except loaded.BadValue as error:
+        raise InvalidState(name, error.problem) from None
 
 
 def count(value, name: str, least: int = 0) -> int:

@@ -10,7 +10,7 @@ import torch
 from sharpzo_ext import checks
 from sharpzo_ext.optim import flat, state_checks, streams, two_point
 from sharpzo_ext.optim.base import ForwardOnlyOptimizer, group_rates, options_from_groups
-from sharpzo_ext.optim.objective import Objective, check_objective
+from sharpzo_ext.optim.objective import Objective
 
 __all__ = ["ZOSGD", "zosgd_"]
 
@@ -97,7 +97,7 @@ class ZOSGD(ForwardOnlyOptimizer):
     def _check_state(self, shared: dict, state_dict: dict) -> None:
         """The momentum buffers too: one per parameter, of its shape."""
         super()._check_state(shared, state_dict)
-        params = self._params()
+        params = self._all_params()  # torch numbers the state of every parameter, frozen or not
         for index, entry in state_dict["state"].items():
             name = f"state[{index!r}]"
             if not (isinstance(index, int) and 0 <= index < len(params)):
@@ -110,12 +110,13 @@ class ZOSGD(ForwardOnlyOptimizer):
     @torch.no_grad()
     def step(self, closure: Objective) -> torch.Tensor:
         """One two-point step; returns the estimate of the loss at x (see the class docs)."""
-        objective = check_objective(closure, "ZOSGD")
-        zo = options_from_groups(two_point.Options, self.param_groups)
-        lrs, decays = group_rates(self.param_groups)
-        momenta = _momenta(self.param_groups)
+        objective = self._objective(closure)
+        groups = self._tuned_groups()
+        zo = options_from_groups(two_point.Options, groups)
+        lrs, decays = group_rates(groups)
+        momenta = _momenta(groups)
         ids = two_point.stream_ids(streams.ZO_DIRECTIONS, self.shared["steps"], zo.q)
-        params = self._params()
+        params = [p for group in groups for p in group["params"]]
         plus, minus = two_point.losses(objective, params, self.seed, ids, zo)
         grads = two_point.projected_gradients(plus, minus, zo)
         two_point.check_step(params, lrs, [g / zo.q for g in grads], zo.dist, momenta)
