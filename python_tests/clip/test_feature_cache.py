@@ -2,6 +2,7 @@
 images' features averaged over views of each kind, against their definition; whatever else is
 computed beside them, and whether they come from the cache or not."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -51,3 +52,50 @@ def test_a_split_s_features_hold_every_stage_and_come_back_from_the_cache(tmp_pa
                                                                    expected.final)
     again, hit = split_features(loaded, DATA, "train", tmp_path, "cpu", progress=False)
     assert hit and torch.equal(again.pre, features.pre)
+
+
+def damaged(x: torch.Tensor, how: str) -> torch.Tensor:
+    return {
+        "nan": lambda: x.index_fill(0, torch.tensor([1]), float("nan")),
+        "inf": lambda: x.index_fill(0, torch.tensor([0]), float("inf")),
+        "wider": lambda: torch.cat([x, x[:, :3]], 1),
+        "fewer rows": lambda: x[:-1],
+        "int64": lambda: x.long(),
+        "float16": lambda: x.half(),
+        "scaled": lambda: x * 1e30,
+        "zeros": lambda: torch.zeros_like(x),
+    }[how]().contiguous()
+
+
+@pytest.mark.parametrize("how", ["nan", "inf", "wider", "fewer rows", "int64", "float16",
+                                 "scaled", "zeros", "no pre", "text"])
+@pytest.mark.parametrize("kind", ["split", "views"])
+def test_a_damaged_cache_file_is_computed_again_and_says_so(tmp_path, how, kind):
+    # Note [A damaged cache file is computed again]
+    from safetensors.torch import load_file, save_file
+
+    loaded = load_model("embedded")
+
+    def features():
+        if kind == "split":
+            return split_features(loaded, DATA, "train", tmp_path, "cpu", progress=False)
+        return view_features(loaded, DATA, tmp_path, "cpu", 2, 0, ("shift",),
+                             progress=False)["shift"]
+
+    good, _ = features()
+    [path] = tmp_path.glob("features-*.safetensors")
+    if how == "text":
+        path.write_text("not a cache file")
+    else:
+        tensors = load_file(str(path))
+        if how == "no pre":
+            del tensors["pre"]
+        else:
+            tensors["pre"] = damaged(tensors["pre"], how)
+        save_file(tensors, str(path))
+    with pytest.warns(UserWarning, match=f"feature cache file {path} is damaged"):
+        again, hit = features()
+    assert not hit
+    assert torch.equal(again.pre, good.pre) and torch.equal(again.final, good.final)
+    again, hit = features()  # replaced: read from the cache, without a word
+    assert hit and torch.equal(again.pre, good.pre)

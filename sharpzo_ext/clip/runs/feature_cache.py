@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
+import weakref
 from pathlib import Path
+from typing import Callable
 
 import torch
+
+from sharpzo_ext import loaded as loaded_values
 
 from sharpzo_ext.clip.data.datasets import Dataset, load_images
 from sharpzo_ext.clip.data.views import RECIPE, Views
@@ -37,19 +42,57 @@ def _key(model: LoadedModel, data: Dataset, split: str, views: dict | None) -> s
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def _cached(path: Path | None, rows: int, device) -> Features | None:
-    """The features a cache file holds, or None if there is none or it is damaged or of other
-    rows (then it is recomputed)."""
+# Note [A damaged cache file is computed again]
+# A cache file is used only if it holds what the features of its key are: every stage the model
+# gives and no other, float32, one row per image, each stage as wide as the model's (read off one
+# image encoded, once per model), every value finite and every row a unit vector (the features
+# are L2-normalized). A file that fails (damaged on disk, edited, written by another version) is
+# computed again and replaced, with a warning that names it; it never reaches a head as NaN,
+# zeros or a scale that reports chance accuracy (Note [Loaded values are checked]).
+_WIDTHS: "weakref.WeakKeyDictionary[torch.nn.Module, dict[str, int]]" = weakref.WeakKeyDictionary()
+
+
+def _widths(loaded: LoadedModel, data: Dataset, split: str, device) -> dict[str, int]:
+    """{stage: width} of the model's features, from one image of `split` (once per model)."""
+    if loaded.model not in _WIDTHS:
+        image = load_images(data.splits[split][0][:1], loaded.preprocess).to(device)
+        features = encode(loaded.family, loaded.model, image)
+        _WIDTHS[loaded.model] = {k: v.shape[1] for k, v in features.tensors().items()}
+    return _WIDTHS[loaded.model]
+
+
+def _problem(tensors: dict[str, torch.Tensor], rows: int, widths: dict[str, int]) -> str | None:
+    """Why `tensors` are not the features of `rows` images at `widths`, or None."""
+    if set(tensors) != set(widths):
+        return f"holds {sorted(tensors)}, not the stages {sorted(widths)}"
+    try:
+        for stage, x in tensors.items():
+            loaded_values.tensor(x, stage, (rows, widths[stage]), torch.float32)
+            if rows and float((x.norm(dim=1) - 1).abs().max()) > 1e-3:
+                raise loaded_values.BadValue(stage, "holds rows that are not unit vectors")
+    except loaded_values.BadValue as error:
+        return str(error)
+    return None
+
+
+def _cached(path: Path | None, rows: int, widths: Callable[[], dict[str, int]],
+            device) -> Features | None:
+    """The features a cache file holds, or None if there is none or it is damaged (Note [A
+    damaged cache file is computed again])."""
     from safetensors.torch import load_file  # noqa: PLC0415
 
-    if path is None or not path.is_file():
-        return None
+    if path is None or rows == 0 or not path.is_file():
+        return None  # (no images: nothing to compute)
     try:
         tensors = load_file(str(path))
-        if all(t.dim() == 2 and t.shape[0] == rows for t in tensors.values()):
+    except Exception as error:  # noqa: BLE001 (whatever is unreadable is computed again)
+        problem = f"cannot be read ({error})"
+    else:
+        problem = _problem(tensors, rows, widths())
+        if problem is None:
             return Features.from_tensors(tensors).to(device)
-    except Exception:  # noqa: BLE001 (a damaged cache file is recomputed)
-        pass
+    warnings.warn(f"the feature cache file {path} is damaged: {problem}; computing it again",
+                  stacklevel=3)
     return None
 
 
@@ -68,7 +111,7 @@ def _store(path: Path | None, features: Features) -> None:
     from safetensors.torch import save_file  # noqa: PLC0415
 
     if path is not None:
-        path.unlink(missing_ok=True)  # damaged, or of other rows: replaced
+        path.unlink(missing_ok=True)  # damaged: replaced
         with atomic_path(path) as tmp:
             save_file({k: v.cpu().contiguous() for k, v in features.tensors().items()}, str(tmp))
 
@@ -93,7 +136,7 @@ def split_features(loaded: LoadedModel, data: Dataset, split: str, cache_dir: st
     it (atomically). cache_dir None: no cache."""
     items = data.splits[split][0]
     path = _path(cache_dir, loaded, data, split, None, f"{split} features")
-    hit = _cached(path, len(items), device)
+    hit = _cached(path, len(items), lambda: _widths(loaded, data, split, device), device)
     if hit is not None:
         return hit, True
     parts = [encode(loaded.family, loaded.model,
@@ -125,7 +168,8 @@ def view_features(loaded: LoadedModel, data: Dataset, cache_dir: str | Path | No
         record = {"count": views, "seed": seed, "augment": augment}
         paths[augment] = _path(cache_dir, loaded, data, "train", record,
                                f"{views} {augment} views of the training images")
-        hit = _cached(paths[augment], len(items), device)
+        hit = _cached(paths[augment], len(items),
+                      lambda: _widths(loaded, data, "train", device), device)
         if hit is not None:
             out[augment] = hit, True
     need = [a for a in augments if a not in out]

@@ -142,12 +142,11 @@ class Method:
 
 
 def build(config: TrainConfig, task: PromptTask, p: Prepared, world: int = 1,
-          head: dict | None = None) -> Method:
+          head: ensemble_lib.Ensemble | None = None) -> Method:
     """`config.method` on what it tunes beside `task` (make_task's for the same config), from
     its zero vector (zero-shot), with its head fitted to the prepared data, or the saved one
-    (`head`, an Ensemble's state) of a run that resumes."""
-    fitted = (make_ensemble(config, task, p) if head is None
-              else ensemble_lib.Ensemble.from_state(head, p.features))
+    (`head`) of a run that resumes."""
+    fitted = make_ensemble(config, task, p) if head is None else head
     tuned = make_tuned(config, task, p)
     w = torch.nn.Parameter(tuned.zero_vector())
     if not config.tunes_anything:

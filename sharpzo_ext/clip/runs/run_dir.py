@@ -18,15 +18,17 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import errno
 import fcntl
 import json
+import os
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Iterator
 
 import torch
 
+from sharpzo_ext import loaded
 from sharpzo_ext.clip.runs.config import RunError, TrainConfig
 from sharpzo_ext.clip.data.datasets import Dataset
 from sharpzo_ext.clip.task.ensemble import Ensemble, from_prompt_file
@@ -64,12 +66,17 @@ def check_new(out: Path) -> None:
 def locked(out: Path) -> Iterator[None]:
     """Holds the run directory's lock (creating the directory), or raises RunError if another
     process holds it."""
+    lock = out / ".lock"
     try:
         out.mkdir(parents=True, exist_ok=True)
-        handle = open(out / ".lock", "a")  # noqa: SIM115 (held until the run ends)
+        # never through a link: a run creates no file outside its directory
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
     except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise RunError(f"{lock} is a symbolic link; a run's lock is its own file, never "
+                           "followed elsewhere: remove the link") from None
         raise RunError(f"cannot write the run directory {out}: {error.strerror}") from None
-    with handle:
+    with os.fdopen(fd, "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -126,7 +133,13 @@ def check_identity(out: Path, state: dict, identity: dict) -> None:
     """RunError, naming the model or the data, if `identity` is not what the state records."""
     if "identity" not in state:
         return
-    saved = json.loads(state["identity"])
+    try:
+        saved = json.loads(state["identity"])
+        if not isinstance(saved, dict):
+            raise ValueError("not a record")
+    except (TypeError, ValueError):
+        raise RunError(f"cannot resume {out}: its state.pt holds a damaged identity record (the "
+                       "model and data it was tuned on)") from None
     now = json.loads(json.dumps(identity, sort_keys=True, default=str))
     for what, changed in (("model", "the model's weights are not those the run was tuned "
                            "with (its files changed, or its name now resolves elsewhere)"),
@@ -154,8 +167,10 @@ def load_progress(out: Path) -> dict:
         raise RunError(f"{path} holds objects other than tensors and plain data, which sharpzo_ext "
                        "never writes and does not load (unpickling them could run code); start "
                        "the run again rather than resume a directory you cannot trust") from None
-    except (OSError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as error:
-        raise RunError(f"cannot read {path} (damaged?): {str(error).splitlines()[0]}") from None
+    except Exception as error:  # noqa: BLE001 (torch.load's unpickler raises what it meets:
+        # OSError, EOFError, zipfile.BadZipFile, IndexError on a text file; each is one error)
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise RunError(f"cannot read {path} (damaged?): {reason}") from None
     if not (isinstance(state, dict) and {"optimizer", "w", "best", "log"} <= set(state)):
         raise RunError(f"{path} is not the state of a run")
     return state
@@ -194,6 +209,10 @@ def read_prompt(path: Path) -> tuple[torch.Tensor, dict, tuple[Head, float, str]
             tensors = {k: f.get_tensor(k) for k in f.keys() if k not in ("w", "ctx")}
     except Exception as error:  # noqa: BLE001 (anything unreadable is one error to the user)
         raise RunError(f"cannot read prompt file {path}: {error}") from None
+    try:
+        loaded.tensor(w, "w", (None,))
+    except loaded.BadValue as error:
+        raise RunError(f"prompt file {path} is damaged: {error}") from None
     try:
         return w, metadata, from_prompt_file(tensors, metadata, str(path))
     except HeadError as error:

@@ -17,13 +17,14 @@ from typing import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
-from sharpzo_ext import distributed
+from sharpzo_ext import checks, distributed, loaded
 from sharpzo_ext.clip.task import ensemble as ensemble_lib
 from sharpzo_ext.clip.runs import run_dir
 from sharpzo_ext.clip.runs.config import RunError, TrainConfig
 from sharpzo_ext.clip.runs.evaluate import accuracies, split_logits
 from sharpzo_ext.clip.runs.methods import Method, build, forward_passes, image_encodings
 from sharpzo_ext.clip.runs.prepare import Prepared, prepare
+from sharpzo_ext.clip.task.heads import HeadError
 
 __all__ = ["TrainConfig", "RunError", "train", "resumed_config", "optimize",
            "initial_progress", "finish", "summarize", "format_summary", "zero_shot"]
@@ -145,18 +146,30 @@ def resumed_config(out: Path, config: TrainConfig, explicit: Iterable[str]) -> T
 
 
 def _resume_(out: Path, method: Method, state: dict) -> tuple[dict, list[dict]]:
-    """Loads the run's state (its state.pt) into `method`: (best, log)."""
+    """Loads the run's state (its state.pt) into `method`: (best, log). Every value is checked
+    before any is used (Note [Loaded values are checked])."""
     try:
+        w = loaded.tensor(state["w"], "w", tuple(method.w.shape))
+        best, log = state["best"], state["log"]
+        if not isinstance(best, dict):
+            raise loaded.BadValue("best", "must be a dict")
+        loaded.tensor(best["w"], "best.w", tuple(method.w.shape))
+        loaded.number(best["val_acc"], "best.val_acc", 0, 1)
+        loaded.number(best["train_loss"], "best.train_loss")
+        checks.integer(best["forward_passes"], "best.forward_passes", 0)
+        if not (isinstance(log, list) and log and all(isinstance(row, dict) for row in log)):
+            raise loaded.BadValue("log", "must be a list of rows")
+        for row in log:
+            loaded.number(row["wall_time_s"], "log.wall_time_s", 0)
+            checks.integer(row["forward_passes"], "log.forward_passes", 0)
         method.optimizer.load_state_dict(state["optimizer"])
-        w = torch.as_tensor(state["w"])
-        if w.shape != method.w.shape:
-            raise ValueError(f"its prompt has shape {tuple(w.shape)}, this task's "
-                             f"{tuple(method.w.shape)}")
-    except (KeyError, TypeError, ValueError) as error:
+    except KeyError as error:
+        raise RunError(f"cannot resume from {out / 'state.pt'}: it lacks {error}") from None
+    except (TypeError, ValueError) as error:
         raise RunError(f"cannot resume from {out / 'state.pt'}: {error}") from None
     with torch.no_grad():
         method.w.copy_(w)
-    return state["best"], state["log"]
+    return best, log
 
 
 def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
@@ -215,7 +228,7 @@ def _train(config: TrainConfig, out: Path, resume: bool, progress: bool,
         if resume:
             state = run_dir.load_progress(out)
             run_dir.check_identity(out, state, _identity(p))
-            method = build(config, p.task, p, world, head=_saved_head(out, config, state))
+            method = build(config, p.task, p, world, head=_saved_head(out, config, state, p))
             best, log = _resume_(out, method, state)
         else:
             run_dir.check_new(out)  # again, now that no other writer can start one
@@ -260,16 +273,21 @@ def _identity(p: Prepared) -> dict:
     return {"model": p.loaded.identity, "data": p.data.identity}
 
 
-def _saved_head(out: Path, config: TrainConfig, state: dict | None) -> dict | None:
+def _saved_head(out: Path, config: TrainConfig, state: dict,
+                p: Prepared) -> ensemble_lib.Ensemble | None:
     """The head a resumed run saved (it goes on with that one, not one fitted again), or
-    RunError if its state does not hold the head its configuration names."""
-    if state is None or config.head_kind is None:
+    RunError if its state does not hold the head its configuration names, or holds a damaged
+    one."""
+    if config.head_kind is None:
         return None
     saved = state.get("ensemble")
     if not isinstance(saved, dict) or saved.get("kind") != config.head_kind:
         raise RunError(f"cannot resume from {out / 'state.pt'}: it holds no {config.head_kind} "
                        "head, which the run's configuration names")
-    return saved
+    try:
+        return ensemble_lib.Ensemble.from_state(saved, p.features)
+    except HeadError as error:
+        raise RunError(f"cannot resume from {out / 'state.pt'}: {error}") from None
 
 
 def finish(p: Prepared, method: Method, best: dict) -> None:

@@ -38,6 +38,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from sharpzo_ext import loaded
+from sharpzo_ext.clip.data.views import AUGMENTS
 from sharpzo_ext.clip.task import heads
 from sharpzo_ext.clip.task.features import STAGES, Features
 from sharpzo_ext.clip.task.heads import Head
@@ -110,12 +112,28 @@ class Ensemble:
 
     @classmethod
     def from_state(cls, state: dict, features: dict[str, Features]) -> "Ensemble":
-        """The ensemble a run's state keeps (states from before stages read the final ones)."""
-        head = Head(state["kind"], state["tensors"], state["temperature"])
-        stage = state.get("stage", "final")
-        return cls(head, state["weight"], split_logits(head, features, stage),
-                   state["cross_fitted"], stage, state.get("augment", "flip-shift"),
-                   state.get("choices", {}))
+        """The ensemble a run's state keeps (states from before stages read the final ones), or
+        HeadError naming what is damaged: the whole record is checked before it is used (Note
+        [Loaded values are checked])."""
+        if not isinstance(state, dict):
+            raise heads.HeadError(f"the head record is a {type(state).__name__}, not a dict")
+        try:
+            head, weight, stage = _checked(state.get("kind"), state.get("tensors"),
+                                           state.get("temperature"), state.get("weight"),
+                                           state.get("stage", "final"))
+            augment = state.get("augment", "flip-shift")
+            if augment not in AUGMENTS:
+                raise loaded.BadValue("augment", f"must be one of {AUGMENTS}, got {augment!r}")
+            choices = state.get("choices", {})
+            if not isinstance(choices, dict) or not all(
+                    isinstance(k, str) and isinstance(v, float) for k, v in choices.items()):
+                raise loaded.BadValue("choices", "must map candidates to accuracies")
+            cross = loaded.tensor(state.get("cross_fitted"), "cross_fitted",
+                                  (len(features["train"]), head.classes))
+            split = split_logits(head, features, stage)
+        except (loaded.BadValue, heads.HeadError) as error:
+            raise heads.HeadError(f"its {state.get('kind')!r} head is damaged: {error}") from None
+        return cls(head, weight, split, cross, stage, augment, choices)
 
     def to_prompt_file(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         """(tensors, metadata) that a prompt file keeps of the head and its weight."""
@@ -139,16 +157,34 @@ def from_prompt_file(tensors: dict[str, torch.Tensor], metadata: dict[str, str],
     own = {k[len(_PREFIX):]: v.double() if v.is_floating_point() else v
            for k, v in tensors.items() if k.startswith(_PREFIX)}
     try:
-        weight = float(metadata["head_weight"])
-        head = Head(kind, own, float(metadata["head_temperature"])).check()
-        if not weight >= 0:
-            raise ValueError(f"head weight {weight}")
-        stage = metadata.get("head_features", "final")
-        if stage not in STAGES:
-            raise ValueError(f"features {stage!r}")
-    except (KeyError, ValueError) as error:
+        return _checked(kind, own, _float(metadata, "head_temperature"),
+                        _float(metadata, "head_weight"), metadata.get("head_features", "final"))
+    except (loaded.BadValue, heads.HeadError) as error:
         raise heads.HeadError(f"{source} holds a damaged {kind!r} head: {error}") from None
-    return head, weight, stage
+
+
+def _float(metadata: dict[str, str], key: str) -> float:
+    try:
+        return float(metadata[key])
+    except KeyError:
+        raise loaded.BadValue(key, "is missing") from None
+    except ValueError:
+        raise loaded.BadValue(key, f"is not a number: {metadata[key]!r}") from None
+
+
+def _checked(kind, tensors, temperature, weight, stage) -> tuple[Head, float, str]:
+    """(head, weight, stage) from what a file keeps of them, each checked (Note [Loaded values
+    are checked]): raises BadValue or HeadError naming what is wrong."""
+    if kind not in heads.HEADS:
+        raise loaded.BadValue("kind", f"must be one of {heads.HEADS}, got {kind!r}")
+    temperature = loaded.number(temperature, "temperature")
+    head = Head(kind, tensors, float(temperature)).check()
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight not in WEIGHTS:
+        raise loaded.BadValue("weight", f"must be one of the weights a run chooses from "
+                                        f"({', '.join(map(str, WEIGHTS))}), got {weight!r}")
+    if stage not in STAGES:
+        raise loaded.BadValue("features", f"must be one of {STAGES}, got {stage!r}")
+    return head, float(weight), stage
 
 
 def split_logits(head: Head, features: dict[str, Features],

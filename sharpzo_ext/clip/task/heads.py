@@ -36,11 +36,18 @@ import math
 import torch
 import torch.nn.functional as F
 
+from sharpzo_ext import loaded
+
 __all__ = ["HEADS", "FOLDS", "Head", "HeadError", "fit", "folds", "cross_fitted",
            "ledoit_wolf_shrinkage", "calibrate"]
 
 HEADS = ("gda", "tip-adapter", "linear-probe")
 FOLDS = 4  # Note [Cross-fitted head logits]
+TEMPERATURES = (1e-6, 1e6)  # the range calibrate searches, and a loaded head's must lie in
+# Note [Loaded values are checked]: what a loaded head's values may be. Fitted weights and biases
+# are far smaller (GDA's are Sigma^-1 mu with Sigma shrunk toward a multiple of the identity);
+# 1e12 only refuses the absurd, which would overflow the logits.
+_LARGEST_WEIGHT = 1e12
 
 # Note [Tip-Adapter's cache]
 # logits(x) = exp(-beta (1 - x K^T)) L: K the cached features (N, E), L their one-hot labels
@@ -104,21 +111,35 @@ class Head:
         return (self.temperature * raw).float().to(features.device)
 
     def check(self) -> "Head":
-        """Itself, or HeadError if its tensors are not those of a head of its kind (a damaged
-        or foreign file)."""
+        """Itself, or HeadError naming the tensor if its tensors are not those of a head of its
+        kind, of the right dtypes, shapes and finite values, or its temperature is outside
+        calibrate's range (a damaged or foreign file: Note [Loaded values are checked])."""
         t = self.tensors
-        if self.kind == "tip-adapter":
-            ok = (set(t) == {"keys", "labels", "beta", "classes"} and t["keys"].dim() == 2
-                  and t["labels"].shape == t["keys"].shape[:1] and t["beta"].dim() == 0
-                  and t["classes"].dim() == 0 and not t["labels"].is_floating_point()
-                  and t["keys"].shape[0] > 0
-                  and 0 <= int(t["labels"].min()) and int(t["labels"].max()) < int(t["classes"]))
-        else:
-            ok = (self.kind in HEADS and set(t) == {"weight", "bias"} and t["weight"].dim() == 2
-                  and t["bias"].shape == t["weight"].shape[:1])
-        if not ok or not 0 < self.temperature < math.inf or self.classes < 2:
-            raise HeadError(f"not a {self.kind} head: tensors {sorted(t)} of shapes "
-                            f"{[tuple(v.shape) for v in t.values()]}")
+        expected = {"keys", "labels", "beta", "classes"} if self.kind == "tip-adapter" else {
+            "weight", "bias"}
+        if self.kind not in HEADS or not isinstance(t, dict) or set(t) != expected:
+            found = sorted(t) if isinstance(t, dict) else type(t).__name__
+            raise HeadError(f"not a {self.kind} head: it holds {found}, a {self.kind} head "
+                            f"holds {sorted(expected)}")
+        try:
+            low, high = TEMPERATURES  # with room for exp(log(t)) rounding either way
+            loaded.number(self.temperature, "temperature", low * (1 - 1e-9), high * (1 + 1e-9))
+            if self.kind == "tip-adapter":
+                keys = loaded.tensor(t["keys"], "keys", (None, None), low=-1.0001, high=1.0001)
+                classes = int(loaded.tensor(t["classes"], "classes", (), "integer", low=2))
+                loaded.tensor(t["labels"], "labels", keys.shape[:1], "integer", 0, classes - 1)
+                loaded.tensor(t["beta"], "beta", (), low=0, high=max(TIP_BETAS))
+                if keys.shape[0] == 0:
+                    raise loaded.BadValue("keys", "holds no image")
+            else:
+                big = _LARGEST_WEIGHT
+                weight = loaded.tensor(t["weight"], "weight", (None, None), low=-big, high=big)
+                loaded.tensor(t["bias"], "bias", weight.shape[:1], low=-big, high=big)
+                if weight.shape[0] < 2:
+                    raise loaded.BadValue("weight", f"has {weight.shape[0]} class(es), a head "
+                                                    "needs 2 or more")
+        except loaded.BadValue as error:
+            raise HeadError(f"not a usable {self.kind} head: {error}") from None
         return self
 
     def with_temperature(self, temperature: float) -> "Head":
@@ -307,7 +328,7 @@ def calibrate(logits: torch.Tensor, labels: torch.Tensor) -> float:
         p = torch.softmax(math.exp(log_t) * z, dim=1)
         return float(((p * z).sum(1) - z[torch.arange(y.numel()), y]).mean())
 
-    low, high = math.log(1e-6), math.log(1e6)
+    low, high = (math.log(t) for t in TEMPERATURES)
     if slope(high) <= 0:
         return math.exp(high)
     if slope(low) >= 0:
