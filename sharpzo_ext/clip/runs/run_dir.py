@@ -206,11 +206,14 @@ def read_prompt(path: Path) -> tuple[torch.Tensor, dict, tuple[Head, float, str]
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
             w = f.get_tensor("w")
-            tensors = {k: f.get_tensor(k) for k in f.keys() if k not in ("w", "ctx")}
+            tensors = {k: f.get_tensor(k) for k in f.keys() if k != "w"}
     except Exception as error:  # noqa: BLE001 (anything unreadable is one error to the user)
         raise RunError(f"cannot read prompt file {path}: {error}") from None
-    try:
+    try:  # Note [Loaded values are checked]; the head's tensors are checked as a head's
         loaded.tensor(w, "w", (None,))
+        for name, x in tensors.items():
+            if x.is_floating_point():
+                loaded.tensor(x, name)
     except loaded.BadValue as error:
         raise RunError(f"prompt file {path} is damaged: {error}") from None
     try:
