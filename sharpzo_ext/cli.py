@@ -57,6 +57,7 @@ def _run_bench(args) -> None:
     from sharpzo_ext.bench import DEFAULT_SUITES, BenchConfig, run_suites  # noqa: PLC0415
     from sharpzo_ext.bench.common import environment, machine_line  # noqa: PLC0415
     import time  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
 
     from sharpzo_ext.files import path_problem, write_json, write_text  # noqa: PLC0415
 
@@ -68,6 +69,9 @@ def _run_bench(args) -> None:
         problem = getattr(args, option) and path_problem(getattr(args, option), directory=False)
         if problem:
             raise CliError(f"--{option}: {problem}")
+    if args.json and args.markdown and Path(args.json).resolve() == Path(args.markdown).resolve():
+        raise CliError(f"--json and --markdown both name {args.markdown}; the second would "
+                       "overwrite the first: give two files")
     config = BenchConfig(device=args.device, quick=args.quick, min_run_time=args.min_run_time)
     suites = run_suites(args.suite or DEFAULT_SUITES, config,
                         progress=lambda m: print(m, file=sys.stderr))
@@ -235,8 +239,7 @@ def _run_train(args) -> None:
         raise CliError("--resume DIR continues the run in DIR; --out does not apply")
     # a resume goes on to the run's own budget, and further only with an explicit --budget
     config = _run_config(args, args.resume) if args.resume else _config_from(args)
-    if "head" in vars(args) and not config.tunes_anything and config.head not in (config.method,
-                                                                                 "none"):
+    if "head" in vars(args) and not config.tunes_anything and config.head != config.method:
         raise CliError(f"--method {config.method} is the {config.method} head on the zero-shot "
                        f"prompt; --head {config.head} does not apply")
     out = args.resume or args.out or f"runs/{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -75,4 +75,9 @@ def writable_problem(directory: str | os.PathLike) -> str | None:
         existing = existing.parent
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"{existing} is not writable"
+    try:  # os.access grants root everything, even where no file can be made (/proc): try one
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        return f"no file can be created in {existing} ({error.strerror})"
     return None

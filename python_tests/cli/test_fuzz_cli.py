@@ -38,6 +38,9 @@ OTHER_FAULTS = [
     ["compare", "--tasks", "embedded", "--data", "embedded"],
     ["train", "--method", "coop", "--precision", "int8"],
     ["train", "--method", "gda", "--head", "linear-probe"], ["compare", "--head", "knn"],
+    ["train", "--method", "gda", "--head", "none"], ["compare", "--out", "COMPARISON"],
+    ["bench", "--json", "same.md", "--markdown", "same.md"],
+    ["bench", "--json", "/proc/sharpzo-bench.json"],
     ["compare", "--head-views", "0"], ["compare", "--seeds", "0", "0", "0"],
     ["compare", "--adapter-budget", "0"], ["compare", "--adapter-dim", "0"],
     ["compare", "--head-features", "middle"], ["train", "--method", "coop", "--tune", "adapter"],
@@ -58,7 +61,8 @@ def run_in(root: Path, argv: list[str]) -> tuple[int, list[str]]:
     """main(argv) with cwd `root` and the placeholders filled in: (exit status, stderr
     lines)."""
     fill = {"FILE": str(root / "a-file"), "FILE/sub": str(root / "a-file" / "sub"),
-            "DIR": str(root / "a-dir"), "GARBAGE": str(root / "garbage.bin")}
+            "DIR": str(root / "a-dir"), "GARBAGE": str(root / "garbage.bin"),
+            "COMPARISON": str(root / "a-comparison")}
     argv = [fill.get(a, a) for a in argv]
     err, out = io.StringIO(), io.StringIO()
     cwd = os.getcwd()
@@ -80,6 +84,8 @@ def check_refused(argv: list[str]) -> None:
         (root / "a-file").write_text("x")
         (root / "a-dir").mkdir()
         (root / "garbage.bin").write_bytes(os.urandom(64))
+        (root / "a-comparison").mkdir()
+        (root / "a-comparison" / "compare.json").write_text("[]")
         before = files_under(root)
         code, err = run_in(root, argv)
         assert code == 2, (argv, code, err)

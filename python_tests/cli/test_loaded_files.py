@@ -28,7 +28,7 @@ def runs(tmp_path_factory):
     cache = str(root / "cache")
     for name, options in (("gda", ["--method", "cmaes", "--head", "gda", "--budget", "100",
                                    "--eval-every", "50", "--popsize", "6"]),
-                          ("tip", ["--method", "tip-adapter", "--head", "none"])):
+                          ("tip", ["--method", "tip-adapter"])):
         assert main(["train", "--out", str(root / name), "--cache-dir", cache, *BASE,
                      *options]) == 0
     return root, cache

@@ -211,6 +211,9 @@ def compare(config: CompareConfig, out: str | Path, progress: bool = True,
     config.check()
     out = Path(out)
     run_dir.check_out(out)
+    if (out / "compare.json").exists():
+        raise RunError(f"{out} already holds a comparison (compare.json); use another --out, or "
+                       "remove it first")
     start = time.time()
     records = []
     for task in config.tasks:
