@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
+import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 import sharpzo_ext as sz
+from sharpzo_ext import checks, loaded
+from sharpzo_ext.files import atomic_path
 
 TINY = {"vocab_size": 32, "hidden_size": 16, "num_hidden_layers": 1, "ffn_dim": 32,
         "num_attention_heads": 2, "max_position_embeddings": 64, "word_embed_proj_dim": 16,
@@ -53,9 +55,13 @@ def tiny_batches(batch: int, length: int, seed: int):
 
 def text_batches(tokenizer, path: Path, batch: int, length: int, seed: int):
     """Random windows of `length` tokens of the text file at `path`."""
-    ids = torch.tensor(tokenizer(path.read_text())["input_ids"])
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ExampleError(f"cannot read --text {path}: {error}") from None
+    ids = torch.tensor(tokenizer(text)["input_ids"])
     if ids.numel() <= length:
-        raise SystemExit(f"{path} holds {ids.numel()} tokens, fewer than --length {length}")
+        raise ExampleError(f"{path} holds {ids.numel()} tokens, fewer than --length {length}")
     g = torch.Generator().manual_seed(seed)
     while True:
         starts = torch.randint(0, ids.numel() - length, (batch,), generator=g)
@@ -83,14 +89,61 @@ def make_optimizer(name: str, params, lr: float, eps: float, seed: int):
     return sz.optim.SparseZO(params, lr=lr, eps=eps, density=0.1, seed=seed)
 
 
-def save(path: Path, optimizer, scheduler, model, step: int) -> None:
+# What a checkpoint records of its run: a resume must agree on every one of them (the run
+# goes on as it was; only --steps, --save-every and --quiet may change).
+RECORDED = ("model", "text", "tiny", "optimizer", "lora", "dtype", "lr", "eps", "batch",
+            "length", "seed")
+
+
+class ExampleError(Exception):
+    """What the example refuses, in one line (main prints it and exits with status 2)."""
+
+
+def save(path: Path, optimizer, scheduler, model, step: int, args) -> None:
     """A checkpoint, written to a temporary file and renamed: a crash never leaves half of one."""
-    trained = {k: v for k, v in model.state_dict().items()
-               if k in {n for n, p in model.named_parameters() if p.requires_grad}}
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"step": step, "weights": trained, "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict()}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"step": step, "weights": trained_weights(model),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "args": {k: getattr(args, k) for k in RECORDED}}, tmp)
+
+
+def trained_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights the run trains (all of them, or the LoRA adapters), by name."""
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v for k, v in model.state_dict().items() if k in trained}
+
+
+def read_checkpoint(path: Path, model: torch.nn.Module, args) -> dict:
+    """The checkpoint at `path`, checked whole before anything is loaded (sharpzo_ext's rule for
+    loaded files): the run's arguments, and every trained weight of its name, shape and dtype
+    with finite values. Raises ExampleError saying what does not fit."""
+    try:
+        state = torch.load(path, weights_only=True)
+    except Exception as error:  # noqa: BLE001 (truncated, not a checkpoint: one error)
+        raise ExampleError(f"cannot read the checkpoint {path} (damaged?): "
+                           f"{(str(error).splitlines() or [type(error).__name__])[0]}") from None
+    if not isinstance(state, dict) or not {"step", "weights", "optimizer", "scheduler",
+                                           "args"} <= set(state):
+        raise ExampleError(f"{path} is not a checkpoint of this example")
+    saved = state["args"]
+    for name in RECORDED:
+        if not isinstance(saved, dict) or saved.get(name) != getattr(args, name):
+            was = saved.get(name) if isinstance(saved, dict) else None
+            raise ExampleError(f"{path} was run with --{name.replace('_', '-')} {was!r}, not "
+                               f"{getattr(args, name)!r}; a resume goes on as the run was (only "
+                               "--steps and --save-every may change)")
+    expected, weights = trained_weights(model), state["weights"]
+    if not isinstance(weights, dict) or set(weights) != set(expected):
+        found = len(weights) if isinstance(weights, dict) else 0
+        raise ExampleError(f"{path} holds {found} trained weights, this run trains "
+                           f"{len(expected)} (another model, or a damaged checkpoint)")
+    try:
+        for name, value in expected.items():
+            loaded.tensor(weights[name], name, tuple(value.shape), value.dtype)
+        checks.integer(state["step"], "step", 0)
+    except (TypeError, ValueError) as error:  # loaded.BadValue is a ValueError
+        raise ExampleError(f"{path} is damaged: {error}") from None
+    return state
 
 
 def finetune(args) -> list[float]:
@@ -102,9 +155,14 @@ def finetune(args) -> list[float]:
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model = AutoModelForCausalLM.from_pretrained(args.model)
-        batches = text_batches(AutoTokenizer.from_pretrained(args.model), Path(args.text),
-                               args.batch, args.length, args.seed)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(args.model)
+            tokenizer = AutoTokenizer.from_pretrained(args.model)
+        except (OSError, ValueError) as error:
+            raise ExampleError(f"cannot load --model {args.model}: "
+                               f"{str(error).splitlines()[0]}") from None
+        batches = text_batches(tokenizer, Path(args.text), args.batch, args.length, args.seed)
+    check_length(model, args.length)
     model = model.to(dtype).eval()  # eval: no dropout, so both points see the same network
     if args.lora:
         model = with_lora(model)
@@ -116,10 +174,13 @@ def finetune(args) -> list[float]:
     start = 0
     checkpoint = Path(args.resume) if args.resume else None
     if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=True)
-        model.load_state_dict(state["weights"], strict=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        state = read_checkpoint(checkpoint, model, args)
+        try:  # the optimizer checks its own state whole, and changes nothing if it refuses it
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ExampleError(f"{checkpoint} holds a damaged optimizer state: {error}") from None
+        model.load_state_dict(state["weights"], strict=False)  # every trained weight: checked
         start = state["step"]
         for _ in range(start):  # the batches the run had drawn
             next(batches)
@@ -130,14 +191,19 @@ def finetune(args) -> list[float]:
         scheduler.step()
         losses.append(float(loss))
         if checkpoint is not None and (step + 1) % args.save_every == 0:
-            save(checkpoint, optimizer, scheduler, model, step + 1)
+            save(checkpoint, optimizer, scheduler, model, step + 1, args)
         if not args.quiet and (step + 1) % 50 == 0:
             print(f"step {step + 1}: loss {sum(losses[-50:]) / len(losses[-50:]):.4f}")
     return losses
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, as sharpzo-ext's command line says it
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = _Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="facebook/opt-125m", help="a causal LM name or directory")
     p.add_argument("--text", help="a text file to fine-tune on (not with --tiny)")
     p.add_argument("--tiny", action="store_true", help="a tiny random OPT on counting sequences")
@@ -148,7 +214,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="default: 1e-6, or 1e-2 with --tiny")
     p.add_argument("--eps", type=float, default=1e-3)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--length", type=int, default=32, help="tokens per sequence")
+    p.add_argument("--length", type=int, default=32, help="tokens per sequence (2 or more, "
+                   "within the model's positions)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", metavar="FILE", help="checkpoint to continue from and save to")
     p.add_argument("--save-every", type=int, default=100)
@@ -156,11 +223,38 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_args(args) -> None:
+    """Raises ExampleError naming the first argument out of its range."""
+    try:
+        for name, least in (("steps", 1), ("batch", 1), ("length", 2), ("save_every", 1)):
+            checks.integer(getattr(args, name), name, least)
+        checks.stream_integer(args.seed, "seed")
+        if args.lr is not None:
+            checks.real(args.lr, "lr", nonnegative=True)
+        checks.real(args.eps, "eps", positive=True)
+    except (TypeError, ValueError) as error:
+        raise ExampleError(f"--{str(error).replace('_', '-')}") from None
+    if not args.tiny and not args.text:
+        raise ExampleError("--text FILE is needed unless --tiny")
+    if args.resume and Path(args.resume).is_dir():
+        raise ExampleError(f"--resume {args.resume} is a directory; it names a checkpoint file")
+
+
+def check_length(model: torch.nn.Module, length: int) -> None:
+    """Refuses sequences longer than the model's position embeddings."""
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions is not None and length > positions:
+        raise ExampleError(f"--length {length} is beyond the model's {positions} positions")
+
+
 def main(argv=None) -> None:
     args = parser().parse_args(argv)
-    if not args.tiny and not args.text:
-        raise SystemExit("--text FILE is needed unless --tiny")
-    finetune(args)
+    try:
+        check_args(args)
+        finetune(args)
+    except ExampleError as error:
+        print(f"{parser().prog}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
