@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from sharpzo_ext import ops
+from sharpzo_ext.clip.engine.rows import by_rows
 
 __all__ = ["PRECISIONS", "check", "runs", "linear", "int8_weight_max"]
 
@@ -106,8 +107,8 @@ class _Fp32Linear:
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         self.weight, self.bias = weight, bias
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # Note [Products by row]
+        return by_rows(lambda rows: F.linear(rows, self.weight, self.bias), x)
 
 
 class _Bf16Linear:
@@ -118,8 +119,9 @@ class _Bf16Linear:
         self.weight = weight.detach().to(torch.bfloat16)
         self.bias = None if bias is None else bias.detach().to(torch.bfloat16)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x.to(torch.bfloat16), self.weight, self.bias).float()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # Note [Products by row]
+        return by_rows(lambda rows: F.linear(rows.to(torch.bfloat16), self.weight,
+                                             self.bias).float(), x)
 
 
 class _Int8Linear:

@@ -9,10 +9,13 @@ Each CLIP family builds its model's tower from these parts (clip/families/).
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+from sharpzo_ext.clip.engine.rows import by_rows
 
 __all__ = ["TextTower", "Block", "Attend", "causal_attention"]
 
@@ -31,13 +34,22 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))
     if past is None:
         attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    else:
+    else:  # Note [Attention after a past]
         P = past[0].shape[2]
-        visible = torch.ones(T, P + T, dtype=torch.bool, device=q.device).tril_(P)
-        attended = F.scaled_dot_product_attention(q, torch.cat((past[0], k), dim=2),
-                                                  torch.cat((past[1], v), dim=2),
-                                                  attn_mask=visible)
+        hidden = torch.ones(T, P + T, dtype=torch.bool, device=q.device).tril_(P).logical_not_()
+        scores = (q * q.shape[-1] ** -0.5) @ torch.cat((past[0], k), dim=2).transpose(-1, -2)
+        attended = scores.masked_fill_(hidden, -math.inf).softmax(-1) @ torch.cat((past[1], v),
+                                                                                  dim=2)
     return attended.transpose(1, 2).reshape(B * T, -1)
+
+
+# Note [Attention after a past]
+# torch's fused attention with a mask (scaled_dot_product_attention on the CPU) splits its work
+# by the batch's size: on an AMD EPYC (Zen 4) a sequence's result differed in its last bits with
+# the number of sequences beside it, so a candidate's suffixes (Note [Shared prefix]) scored
+# differently alone and in a population. Spelled out as two batched matmuls and a softmax, each
+# sequence's product has the same shape whatever the batch, and so the same bits. (The causal
+# attention without a past keeps the fused kernel: its results do not depend on the batch.)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +116,10 @@ class TextTower:
         return x
 
     def features(self, pooled: torch.Tensor) -> torch.Tensor:
-        """L2-normalized text features of pooled hidden states (..., width)."""
+        """L2-normalized text features of pooled hidden states (rows, width)."""
+        return by_rows(self._features, pooled)  # Note [Products by row]
+
+    def _features(self, pooled: torch.Tensor) -> torch.Tensor:
         x = self.ln_final(pooled)
         proj = self.projection
         if proj is not None:

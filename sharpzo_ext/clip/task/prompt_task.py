@@ -23,6 +23,7 @@ import torch
 import sharpzo_ext.ops as ops
 from sharpzo_ext.clip import families
 from sharpzo_ext.clip.engine import Engine
+from sharpzo_ext.clip.engine.rows import by_rows
 from sharpzo_ext.clip.task import low_rank
 from sharpzo_ext.clip.task.features import Features, encode
 from sharpzo_ext.clip.task.tuned import Tuned, as_features
@@ -162,7 +163,9 @@ class PromptTask(Tuned):
     def logits(self, W: torch.Tensor, features: Features | torch.Tensor) -> torch.Tensor:
         text = self.text_features(W)
         final = as_features(features).final.to(self.device)
-        logits = self.logit_scale * torch.einsum("ne,mce->mnc", final, text)
+        m, C, E = text.shape  # one row per (candidate, class): Note [Products by row]
+        scores = by_rows(lambda rows: rows @ final.T, text.reshape(m * C, E))
+        logits = self.logit_scale * scores.view(m, C, -1).transpose(1, 2)
         return logits if self.logit_bias is None else logits + self.logit_bias
 
     def record(self, w: torch.Tensor) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
