@@ -4,6 +4,8 @@ root imports imports the root), clip/'s layers import only downward and, outside
 the optimizers, the ops and the helpers, and only the model families import a CLIP library."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -121,3 +123,13 @@ def test_only_the_families_import_a_clip_library():
                          [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
                 found += [f"{name} imports {n}" for n in names if n.split(".")[0] in libraries]
     assert not found, "\n".join(found)
+
+
+def test_the_optimizers_load_no_clip_module():
+    # `import sharpzo_ext` (or sharpzo_ext.optim) leaves the CLIP layer unloaded until it is used
+    code = ("import sys, sharpzo_ext as sz, sharpzo_ext.optim\n"
+            "assert not [m for m in sys.modules if m.startswith('sharpzo_ext.clip')], "
+            "sorted(m for m in sys.modules if m.startswith('sharpzo_ext.clip'))\n"
+            "assert sz.clip.PromptTask.__name__ == 'PromptTask'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -29,7 +29,17 @@ def _load_ops() -> None:
 
 _load_ops()
 
-from sharpzo_ext import clip, distributed, ops, optim, reference  # noqa: E402
+from sharpzo_ext import distributed, ops, optim, reference  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["clip", "distributed", "ops", "optim", "reference", "__version__"]
+
+
+def __getattr__(name: str):
+    """`sharpzo_ext.clip`, imported when first used: a user of the optimizers alone never loads
+    the CLIP engine, its families or its tasks."""
+    if name == "clip":
+        import importlib  # noqa: PLC0415
+
+        return importlib.import_module("sharpzo_ext.clip")
+    raise AttributeError(f"module 'sharpzo_ext' has no attribute {name!r}")

@@ -26,6 +26,7 @@ buffers.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -68,6 +69,7 @@ def _peak_mb(device: str, work) -> float:
         work()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - before) / 2**20
+    gc.collect()  # garbage freed during `work` would lower the resident set under its peak
     if not resident_memory.reset_peak():
         raise RuntimeError("this system cannot reset the resident high-water mark "
                            "(/proc/self/clear_refs): bench --suite memory needs Linux")
