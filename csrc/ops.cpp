@@ -1,5 +1,5 @@
 // Every op schema of the sharpzo library, in one place. Kernels: cpu/*.cpp, cuda/*.cu;
-// typed Python wrappers and fake (meta) registrations: sharpzo_ext/ops.py.
+// typed Python wrappers: sharpzo_ext/ops.py; fake (meta) registrations: sharpzo_ext/fakes.py.
 #include <torch/library.h>
 
 TORCH_LIBRARY(sharpzo, m) {
@@ -36,7 +36,7 @@ TORCH_LIBRARY(sharpzo, m) {
   // where that is 0, NaN for a row with a non-finite entry), q = round_half_even(x / scale) + 128
   // as uint8 (128 in a non-finite row): oneDNN's u8 form with zero point 128. qmax in [1, 127]
   // (Note [quantize_rows arithmetic] in sharpzo/quantize.h; Notes [Row-wise int8] and [int8
-  // without VNNI] in sharpzo_ext/clip/precision.py).
+  // without VNNI] in sharpzo_ext/clip/engine/precision.py).
   m.def("quantize_rows(Tensor x, int qmax=127) -> (Tensor q, Tensor scale)");
 
   // The clone of the CPU kernels this library runs on this machine: "x86-64-v4" (AVX-512),

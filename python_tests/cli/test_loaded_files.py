@@ -172,6 +172,7 @@ STATE_DAMAGE = {  # #35.10: a resumed head was not checked
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", sorted(STATE_DAMAGE))
 def test_a_resume_from_a_damaged_state_is_refused_and_changes_no_file(runs, tmp_path, capsys,
                                                                       damage):

@@ -1,4 +1,4 @@
-"""The closed-form heads (sharpzo_ext/clip/heads.py) against scikit-learn and closed forms."""
+"""The closed-form heads (sharpzo_ext/clip/task/heads.py) against scikit-learn and closed forms."""
 
 import math
 

@@ -7,7 +7,7 @@
 // q = round_half_even(x / s) + 128 as a uint8 (the u8 form of the int8 value in [-qmax, qmax]
 // that oneDNN's u8 x s8 matmul takes with zero point 128; a non-finite row is all 128). qmax is
 // 127 for full int8; 63 gives the 7-bit weights of Note [int8 without VNNI]
-// (sharpzo_ext/clip/precision.py). The maximum is taken over the bit patterns of |x|, which
+// (sharpzo_ext/clip/engine/precision.py). The maximum is taken over the bit patterns of |x|, which
 // order like the values for non-negative floats and put inf and NaN above every finite value:
 // an integer max that vectorizes and finds non-finite rows on the way. Rounding adds and subtracts
 // 1.5 * 2^23, exact round-half-even for |y| < 2^22 in float32 without FMA contraction; the

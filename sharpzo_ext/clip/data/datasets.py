@@ -48,7 +48,7 @@ EMBEDDED_TASKS = {"embedded": "outline", "embedded-cluttered": "cluttered",
 
 def embedded_task(shots: int = 16, seed: int = 0, test_per_class: int = 100,
                   variant: str = "outline") -> Dataset:
-    """An embedded task (sharpzo_ext.clip.synthetic.task_split): shapes, or colour-shape pairs,
+    """An embedded task (sharpzo_ext.clip.data.synthetic.task_split): shapes, or colour-shape pairs,
     drawn as outlines (`variant`, one of synthetic.TASK_VARIANTS); train and val have `shots`
     images per class, test and the shifted split `test_per_class`. Items are image tensors in
     [0, 1]."""

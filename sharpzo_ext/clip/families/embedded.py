@@ -7,7 +7,8 @@ Of the model's 4.65 M parameters, 3.16 M are the token embedding (49408 x 64), o
 captions use about a hundred rows. The checkpoint stores the other tensors in float16 and only
 the used rows of the token embedding with their ids ("token_ids", "token_rows"); loading
 rebuilds the full table with zeros elsewhere (3 MB instead of 9.3 MB). Every word of a prompt
-must therefore be one the checkpoint knows (`words()`); PromptTask warns otherwise.
+must therefore be one the checkpoint knows (`words()`); a run warns otherwise
+(prompt_task.check_vocabulary).
 """
 
 from __future__ import annotations
