@@ -1,7 +1,9 @@
 """The package's layering as a checked contract, over the import graph of its source (every
-import, at module level or inside a function): no import circles (so nothing that the package
-root imports imports the root), clip/'s layers import only downward and, outside clip/, only
-the optimizers, the ops and the helpers, and only the model families import a CLIP library."""
+import, absolute or relative, at module level or inside a function): no import circles (so
+nothing that the package root imports imports the root), clip/'s layers import only downward
+and, outside clip/, only the optimizers, the ops and the helpers, only the model families import
+a CLIP library, nothing imports the command line, only it imports the benchmarks, and the core
+(the optimizers, the ops and their helpers) imports none of clip/, bench/ or cli.py."""
 
 import ast
 import subprocess
@@ -26,18 +28,24 @@ def _modules() -> dict[str, Path]:
     return {_module_name(path): path for path in ROOT.rglob("*.py")}
 
 
-def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
-    """The package's modules that `path` imports (a name imported from a package is the
-    submodule if there is one, else the package)."""
+def _imports(path: Path, modules: dict[str, Path], source: str | None = None) -> set[str]:
+    """The package's modules that `path` imports, absolutely or relatively (a name imported
+    from a package is the submodule if there is one, else the package)."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(path.read_text() if source is None else source)):
         if isinstance(node, ast.Import):
             out |= {alias.name for alias in node.names if alias.name.startswith("sharpzo_ext")}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (
-                node.module or "").startswith("sharpzo_ext"):
-            for alias in node.names:
-                name = f"{node.module}.{alias.name}"
-                out.add(name if name in modules else node.module)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # from . import x, from ..y import z: relative to the package
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            if base.startswith("sharpzo_ext"):
+                for alias in node.names:
+                    full = f"{base}.{alias.name}"
+                    out.add(full if full in modules else base)
     return out & set(modules)
 
 
@@ -75,6 +83,15 @@ def test_the_graph_sees_the_imports(graph):  # the checks below rest on it
     assert "sharpzo_ext.optim" in graph["sharpzo_ext.clip.runs.methods"]
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_relative_imports_are_resolved():
+    modules = _modules()
+    path = ROOT / "clip" / "task" / "ensemble.py"
+    source = "from . import heads\nfrom ..engine import tower\nfrom .features import Features\n"
+    assert _imports(path, modules, source) == {"sharpzo_ext.clip.task.heads",
+                                                "sharpzo_ext.clip.engine.tower",
+                                                "sharpzo_ext.clip.task.features"}
 
 
 def test_there_are_no_import_circles(graph):
@@ -133,3 +150,30 @@ def test_the_optimizers_load_no_clip_module():
             "assert sz.clip.PromptTask.__name__ == 'PromptTask'\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+# the package's edges: the command line on top, the benchmarks below it, and the core (what
+# `import sharpzo_ext.optim` needs) below everything
+CORE = ("sharpzo_ext.optim", "sharpzo_ext.ops", "sharpzo_ext.fakes", "sharpzo_ext.checks",
+        "sharpzo_ext.loaded", "sharpzo_ext.reference", "sharpzo_ext.files",
+        "sharpzo_ext.distributed", "sharpzo_ext.machine", "sharpzo_ext.resident_memory")
+
+
+def _within(module: str, packages) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def test_nothing_imports_the_command_line_and_only_it_imports_the_benchmarks(graph):
+    wrong = sorted(f"{module} imports {other}" for module, imported in graph.items()
+                   for other in imported
+                   if (other == "sharpzo_ext.cli" and module != "sharpzo_ext.__main__")
+                   or (_within(other, ("sharpzo_ext.bench",)) and not _within(
+                       module, ("sharpzo_ext.bench", "sharpzo_ext.cli"))))
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_core_imports_neither_clip_nor_the_benchmarks_nor_the_command_line(graph):
+    wrong = sorted(f"{module} imports {other}" for module, imported in graph.items()
+                   if _within(module, CORE) for other in imported
+                   if _within(other, ("sharpzo_ext.clip", "sharpzo_ext.bench", "sharpzo_ext.cli")))
+    assert not wrong, "\n".join(wrong)
