@@ -14,7 +14,7 @@ from sharpzo_ext.clip import moved
 def test_an_old_path_is_the_new_module(old):
     sys.modules.pop(f"sharpzo_ext.clip.{old}", None)
     new = importlib.import_module(f"sharpzo_ext.clip.{moved.MOVED[old]}")
-    with pytest.warns(FutureWarning, match=f"moved to sharpzo_ext.clip.{moved.MOVED[old]};"):
+    with pytest.warns(FutureWarning, match=f"use sharpzo_ext.clip.{moved.MOVED[old]} instead"):
         assert importlib.import_module(f"sharpzo_ext.clip.{old}") is new
 
 
@@ -35,5 +35,8 @@ def test_the_data_package_offers_the_old_data_modules_names():
     from sharpzo_ext.clip import data  # noqa: PLC0415
     from sharpzo_ext.clip.data import datasets  # noqa: PLC0415
 
-    assert datasets.__all__ and all(getattr(data, n) is getattr(datasets, n)
-                                    for n in datasets.__all__)
+    for name in datasets.__all__:
+        with pytest.warns(FutureWarning, match=f"use sharpzo_ext.clip.data.datasets.{name} "):
+            assert getattr(data, name) is getattr(datasets, name)
+    with pytest.raises(AttributeError):
+        data.no_such_name  # noqa: B018

@@ -8,7 +8,8 @@ import importlib
 import importlib.abc
 import importlib.util
 import sys
-import warnings
+
+from sharpzo_ext import deprecated
 
 __all__ = ["MOVED", "install"]
 
@@ -39,9 +40,9 @@ class _Moved(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return importlib.util.spec_from_loader(name, self)
 
     def create_module(self, spec):
-        new = f"{_PACKAGE}.{MOVED[spec.name.rpartition('.')[2]]}"
-        warnings.warn(f"{spec.name} moved to {new}; the old path goes in the next release",
-                      FutureWarning, stacklevel=2)
+        old = spec.name.rpartition(".")[2]
+        new = f"{_PACKAGE}.{MOVED[old]}"
+        deprecated.warn("sharpzo_ext.clip.<module>", stacklevel=2, module=old, new=new)
         return importlib.import_module(new)
 
     def exec_module(self, module) -> None:

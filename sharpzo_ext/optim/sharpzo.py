@@ -9,7 +9,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from sharpzo_ext import checks
+from sharpzo_ext import checks, deprecated
 from sharpzo_ext.optim import cma, flat, sparse, state_checks, streams, two_point
 from sharpzo_ext.optim.base import ForwardOnlyOptimizer, group_rates, options_from_groups
 from sharpzo_ext.optim.objective import Objective, evaluate_rows
@@ -58,8 +58,7 @@ def _deprecated(options: dict | None, argument: str) -> dict:
     unknown = sorted(set(options) - _DEPRECATED_KEYS[argument])
     if unknown:
         raise TypeError(f"SharpZO has no {argument} entry {unknown[0]!r}")
-    warnings.warn(f"SharpZO({argument}=...) is deprecated: pass its entries as keyword "
-                  f"arguments of SharpZO", FutureWarning, stacklevel=3)
+    deprecated.warn(f"SharpZO({argument}=...)", stacklevel=3)
     if "restarts" in options:  # accepted by 0.1.0, and ignored there too
         warnings.warn("restarts has no effect in SharpZO: a CMA-ES stop ends stage 1 (with "
                       "auto_switch) instead of restarting it", FutureWarning, stacklevel=3)

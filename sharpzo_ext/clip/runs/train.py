@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
-from sharpzo_ext import checks, distributed, loaded
+from sharpzo_ext import checks, deprecated, distributed, loaded
 from sharpzo_ext.clip.task import ensemble as ensemble_lib
 from sharpzo_ext.clip.runs import run_dir
 from sharpzo_ext.clip.runs.config import RunError, TrainConfig
@@ -26,20 +26,16 @@ from sharpzo_ext.clip.runs.methods import Method, build, forward_passes, image_e
 from sharpzo_ext.clip.runs.prepare import Prepared, prepare
 from sharpzo_ext.clip.task.heads import HeadError
 
-__all__ = ["TrainConfig", "RunError", "train", "resumed_config", "optimize",
+__all__ = ["train", "resumed_config", "optimize",
            "initial_progress", "finish", "summarize", "format_summary", "zero_shot"]
 
 
 def __getattr__(name: str):
     """evaluate_prompt lived here in sharpzo_ext 0.1.0."""
     if name == "evaluate_prompt":
-        import warnings  # noqa: PLC0415
-
         from sharpzo_ext.clip.runs import evaluate  # noqa: PLC0415
 
-        warnings.warn("sharpzo_ext.clip.train.evaluate_prompt moved to "
-                      "sharpzo_ext.clip.runs.evaluate.evaluate_prompt", FutureWarning,
-                      stacklevel=2)
+        deprecated.warn("sharpzo_ext.clip.runs.train.evaluate_prompt", stacklevel=2)
         return evaluate.evaluate_prompt
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
