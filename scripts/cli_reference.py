@@ -62,6 +62,19 @@ def _section(title: str, parser: argparse.ArgumentParser) -> str:
     return f"## `{title}`\n\n```text\n{parser.format_help().rstrip()}\n```\n"
 
 
+def _methods() -> str:
+    """The methods of `train --method` and `compare --methods`, from their tables."""
+    from sharpzo_ext.clip.runs.compare import COMPARED  # noqa: PLC0415
+    from sharpzo_ext.clip.runs.method_table import METHODS  # noqa: PLC0415
+
+    rows = [f"| `{name}` | {METHODS[name].kind if name in METHODS else 'compare only'} | "
+            f"{row.help} |" for name, row in COMPARED.items()]
+    return ("## The methods\n\nFrom the method table (`clip/runs/method_table.py`) and "
+            "compare's variants of its rows (`COMPARED` in `clip/runs/compare.py`): `train "
+            "--method` takes every name but the variants', `compare --methods` every name.\n\n"
+            "| method | kind | what runs |\n| --- | --- | --- |\n" + "\n".join(rows) + "\n")
+
+
 def render() -> str:
     """The text of docs/cli.md."""
     from sharpzo_ext.cli import build_parser  # noqa: PLC0415
@@ -73,7 +86,7 @@ def render() -> str:
         for name, sub in _subcommands(parser).items():
             sub.prog = f"{PROG} {name}"
             sections.append(_section(f"{PROG} {name}", sub))
-    return "\n".join(sections)
+    return "\n".join(sections + [_methods()])
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -173,10 +173,8 @@ def _add_train(sub) -> None:
                        "it on validation and reports test (and shifted-split) accuracy. With no "
                        "arguments: SharpZO on the embedded default model and task.")
     _add_run_options(p, d)
-    _option(p, "--method", d.method, "a forward-only optimizer; coop: first-order CoOp "
-            "(Adam, backward passes), the reference; clip-adapter: Adam on the image-side "
-            "adapter; gda, tip-adapter or linear-probe: that head on the zero-shot prompt, no "
-            "tuning", choices=tuple(METHODS))
+    _option(p, "--method", d.method, "; ".join(f"{name}: {spec.help}" for name, spec in
+                                              METHODS.items()), choices=tuple(METHODS))
     _option(p, "--tune", f"{DEFAULT_TUNE} (coop: prompt; clip-adapter: adapter)", "what a "
             "forward-only method tunes: the prompt, the image-side adapter over the cached "
             "features (a candidate costs no text-tower pass), or both as one vector",
@@ -277,7 +275,8 @@ def _run_eval(args) -> None:
 
 
 def _add_compare(sub) -> None:
-    from sharpzo_ext.clip.runs.compare import COMPARE_METHODS, CompareConfig  # noqa: PLC0415
+    from sharpzo_ext.clip.runs.compare import (COMPARE_METHODS, COMPARED,  # noqa: PLC0415
+                                               CompareConfig)
     from sharpzo_ext.clip.runs.config import TrainConfig  # noqa: PLC0415
     from sharpzo_ext.clip.data.datasets import BUILTIN_TASKS  # noqa: PLC0415
 
@@ -289,7 +288,9 @@ def _add_compare(sub) -> None:
     p.add_argument("--tasks", nargs="+", choices=BUILTIN_TASKS, default=None,
                    help=f"built-in tasks to compare on (default: {' '.join(c.tasks)}; "
                    "--data DATA instead: that one task)")
-    p.add_argument("--methods", nargs="+", choices=COMPARE_METHODS, default=list(c.methods))
+    p.add_argument("--methods", nargs="+", choices=COMPARE_METHODS, default=list(c.methods),
+                   help="; ".join(f"{row.name}: {row.help}" for row in COMPARED.values())
+                   + f" (default: {' '.join(c.methods)})")
     _add_head_options(p, d, c.base.head)
     p.add_argument("--seeds", nargs="+", type=int, default=list(c.seeds))
     p.add_argument("--budget", type=int, default=c.base.budget,

@@ -10,7 +10,7 @@ import torch
 from sharpzo_ext import optim
 from sharpzo_ext.cli import build_parser
 from sharpzo_ext.clip.runs.config import DEFAULT_TUNE, HYPERPARAMETERS, RunError, TrainConfig
-from sharpzo_ext.clip.runs.method_table import KINDS, METHODS, PROMPTS, TUNED
+from sharpzo_ext.clip.runs.method_table import METHODS, TUNED, Kind, Prompt
 from sharpzo_ext.clip.task.heads import HEADS
 
 OPTIMIZERS = {"sharpzo": optim.SharpZO, "zosgd": optim.ZOSGD, "sparsezo": optim.SparseZO,
@@ -21,8 +21,8 @@ OPTIMIZERS = {"sharpzo": optim.SharpZO, "zosgd": optim.ZOSGD, "sparsezo": optim.
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_each_row_builds_its_own_optimizer(name):
     spec = METHODS[name]
-    assert spec.kind in KINDS and spec.prompt in PROMPTS
-    if spec.kind == "head":
+    assert isinstance(spec.kind, Kind) and isinstance(spec.prompt, Prompt) and spec.help
+    if spec.kind == Kind.HEAD:
         assert name in HEADS and spec.optimizer is None and not TrainConfig(method=name).tunes_anything
         return
     config = TrainConfig(method=name, lr=0.125, sigma=0.25, seed=3)
@@ -52,7 +52,7 @@ def test_the_command_line_offers_every_method_and_hyperparameter():
 def test_a_first_order_method_refuses_what_has_no_gradients(changes):
     for name, spec in METHODS.items():
         config = dataclasses.replace(TrainConfig(method=name), **changes)
-        if spec.kind == "first-order" and spec.tunes == "prompt":
+        if spec.kind == Kind.FIRST_ORDER and spec.tunes == "prompt":
             with pytest.raises(RunError, match=f"{name} trains with gradients"):
                 config.check()
     # the adapter's gradients never enter the text tower, which runs once, at any precision

@@ -1,36 +1,11 @@
 """`sharpzo-ext compare`: forward-only methods against each other and against first-order CoOp,
 on the same tasks, seeds and forward-pass budget.
 
-Methods:
-  sharpzo           SharpZO with this package's defaults (TrainConfig)
-  sharpzo-released  SharpZO in the released code's configuration: coordinate-wise (CGE)
-                    sharpness, 2d forward passes per generation, popsize 40, sigma 0.4, rho 0.1,
-                    switch after 100 generations, every candidate evaluated in its own call
-  zip               ZIP (ICLR 2025): its low-rank prompt with a shared feature, tuned by SPSA
-                    with intrinsic-dimensional clipping (task/low_rank.py, optim/spsa.py)
-  spsa-gc           BlackVIP's optimizer, SPSA with gradient correction, on the text prompt
-                    of the other methods (BlackVIP's visual coordinator is not reproduced)
-  zosgd             ZOSGD (MeZO): dense two-point steps
-  sparsezo          SparseZO alone
-  cmaes             CMA-ES alone in the intrinsic subspace (BBT)
-  coop              first-order CoOp: Adam on the context vectors themselves, gradients by
-                    autograd through the text tower (the reference upper bound); its budget is
-                    counted in steps (a forward and a backward pass each), --coop-budget;
-                    always at fp32 on torch (--precision and --backend set the forward-only
-                    methods' text tower)
-  sharpzo-gda       SharpZO tuning the prompt for the GDA head (task/ensemble.py)
-  sharpzo-adapter   SharpZO tuning the image-side adapter for the GDA head (task/adapter.py)
-  sharpzo-joint     SharpZO tuning the prompt and the adapter, as one vector, for the GDA head
-  clip-adapter      the first-order reference on the adapter's vector: Adam, gradients through
-                    the adapter alone, for the GDA head; its budget is counted in steps (a
-                    forward and a backward pass each), --adapter-budget
-  gda, tip-adapter  closed-form heads on the cached image features beside the zero-shot
-                    prompt, with no tuning (task/heads.py), on the stage and views chosen on
-                    validation
-  gda-final         GDA on the final features and 16 flip-shift views, as sharpzo_ext 0.2
-                    fitted it (the reference of docs/heads.md)
-  linear-probe      logistic regression on the image features (first order, on the features
-                    only) beside the zero-shot prompt
+Methods: the rows of COMPARED below, each with what it is (`sharpzo-ext compare --help` and
+docs/cli.md list them): every row of the method table (method_table.py), and compare's own
+variants of a row (SharpZO tuned for the GDA head, SharpZO in the released code's settings, GDA
+as 0.2 fitted it). A first-order method's budget is counted in steps (a forward and a backward
+pass each: --coop-budget, --adapter-budget); coop always runs at fp32 on torch.
 
 --head (default none) gives every other forward-only method a head too; coop never has one.
 The heads' stage and views are --head-features and --head-augment (default: chosen on
@@ -59,23 +34,74 @@ from sharpzo_ext.clip.data.datasets import BUILTIN_TASKS
 from sharpzo_ext.clip.runs import compare_report, methods, run_dir
 from sharpzo_ext.clip.runs.config import RunError, TrainConfig
 from sharpzo_ext.clip.runs.evaluate import accuracies, split_logits
-from sharpzo_ext.clip.runs.method_table import METHODS
+from sharpzo_ext.clip.runs.method_table import METHODS, Kind
 from sharpzo_ext.clip.runs.prepare import Prepared, make_task, prepare
 from sharpzo_ext.clip.runs.train import finish, initial_progress, optimize, zero_shot
 from sharpzo_ext.clip.task import ensemble as ensemble_lib
 from sharpzo_ext.clip.task.heads import HEADS
 from sharpzo_ext.files import write_json, write_text
 
-__all__ = ["COMPARE_METHODS", "DEFAULT_METHODS", "DEFAULT_TASKS", "BUDGET", "CompareConfig",
+__all__ = ["Compared", "COMPARED", "COMPARE_METHODS", "DEFAULT_METHODS", "DEFAULT_TASKS", "BUDGET", "CompareConfig",
            "compare", "method_config"]
 
-# compare's own variants of a method of the table (method_config): SharpZO tuned for the GDA head
-# (its prompt, the image-side adapter, or both), SharpZO with the released code's settings, and
-# GDA as fitted before stages and view kinds
-VARIANTS = ("sharpzo-gda", "sharpzo-adapter", "sharpzo-joint", "sharpzo-released", "gda-final")
-_TUNED_FOR_GDA = {"sharpzo-gda": "prompt", "sharpzo-adapter": "adapter",
-                  "sharpzo-joint": "prompt+adapter"}
-COMPARE_METHODS = ("sharpzo",) + VARIANTS + tuple(m for m in METHODS if m != "sharpzo")
+@dataclasses.dataclass(frozen=True)
+class Compared:
+    """A method compare runs: what it is (`help`), and its run configuration made from the
+    comparison's (`configure(config)`, config.base its starting point)."""
+    name: str
+    help: str
+    configure: Callable[["CompareConfig"], TrainConfig]
+
+
+def _row(name: str) -> Compared:
+    """A row of the method table as compare runs it: a head beside the zero-shot prompt; coop
+    with its step budget, rate, fp32 on torch and no head; clip-adapter with its step budget for
+    the GDA head (both evaluated 40 times over their runs); any other as the base says."""
+    def configure(config):
+        base = config.base
+        if name in HEADS:
+            return dataclasses.replace(base, method=name, head="none", tune=None)
+        if name == "coop":
+            return dataclasses.replace(base, method=name, budget=config.coop_budget,
+                                       coop_lr=config.coop_lr, precision="fp32",
+                                       backend="torch", head="none", tune=None,
+                                       eval_every=max(1, config.coop_budget // 40))
+        if name == "clip-adapter":
+            return dataclasses.replace(base, method=name, budget=config.adapter_budget,
+                                       eval_every=max(1, config.adapter_budget // 40),
+                                       head="gda", tune=None)
+        return dataclasses.replace(base, method=name)
+    return Compared(name, METHODS[name].help, configure)
+
+
+def _tuned_for_gda(name: str, tune: str, help: str) -> Compared:
+    return Compared(name, help, lambda config: dataclasses.replace(
+        config.base, method="sharpzo", head="gda", tune=tune))
+
+
+# compare's own variants of a method of the table: SharpZO tuned for the GDA head (its prompt,
+# the image-side adapter, or both), SharpZO with the released code's settings, and GDA as fitted
+# before stages and view kinds
+VARIANTS = (
+    _tuned_for_gda("sharpzo-gda", "prompt", "SharpZO tuning the prompt for the GDA head "
+                   "(train's default)"),
+    _tuned_for_gda("sharpzo-adapter", "adapter", "SharpZO tuning the image-side adapter for "
+                   "the GDA head (train --tune adapter)"),
+    _tuned_for_gda("sharpzo-joint", "prompt+adapter", "SharpZO tuning the prompt and the "
+                   "adapter as one vector, for the GDA head"),
+    Compared("sharpzo-released", "SharpZO in the released code's configuration: coordinate-wise "
+             "sharpness (2d passes a generation), popsize 40, sigma 0.4, rho 0.1, switch after "
+             "100 generations, one call per candidate", lambda config: dataclasses.replace(
+                 config.base, method="sharpzo", sharpness="cge", popsize=40, sigma=0.4, rho=0.1,
+                 switch_step=100, batched=False)),
+    Compared("gda-final", "GDA as sharpzo_ext 0.2 fitted it: the final features, 16 flip-shift "
+             "views", lambda config: dataclasses.replace(
+                 config.base, method="gda", head="none", tune=None, head_features="final",
+                 head_augment="flip-shift")),
+)
+COMPARED: dict[str, Compared] = {c.name: c for c in (
+    _row("sharpzo"), *VARIANTS, *(_row(m) for m in METHODS if m != "sharpzo"))}
+COMPARE_METHODS = tuple(COMPARED)
 # SharpZO on each thing it tunes, ZIP, the first-order references and the heads (GDA also as
 # sharpzo_ext 0.2 fitted it), within the 8 minutes the default run took before the image side
 # was added (2 cores); the other methods run on request: sharpzo-released and sparsezo
@@ -138,34 +164,8 @@ class CompareConfig:
 
 
 def method_config(config: CompareConfig, method: str) -> TrainConfig:
-    """The run configuration of one compared method: `base` with the method, and for
-    sharpzo-released the released code's settings, for sharpzo-gda, -adapter and -joint what
-    they tune and the GDA head, for a head the head on the zero-shot prompt (gda-final: on the
-    final features' flip-shift views), for coop its step budget and learning rate and no head,
-    for clip-adapter its step budget and the GDA head (the first-order methods evaluated 40
-    times over their runs)."""
-    base = config.base
-    if method == "sharpzo-released":
-        return dataclasses.replace(base, method="sharpzo", sharpness="cge", popsize=40,
-                                   sigma=0.4, rho=0.1, switch_step=100, batched=False)
-    if method in _TUNED_FOR_GDA:
-        return dataclasses.replace(base, method="sharpzo", head="gda",
-                                   tune=_TUNED_FOR_GDA[method])
-    if method == "gda-final":
-        return dataclasses.replace(base, method="gda", head="none", tune=None,
-                                   head_features="final", head_augment="flip-shift")
-    if method in HEADS:
-        return dataclasses.replace(base, method=method, head="none", tune=None)
-    if method == "coop":
-        return dataclasses.replace(base, method=method, budget=config.coop_budget,
-                                   coop_lr=config.coop_lr, precision="fp32", backend="torch",
-                                   eval_every=max(1, config.coop_budget // 40), head="none",
-                                   tune=None)
-    if method == "clip-adapter":
-        return dataclasses.replace(base, method=method, budget=config.adapter_budget,
-                                   eval_every=max(1, config.adapter_budget // 40), head="gda",
-                                   tune=None)
-    return dataclasses.replace(base, method=method)
+    """The run configuration of one compared method (its row of COMPARED)."""
+    return COMPARED[method].configure(config)
 
 
 def _method_run(p: Prepared, method: str, config: CompareConfig, progress: bool) -> dict:
@@ -189,7 +189,7 @@ def _method_run(p: Prepared, method: str, config: CompareConfig, progress: bool)
             **{f"{s}_acc": v for s, v in final.items()},
             "zero_shot_test_acc": zero_shot(log).get("test"),
             "forward_passes": methods.forward_passes(run.optimizer),
-            "passes_per_step": 2 if run_config.spec.kind == "first-order" else 1,
+            "passes_per_step": 2 if run_config.spec.kind == Kind.FIRST_ORDER else 1,
             "image_encoding_passes": methods.image_encodings(p),
             "tuned": run_config.tuned, "head": head and head.head.kind,
             "head_features": head and head.stage, "head_augment": head and head.augment,

@@ -12,7 +12,7 @@ import torch
 
 from sharpzo_ext.clip.runs import run_dir
 from sharpzo_ext.clip.runs.config import RunError, TrainConfig
-from sharpzo_ext.clip.runs.method_table import METHODS
+from sharpzo_ext.clip.runs.method_table import METHODS, Kind
 from sharpzo_ext.clip.runs.methods import make_tuned
 from sharpzo_ext.clip.runs.prepare import Prepared, prepare
 from sharpzo_ext.clip.task import ensemble as ensemble_lib
@@ -77,7 +77,7 @@ def prompt_config(metadata: dict, config: TrainConfig, explicit: Iterable[str],
             raise RunError(f"{source} was tuned with {field} = {recorded[field]!r} (its "
                            f"projection); got {field} = {getattr(config, field)!r}")
     method = recorded.get("method", config.method)
-    if "tune" not in metadata and method in METHODS and METHODS[method].kind != "head":
+    if "tune" not in metadata and method in METHODS and METHODS[method].kind != Kind.HEAD:
         recorded["tune"] = "prompt"  # files from before adapters hold prompts
     return dataclasses.replace(config, **recorded)
 

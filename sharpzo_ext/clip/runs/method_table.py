@@ -17,6 +17,7 @@ the zero-shot prompt with that head, fitted in closed form.
 from __future__ import annotations
 
 import dataclasses
+import enum
 from typing import Callable
 
 import torch
@@ -24,10 +25,29 @@ import torch
 from sharpzo_ext import optim
 from sharpzo_ext.clip.task.heads import HEADS
 
-__all__ = ["MethodSpec", "METHODS", "FORWARD_ONLY", "KINDS", "PROMPTS", "TUNED"]
+__all__ = ["Kind", "Prompt", "MethodSpec", "METHODS", "TUNED"]
 
-KINDS = ("forward-only", "first-order", "head")
-PROMPTS = ("intrinsic", "context", "low-rank")  # ctx0 + A w; the context itself; ZIP's factors
+
+class Kind(str, enum.Enum):
+    """What a method is."""
+    FORWARD_ONLY = "forward-only"  # a sharpzo_ext optimizer on a Population objective
+    FIRST_ORDER = "first-order"    # torch.optim.Adam through backward passes
+    HEAD = "head"                  # a closed-form head beside the zero-shot prompt, no tuning
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Prompt(str, enum.Enum):
+    """The prompt a method's task is built with."""
+    INTRINSIC = "intrinsic"  # ctx0 + A w
+    CONTEXT = "context"      # the context vectors themselves
+    LOW_RANK = "low-rank"    # ZIP's factors (task/low_rank.py)
+
+    def __str__(self) -> str:
+        return self.value
+
+
 # what a method tunes (task/tuned.py): the prompt, the image-side adapter, or both as one vector
 TUNED = ("prompt", "adapter", "prompt+adapter")
 
@@ -43,19 +63,20 @@ class MethodSpec:
     """One method: `optimizer(config, params)` builds its optimizer (None for a head); `tunes`
     is what a first-order method tunes (one of TUNED), None where the run's `tune` says."""
     name: str
-    kind: str
-    prompt: str = "intrinsic"
+    kind: Kind
+    help: str  # one line: what the command line and compare say of it
+    prompt: Prompt = Prompt.INTRINSIC
     optimizer: Callable[[object, list[torch.Tensor]], torch.optim.Optimizer] | None = None
     tunes: str | None = None
 
     @property
     def tunes_anything(self) -> bool:
         """Whether it tunes anything (a head-only method does not)."""
-        return self.kind != "head"
+        return self.kind != Kind.HEAD
 
     def check(self, config) -> None:
         """Raises ValueError if `config` asks this method for what it cannot do."""
-        if self.kind != "first-order" or self.tunes == "adapter":
+        if self.kind != Kind.FIRST_ORDER or self.tunes == "adapter":
             return  # the adapter's gradients never enter the text tower
         if config.precision == "int8":
             raise ValueError(f"{self.name} trains with gradients, which the int8 text tower has "
@@ -72,23 +93,41 @@ def _sharpzo(c, params):
                          q=c.q)
 
 
+_HEAD_HELP = {
+    "gda": "GDA (ICLR 2024): one Gaussian per class with a shared shrunk covariance, fitted in "
+           "closed form to the cached features, beside the zero-shot prompt",
+    "tip-adapter": "Tip-Adapter (ECCV 2022) without training: a cache of the few-shot "
+                   "features, beside the zero-shot prompt",
+    "linear-probe": "logistic regression on the image features (first order, on the features "
+                    "only) beside the zero-shot prompt",
+}
 _TABLE = (
-    MethodSpec("sharpzo", "forward-only", optimizer=_sharpzo),
-    MethodSpec("zosgd", "forward-only", optimizer=lambda c, params: optim.ZOSGD(
-        params, lr=c.lr, eps=c.eps, q=c.q, seed=c.seed)),
-    MethodSpec("sparsezo", "forward-only", optimizer=lambda c, params: optim.SparseZO(
-        params, lr=c.lr, eps=c.eps, q=c.q, density=c.density, seed=c.seed)),
-    MethodSpec("cmaes", "forward-only", optimizer=lambda c, params: optim.CMAES(
-        params, sigma=c.sigma, popsize=c.popsize, seed=c.seed)),
-    MethodSpec("zip", "forward-only", prompt="low-rank", optimizer=lambda c, params: optim.SPSA(
-        params, rule="clip", seed=c.seed)),
-    MethodSpec("spsa-gc", "forward-only", optimizer=lambda c, params: optim.SPSA(
-        params, a=SPSA_GC_STEP, rule="gc", seed=c.seed)),
-    MethodSpec("coop", "first-order", prompt="context", optimizer=lambda c, params:
-               torch.optim.Adam(params, lr=c.coop_lr), tunes="prompt"),
-    MethodSpec("clip-adapter", "first-order", optimizer=lambda c, params:
-               torch.optim.Adam(params, lr=c.adapter_lr), tunes="adapter"),
-) + tuple(MethodSpec(head, "head") for head in HEADS)
+    MethodSpec("sharpzo", Kind.FORWARD_ONLY, "SharpZO: sharpness-aware CMA-ES, then sparse "
+               "zeroth-order steps", optimizer=_sharpzo),
+    MethodSpec("zosgd", Kind.FORWARD_ONLY, "ZOSGD (MeZO): dense two-point steps",
+               optimizer=lambda c, params: optim.ZOSGD(params, lr=c.lr, eps=c.eps, q=c.q,
+                                                       seed=c.seed)),
+    MethodSpec("sparsezo", Kind.FORWARD_ONLY, "SparseZO alone (SharpZO's stage 2): masked, "
+               "normalized two-point steps", optimizer=lambda c, params: optim.SparseZO(
+                   params, lr=c.lr, eps=c.eps, q=c.q, density=c.density, seed=c.seed)),
+    MethodSpec("cmaes", Kind.FORWARD_ONLY, "CMA-ES alone in the intrinsic subspace (BBT)",
+               optimizer=lambda c, params: optim.CMAES(params, sigma=c.sigma, popsize=c.popsize,
+                                                       seed=c.seed)),
+    MethodSpec("zip", Kind.FORWARD_ONLY, "ZIP (ICLR 2025): its low-rank prompt tuned by SPSA "
+               "with intrinsic-dimensional clipping", Prompt.LOW_RANK,
+               optimizer=lambda c, params: optim.SPSA(params, rule="clip", seed=c.seed)),
+    MethodSpec("spsa-gc", Kind.FORWARD_ONLY, "BlackVIP's optimizer (CVPR 2023), SPSA with "
+               "gradient correction, on the intrinsic prompt", optimizer=lambda c, params: optim.SPSA(
+                   params, a=SPSA_GC_STEP, rule="gc", seed=c.seed)),
+    MethodSpec("coop", Kind.FIRST_ORDER, "first-order CoOp: Adam on the context vectors, "
+               "through backward passes (the reference); budget in steps", Prompt.CONTEXT,
+               optimizer=lambda c, params: torch.optim.Adam(params, lr=c.coop_lr),
+               tunes="prompt"),
+    MethodSpec("clip-adapter", Kind.FIRST_ORDER, "Adam on the image-side adapter's vector, in "
+               "the spirit of CLIP-Adapter (Gao et al., 2021): the first-order reference on "
+               "the image side; budget in steps",
+               optimizer=lambda c, params: torch.optim.Adam(params, lr=c.adapter_lr),
+               tunes="adapter"),
+) + tuple(MethodSpec(head, Kind.HEAD, _HEAD_HELP[head]) for head in HEADS)
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in _TABLE}
-FORWARD_ONLY = tuple(name for name, spec in METHODS.items() if spec.kind == "forward-only")

@@ -20,6 +20,7 @@ import torch
 from sharpzo_ext import distributed
 from sharpzo_ext.clip.data.views import AUGMENTS
 from sharpzo_ext.clip.runs.config import RunError, TrainConfig
+from sharpzo_ext.clip.runs.method_table import Kind
 from sharpzo_ext.clip.runs.prepare import Prepared
 from sharpzo_ext.clip.task import ensemble as ensemble_lib
 from sharpzo_ext.clip.task.adapter import ImageAdapter
@@ -62,7 +63,7 @@ def make_objective(config: TrainConfig, tuned: Tuned, w: torch.Tensor,
     config.batched; split across the `world` processes of a distributed run by candidates or by
     images, config.shard). `offset`: logits (N, C) added to the tuned logits of every image (a
     head's)."""
-    if config.spec.kind == "first-order":
+    if config.spec.kind == Kind.FIRST_ORDER:
         def closure() -> torch.Tensor:
             optimizer.zero_grad(set_to_none=True)
             loss = tuned.loss(w, features, labels, offset)

@@ -14,6 +14,7 @@ from sharpzo_ext.clip.data import datasets as data_lib
 from sharpzo_ext.clip.families import LoadedModel, load_model
 from sharpzo_ext.clip.runs.config import RunError, TrainConfig
 from sharpzo_ext.clip.runs.feature_cache import split_features, view_features
+from sharpzo_ext.clip.runs.method_table import Prompt
 from sharpzo_ext.clip.task import ensemble as ensemble_lib
 from sharpzo_ext.clip.task import low_rank
 from sharpzo_ext.clip.task.ensemble import Ensemble
@@ -85,7 +86,7 @@ def make_task(config: TrainConfig, loaded: LoadedModel, classnames: list[str]) -
              else config.n_ctx)
     # the paper's d = 512 for CLIP ViT-B/16 (context 4 x 512); half the context size for
     # smaller text towers, where 512 would exceed the context itself
-    intrinsic = None if prompt == "context" else (
+    intrinsic = None if prompt == Prompt.CONTEXT else (
         config.intrinsic_dim or min(512, n_ctx * width // 2))
     _check_intrinsic_dim(config, n_ctx, width)
     if loaded.known_tokens is not None:
@@ -96,7 +97,7 @@ def make_task(config: TrainConfig, loaded: LoadedModel, classnames: list[str]) -
         return PromptTask(loaded.model, loaded.tokenizer, classnames, n_ctx=config.n_ctx,
                           ctx_init=config.ctx_init, intrinsic_dim=intrinsic, seed=config.seed,
                           device=config.device,
-                          rank=low_rank.RANK if prompt == "low-rank" else None,
+                          rank=low_rank.RANK if prompt == Prompt.LOW_RANK else None,
                           engine=config.engine)
     except ValueError as error:
         raise RunError(f"cannot build the prompt task: {error}") from None
@@ -108,12 +109,12 @@ def _check_intrinsic_dim(config: TrainConfig, n_ctx: int, width: int) -> None:
     nothing, and CMA-ES's covariance grows as its square: 100000 would be 80 GB), and for ZIP's
     low-rank prompt at least one number per context token."""
     d = config.intrinsic_dim
-    if d is None or config.spec.prompt == "context":
+    if d is None or config.spec.prompt == Prompt.CONTEXT:
         return
     if d > n_ctx * width:
         raise RunError(f"intrinsic_dim must be at most the context's size, {n_ctx} tokens x "
                        f"{width} = {n_ctx * width}, got {d}")
-    if config.spec.prompt == "low-rank" and d < n_ctx:
+    if config.spec.prompt == Prompt.LOW_RANK and d < n_ctx:
         raise RunError(f"{config.method}'s low-rank prompt needs intrinsic_dim of at least one per context "
                        f"token ({n_ctx}), got {d}")
 
