@@ -110,8 +110,8 @@ MIN_NORMALIZED_K = 8
 
 
 @torch.no_grad()
-def update_(params: Sequence[torch.Tensor], mask: torch.Tensor, seed: int, ids: Sequence[int],
-            grads: Sequence[float], dist: str, lrs: Sequence[float],
+def update_(params: Sequence[torch.Tensor], mask: torch.Tensor, *, seed: int,
+            ids: Sequence[int], grads: Sequence[float], dist: str, lrs: Sequence[float],
             weight_decays: Sequence[float], normalize: bool) -> None:
     """x[mask] <- x[mask] (1 - lr weight_decay) - lr normalized(g), g = (1/q) sum_j g_j z_j on
     the mask, with each parameter's own lr and weight decay. Allocates one estimate per
@@ -165,7 +165,8 @@ def step(objective: Objective, param_groups: Sequence[dict], state: dict, seed: 
     ids = two_point.stream_ids(streams.ZO_DIRECTIONS, index, zo.q)
     plus, minus = two_point.losses(objective, params, seed, ids, zo, mask)
     grads = two_point.projected_gradients(plus, minus, zo)
-    update_(params, mask, seed, ids, grads, zo.dist, lrs, decays, options.normalize)
+    update_(params, mask, seed=seed, ids=ids, grads=grads, dist=zo.dist, lrs=lrs,
+            weight_decays=decays, normalize=options.normalize)
     state.update(mask=mask, refreshes=refreshes)
     return Step(two_point.loss_estimate(plus, minus, zo.one_sided),
                 evaluations + two_point.cost(zo.q, zo.one_sided))

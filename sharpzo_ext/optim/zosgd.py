@@ -16,7 +16,7 @@ __all__ = ["ZOSGD", "zosgd_"]
 
 
 @torch.no_grad()
-def zosgd_(params: Sequence[torch.Tensor], offsets: Sequence[int],
+def zosgd_(params: Sequence[torch.Tensor], *, offsets: Sequence[int],
            momentum_buffers: Sequence[torch.Tensor | None], seed: int, ids: Sequence[int],
            grads: Sequence[float], dist: str, lrs: Sequence[float],
            weight_decays: Sequence[float], momenta: Sequence[float]) -> None:
@@ -121,8 +121,8 @@ class ZOSGD(ForwardOnlyOptimizer):
         grads = two_point.projected_gradients(plus, minus, zo)
         two_point.check_step(params, lrs, [g / zo.q for g in grads], zo.dist, momenta)
         buffers = [self._momentum_buffer(p) if m else None for p, m in zip(params, momenta)]
-        zosgd_(params, flat.offsets(params), buffers, self.seed, ids, grads, zo.dist, lrs, decays,
-               momenta)
+        zosgd_(params, offsets=flat.offsets(params), momentum_buffers=buffers, seed=self.seed,
+               ids=ids, grads=grads, dist=zo.dist, lrs=lrs, weight_decays=decays, momenta=momenta)
         self._commit(two_point.cost(zo.q, zo.one_sided))
         return two_point.loss_estimate(plus, minus, zo.one_sided)
 
