@@ -115,7 +115,7 @@ def test_bad_arguments():
     task = PromptTask(model, tokenizer, CLASSES, intrinsic_dim=8)
     with pytest.raises(ValueError, match=r"W must have shape \(m, 8\)"):
         task.context(torch.zeros(2, 9))
-    with pytest.raises(TypeError, match="own text transformer"):
+    with pytest.raises(TypeError, match="a Linear is not a CLIP of a known family"):
         PromptTask(torch.nn.Linear(2, 2), tokenizer, CLASSES)
     with pytest.raises(ValueError, match="max_batch_tokens must be >= 1, got 0"):
         PromptTask(model, tokenizer, CLASSES, engine=Engine(max_batch_tokens=0))
@@ -168,3 +168,13 @@ def test_a_checkpoint_of_the_second_architecture_loads_as_it_was_saved(tmp_path)
     with torch.no_grad():  # float16 storage: equal to the float16-rounded weights' output
         expected = model.half().float().encode_image(images)
         assert torch.allclose(loaded.model.encode_image(images), expected, atol=1e-5)
+
+
+def test_a_loaded_model_keeps_the_family_it_was_loaded_as():
+    # the embedded model is an open_clip CLIP object: sniffing it would say open_clip
+    from sharpzo_ext.clip.families import load_model, of
+
+    loaded = load_model("embedded")
+    task = PromptTask.of(loaded, CLASSES, intrinsic_dim=8)
+    assert task.family is loaded.family and task.family.name == "embedded"
+    assert of(loaded.model).name == "open_clip"

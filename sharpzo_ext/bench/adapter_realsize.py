@@ -33,8 +33,8 @@ def run(config: BenchConfig) -> Suite:
     classes = 10 if config.quick else CLASSES
     population = 4 if config.quick else POPULATION
     loaded = load_model(MODEL, device=config.device)  # random weights
-    task = PromptTask(loaded.model, loaded.tokenizer, IMAGENET_CLASSNAMES[:classes],
-                      intrinsic_dim=512, device=config.device)
+    task = PromptTask.of(loaded, IMAGENET_CLASSNAMES[:classes], intrinsic_dim=512,
+                         device=config.device)
     g = torch.Generator().manual_seed(0)
     n = classes * SHOTS
     features = Features(

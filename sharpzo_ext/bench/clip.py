@@ -60,9 +60,8 @@ def run(config: BenchConfig) -> Suite:
     settings = {"full length (77 tokens)": {"share_prefix": False, "truncate": False},
                 "truncated": {"share_prefix": False},
                 "shared prefix": {}}
-    tasks = {name: PromptTask(loaded.model, loaded.tokenizer, task_data.classnames,
-                              intrinsic_dim=128, device=config.device,
-                              engine=Engine(**kwargs))
+    tasks = {name: PromptTask.of(loaded, task_data.classnames, intrinsic_dim=128,
+                                 device=config.device, engine=Engine(**kwargs))
              for name, kwargs in settings.items()}
     images = data_lib.load_images(task_data.splits["train"][0], loaded.preprocess)
     features = tasks["shared prefix"].encode_images(images)
@@ -84,8 +83,8 @@ def run(config: BenchConfig) -> Suite:
     table = markdown_table(["evaluation", "ms per candidate", "speed-up"], rows)
 
     def task_for(precision):
-        return PromptTask(loaded.model, loaded.tokenizer, task_data.classnames, intrinsic_dim=128,
-                          device=config.device, engine=Engine(precision=precision))
+        return PromptTask.of(loaded, task_data.classnames, intrinsic_dim=128,
+                             device=config.device, engine=Engine(precision=precision))
 
     precision_rows, precision_records = _precision_rows(task_for, features, labels, config)
     records += precision_records

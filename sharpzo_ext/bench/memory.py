@@ -113,8 +113,8 @@ def _clip_row(row: str, quick: bool, device: str) -> dict:
     torch.manual_seed(0)
     loaded = load_model(CLIP_SIZE["model"], device=device)  # random weights
     coop = row.startswith("CoOp")
-    task = PromptTask(loaded.model, loaded.tokenizer, IMAGENET_CLASSNAMES[:classes],
-                      intrinsic_dim=None if coop else DIM, device=device)
+    task = PromptTask.of(loaded, IMAGENET_CLASSNAMES[:classes],
+                         intrinsic_dim=None if coop else DIM, device=device)
     g = torch.Generator().manual_seed(1)
     features = torch.nn.functional.normalize(
         torch.randn(CLIP_SIZE["images"], loaded.model.text_projection.shape[1], generator=g),

@@ -1,7 +1,7 @@
 """CLIP prompt tuning with forward passes only, over open_clip and Hugging Face CLIP models.
 
     loaded = sz.clip.load_model("ViT-B-16", pretrained="openai")   # or "embedded", "hf:DIR"
-    task = sz.clip.PromptTask(loaded.model, loaded.tokenizer, classnames)
+    task = sz.clip.PromptTask.of(loaded, classnames)              # or PromptTask(model, tok, ...)
     features = task.encode_images(images)                         # cached once
     losses = task.losses(W, features, labels)                     # a population, batched
 

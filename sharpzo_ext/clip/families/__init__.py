@@ -14,7 +14,8 @@ from sharpzo_ext.clip.families.base import Family, LoadedModel, ModelError
 
 __all__ = ["FAMILIES", "Family", "LoadedModel", "ModelError", "load_model", "of"]
 
-# the first row that claims a name, or owns a model, is its family; open_clip takes the rest
+# the first row that claims a name, or owns a model, is its family; open_clip takes the other
+# names
 FAMILIES = (embedded.FAMILY, hf.FAMILY, openclip.FAMILY)
 
 
@@ -35,5 +36,10 @@ def load_model(name: str = "embedded", pretrained: str | None = None,
 
 
 def of(model: torch.nn.Module) -> Family:
-    """The family of a model object (for a model that was not loaded by load_model)."""
-    return next(f for f in FAMILIES if f.owns(model))
+    """The family of a model object that was not loaded by load_model (one that was knows its
+    family: LoadedModel.family), or TypeError if no family owns it."""
+    family = next((f for f in FAMILIES if f.owns(model)), None)
+    if family is None:
+        raise TypeError(f"a {type(model).__name__} is not a CLIP of a known family: PromptTask "
+                        "takes an open_clip CLIP or CustomTextCLIP, or a Hugging Face CLIPModel")
+    return family

@@ -3,14 +3,16 @@
 
 Its text tower is an open_clip CLIP's or CustomTextCLIP's TextTransformer of standard residual
 attention blocks (nn.MultiheadAttention, optional LayerScale) with a causal mask; anything else
-is refused with a message that says what is missing. It is the fallback family: a model that no
-other family owns is taken for an open_clip one, and refused here if it is not.
+is refused with a message that says what is missing. It is the fallback family for --model
+names (a name no other family claims is open_clip's); a model object is its own only if it is
+an open_clip CLIP or CustomTextCLIP.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from pathlib import Path
 
 import torch
@@ -157,5 +159,12 @@ def _load(name: str, pretrained: str | None, device) -> LoadedModel:
                        FAMILY)
 
 
-FAMILY = Family("open_clip", claims=lambda name: True, owns=lambda model: True, load=_load,
+def _owns(model: object) -> bool:
+    """Whether `model` is an open_clip CLIP or CustomTextCLIP; imports nothing (an open_clip
+    model exists only once open_clip is imported)."""
+    module = sys.modules.get("open_clip.model")
+    return module is not None and isinstance(model, (module.CLIP, module.CustomTextCLIP))
+
+
+FAMILY = Family("open_clip", claims=lambda name: True, owns=_owns, load=_load,
                 text_tower=text_tower, image_stages=image_stages, width=width)

@@ -94,11 +94,10 @@ def make_task(config: TrainConfig, loaded: LoadedModel, classnames: list[str]) -
         check_vocabulary(loaded.tokenizer, [f"{prefix} {name}." for name in classnames],
                          loaded.known_tokens)
     try:
-        return PromptTask(loaded.model, loaded.tokenizer, classnames, n_ctx=config.n_ctx,
-                          ctx_init=config.ctx_init, intrinsic_dim=intrinsic, seed=config.seed,
-                          device=config.device,
-                          rank=low_rank.RANK if prompt == Prompt.LOW_RANK else None,
-                          engine=config.engine)
+        return PromptTask.of(loaded, classnames, n_ctx=config.n_ctx, ctx_init=config.ctx_init,
+                             intrinsic_dim=intrinsic, seed=config.seed, device=config.device,
+                             rank=low_rank.RANK if prompt == Prompt.LOW_RANK else None,
+                             engine=config.engine)
     except ValueError as error:
         raise RunError(f"cannot build the prompt task: {error}") from None
 

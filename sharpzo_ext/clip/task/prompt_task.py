@@ -22,6 +22,7 @@ import torch
 
 import sharpzo_ext.ops as ops
 from sharpzo_ext.clip import families
+from sharpzo_ext.clip.families import Family, LoadedModel
 from sharpzo_ext.clip.engine import Engine
 from sharpzo_ext.clip.engine.rows import by_rows
 from sharpzo_ext.clip.task import low_rank
@@ -50,12 +51,14 @@ class PromptTask(Tuned):
         device: where the text tower runs (default: the model's).
         engine: how the text tower runs: precision, backend, shared prefixes, memory bound
             (an Engine; default Engine(): fp32 in torch, shared prefixes, 8192 tokens).
+        family: the model's family (a LoadedModel's: PromptTask.of(loaded, ...) passes it);
+            None: the family that owns the model object (families.of).
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer: Callable, classnames: Sequence[str],
                  n_ctx: int = 4, ctx_init: str | None = "a photo of a",
                  intrinsic_dim: int | None = 512, seed: int = 0, rank: int | None = None,
-                 device=None, engine: Engine | None = None):
+                 device=None, engine: Engine | None = None, family: Family | None = None):
         if len(classnames) < 2:
             raise ValueError(f"PromptTask needs at least two classes, got {len(classnames)}")
         self.device = (torch.device(device) if device is not None
@@ -64,7 +67,7 @@ class PromptTask(Tuned):
         self.engine.check(self.device)
         self.model = model.eval().requires_grad_(False)  # frozen; gradients only reach W
         self.model.to(self.device)
-        self.family = families.of(model)
+        self.family = families.of(model) if family is None else family
         self.text = self.family.text_tower(model, self.engine.tower_precision)
         self.classnames = list(classnames)
         embedding = self.text.token_embedding
@@ -112,6 +115,11 @@ class PromptTask(Tuned):
         self.logit_scale = 100.0 if scale is None else float(scale.detach().exp())
         bias = getattr(model, "logit_bias", None)
         self.logit_bias = None if bias is None else float(bias.detach())
+
+    @classmethod
+    def of(cls, loaded: LoadedModel, classnames: Sequence[str], **kwargs) -> "PromptTask":
+        """The task over a model that load_model loaded, with the family it was loaded as."""
+        return cls(loaded.model, loaded.tokenizer, classnames, family=loaded.family, **kwargs)
 
     # ---- images ------------------------------------------------------------------------------
 
