@@ -115,6 +115,8 @@ def _add_run_options(p, d) -> None:
     """Model, data and task options shared by train, eval and compare."""
     from sharpzo_ext.clip.engine.precision import PRECISIONS  # noqa: PLC0415
     from sharpzo_ext.clip.engine.backend import BACKENDS  # noqa: PLC0415
+    from sharpzo_ext.clip.task.prompt_task import INTRINSIC_DIM_CAP  # noqa: PLC0415
+    from sharpzo_ext.files import CACHE_ENV, CACHE_HOME  # noqa: PLC0415
 
     _option(p, "--model", d.model, "open_clip model name (e.g. ViT-B-16, RN50), 'embedded', or "
             "hf:PATH_OR_NAME, a Hugging Face CLIP checkpoint directory or cached hub name")
@@ -130,13 +132,13 @@ def _add_run_options(p, d) -> None:
     _option(p, "--seed", d.seed, type=int)
     _option(p, "--device", d.device)
     _option(p, "--ctx-init", d.ctx_init, "words that start the context")
-    _option(p, "--intrinsic-dim", "min(512, context size / 2)", "length of the tuned vector",
-            type=int)
+    _option(p, "--intrinsic-dim", f"min({INTRINSIC_DIM_CAP}, context size / 2)",
+            "length of the tuned vector", type=int)
     _option(p, "--precision", d.precision, "the text tower's linear layers: fp32, bf16, or int8 "
             "(CPU only; docs/clip.md)", choices=PRECISIONS)
     _option(p, "--backend", d.backend, "runs the text tower: torch, or onnxruntime (an ONNX "
             "export, cached in --cache-dir; fp32 or int8; docs/backends.md)", choices=BACKENDS)
-    _option(p, "--cache-dir", "$SHARPZO_EXT_CACHE or ~/.cache/sharpzo_ext", "feature cache")
+    _option(p, "--cache-dir", f"${CACHE_ENV} or {CACHE_HOME}", "feature cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

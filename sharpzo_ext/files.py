@@ -15,10 +15,13 @@ __all__ = ["atomic_path", "write_text", "write_json", "path_problem", "writable_
            "default_cache_dir"]
 
 
+CACHE_ENV, CACHE_HOME = "SHARPZO_EXT_CACHE", "~/.cache/sharpzo_ext"
+
+
 def default_cache_dir() -> Path:
     """Where image features and exported text towers are cached unless a run says otherwise:
-    $SHARPZO_EXT_CACHE, or ~/.cache/sharpzo_ext."""
-    return Path(os.environ.get("SHARPZO_EXT_CACHE", Path.home() / ".cache" / "sharpzo_ext"))
+    $SHARPZO_EXT_CACHE (CACHE_ENV), or ~/.cache/sharpzo_ext (CACHE_HOME)."""
+    return Path(os.environ.get(CACHE_ENV, Path(CACHE_HOME).expanduser()))
 
 
 @contextlib.contextmanager

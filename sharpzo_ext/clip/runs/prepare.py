@@ -19,7 +19,8 @@ from sharpzo_ext.clip.task import ensemble as ensemble_lib
 from sharpzo_ext.clip.task import low_rank
 from sharpzo_ext.clip.task.ensemble import Ensemble
 from sharpzo_ext.clip.task.features import Features
-from sharpzo_ext.clip.task.prompt_task import PromptTask, check_vocabulary
+from sharpzo_ext.clip.task.prompt_task import (PromptTask, check_vocabulary, context_length,
+                                               default_intrinsic_dim)
 
 __all__ = ["Prepared", "prepare", "make_task", "load_data", "EVAL_SPLITS"]
 
@@ -82,12 +83,9 @@ def make_task(config: TrainConfig, loaded: LoadedModel, classnames: list[str]) -
     (intrinsic, the context itself, or ZIP's low-rank factors)."""
     width = loaded.family.width(loaded.model)
     prompt = config.spec.prompt
-    n_ctx = (int((loaded.tokenizer([config.ctx_init])[0] != 0).sum()) - 2 if config.ctx_init
-             else config.n_ctx)
-    # the paper's d = 512 for CLIP ViT-B/16 (context 4 x 512); half the context size for
-    # smaller text towers, where 512 would exceed the context itself
+    n_ctx = context_length(loaded.tokenizer, config.ctx_init, config.n_ctx)
     intrinsic = None if prompt == Prompt.CONTEXT else (
-        config.intrinsic_dim or min(512, n_ctx * width // 2))
+        config.intrinsic_dim or default_intrinsic_dim(n_ctx, width))
     _check_intrinsic_dim(config, n_ctx, width)
     if loaded.known_tokens is not None:
         prefix = config.ctx_init or ""

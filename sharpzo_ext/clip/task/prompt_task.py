@@ -29,9 +29,28 @@ from sharpzo_ext.clip.task import low_rank
 from sharpzo_ext.clip.task.features import Features, encode
 from sharpzo_ext.clip.task.tuned import Tuned, as_features
 
-__all__ = ["PromptTask"]
+__all__ = ["PromptTask", "INTRINSIC_DIM_CAP", "default_intrinsic_dim", "context_length",
+           "check_vocabulary"]
 
 PROJECTION_STREAM = 1 << 60  # the stream of the projection A under the task's seed
+
+
+# The paper's d = 512 for CLIP ViT-B/16 (a context of 4 x 512 numbers); half the context's size
+# for smaller text towers, where 512 would exceed the context itself.
+INTRINSIC_DIM_CAP = 512
+
+
+def default_intrinsic_dim(n_ctx: int, width: int) -> int:
+    """The intrinsic dimension a run tunes unless told otherwise."""
+    return min(INTRINSIC_DIM_CAP, n_ctx * width // 2)
+
+
+def context_length(tokenizer: Callable, ctx_init: str | None, n_ctx: int) -> int:
+    """The context's tokens: those of `ctx_init` (its words' tokens, without the start and end
+    tokens), or `n_ctx` without one."""
+    if ctx_init:
+        return int((tokenizer([ctx_init])[0] != 0).sum()) - 2
+    return n_ctx
 
 
 class PromptTask(Tuned):
@@ -72,11 +91,8 @@ class PromptTask(Tuned):
         self.classnames = list(classnames)
         embedding = self.text.token_embedding
         width = self.text.width
-        if ctx_init:
-            n_ctx = int((tokenizer([ctx_init])[0] != 0).sum()) - 2  # minus start and end tokens
-            prefix = ctx_init
-        else:
-            prefix = " ".join(["X"] * n_ctx)
+        n_ctx = context_length(tokenizer, ctx_init, n_ctx)
+        prefix = ctx_init or " ".join(["X"] * n_ctx)
         if n_ctx < 1:
             raise ValueError(f"the context needs at least one token, got n_ctx={n_ctx}")
         self.n_ctx, self.ctx_init = n_ctx, ctx_init
