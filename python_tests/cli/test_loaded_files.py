@@ -91,7 +91,11 @@ PROMPT_DAMAGE = {
 }
 
 
-@pytest.mark.parametrize("damage", sorted(PROMPT_DAMAGE))
+QUICK = ("w NaN", "gda weight NaN", "temperature 1e300", "tip labels float")  # the rest: slow
+
+
+@pytest.mark.parametrize("damage", [d if d in QUICK else pytest.param(d, marks=pytest.mark.slow)
+                                    for d in sorted(PROMPT_DAMAGE)])
 def test_eval_refuses_a_prompt_file_with_damaged_values(runs, tmp_path, capsys, damage):
     # #35.2-4: such files were scored at chance, exit 0, or ended in a traceback
     name, tensors, metadata, message = PROMPT_DAMAGE[damage]
