@@ -120,7 +120,7 @@ def test_clip_layers_import_only_downward(graph):
 
 def test_clip_imports_only_the_optimizers_and_helpers_outside_it(graph):
     allowed = {"sharpzo_ext.optim", "sharpzo_ext.ops", "sharpzo_ext.checks", "sharpzo_ext.files",
-               "sharpzo_ext.loaded", "sharpzo_ext.deprecated",
+               "sharpzo_ext.loaded", "sharpzo_ext.deprecated", "sharpzo_ext.errors",
                "sharpzo_ext.distributed", "sharpzo_ext.resident_memory", "sharpzo_ext.machine"}
     outside = sorted(f"{module} imports {other}" for module, imported in graph.items()
                      if module.startswith("sharpzo_ext.clip") for other in imported
@@ -157,7 +157,7 @@ def test_the_optimizers_load_no_clip_module():
 CORE = ("sharpzo_ext.optim", "sharpzo_ext.ops", "sharpzo_ext.fakes", "sharpzo_ext.checks",
         "sharpzo_ext.loaded", "sharpzo_ext.deprecated", "sharpzo_ext.reference",
         "sharpzo_ext.files", "sharpzo_ext.distributed", "sharpzo_ext.machine",
-        "sharpzo_ext.resident_memory")
+        "sharpzo_ext.resident_memory", "sharpzo_ext.errors")
 
 
 def _within(module: str, packages) -> bool:
@@ -178,3 +178,14 @@ def test_the_core_imports_neither_clip_nor_the_benchmarks_nor_the_command_line(g
                    if _within(module, CORE) for other in imported
                    if _within(other, ("sharpzo_ext.clip", "sharpzo_ext.bench", "sharpzo_ext.cli")))
     assert not wrong, "\n".join(wrong)
+
+
+def test_the_bench_command_line_loads_no_clip_module():
+    # Note [Sub-commands built on demand]: `bench` builds its own options only
+    code = ("import sys\nfrom sharpzo_ext.cli import build_parser\n"
+            "args = build_parser('bench').parse_args(['bench', '--quick'])\n"
+            "assert args.command == 'bench'\n"
+            "assert not [m for m in sys.modules if m.startswith('sharpzo_ext.clip')], "
+            "sorted(m for m in sys.modules if m.startswith('sharpzo_ext.clip'))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -6,10 +6,12 @@ import argparse
 import sys
 from typing import Sequence
 
+from sharpzo_ext.errors import UserError
+
 __all__ = ["main"]
 
 
-class CliError(Exception):
+class CliError(UserError):
     """A user error: printed as one line, exit status 2, no traceback."""
 
 
@@ -30,12 +32,9 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _add_bench(sub) -> None:
+def _add_bench(p) -> None:
     from sharpzo_ext.bench import SUITES  # noqa: PLC0415
 
-    p = sub.add_parser("bench", help="run the microbenchmarks and print their table",
-                       description="Microbenchmarks on torch.utils.benchmark. Ratios are "
-                       "measured in one run; compare ratios, not times, across machines.")
     p.add_argument("--suite", action="append", choices=SUITES,
                    help="a suite to run (repeatable; default: all but the real-size suites "
                    "memory, backends, clip-realsize and adapter-realsize, which take minutes "
@@ -164,16 +163,12 @@ def _add_head_options(p, d, head_default) -> None:
             type=int)
 
 
-def _add_train(sub) -> None:
+def _add_train(p) -> None:
     from sharpzo_ext.clip.runs.config import (DEFAULT_TUNE, HYPERPARAMETERS,  # noqa: PLC0415
                                               TrainConfig)
     from sharpzo_ext.clip.runs.method_table import METHODS, TUNED  # noqa: PLC0415
 
     d = TrainConfig()
-    p = sub.add_parser("train", help="tune a CLIP prompt with forward passes only",
-                       description="Tunes a CLIP prompt with a forward-only optimizer, selects "
-                       "it on validation and reports test (and shifted-split) accuracy. With no "
-                       "arguments: SharpZO on the embedded default model and task.")
     _add_run_options(p, d)
     _option(p, "--method", d.method, "; ".join(f"{name}: {spec.help}" for name, spec in
                                               METHODS.items()), choices=tuple(METHODS))
@@ -248,13 +243,9 @@ def _run_train(args) -> None:
         print(f"run directory: {out}")  # rank 0 (the only one that writes)
 
 
-def _add_eval(sub) -> None:
+def _add_eval(p) -> None:
     from sharpzo_ext.clip.runs.config import TrainConfig  # noqa: PLC0415
 
-    p = sub.add_parser("eval", help="evaluate a saved prompt",
-                       description="Accuracy of a saved prompt (a run directory's "
-                       "prompt.safetensors) on the run's data, or on other data of the same "
-                       "classes with --data/--dataset.")
     p.add_argument("target", metavar="RUN", help="a run directory, or a prompt .safetensors file")
     _add_run_options(p, TrainConfig())
     p.set_defaults(handler=_run_eval)
@@ -276,16 +267,13 @@ def _run_eval(args) -> None:
         print(f"{split:8s} {100 * acc:.1f}%")
 
 
-def _add_compare(sub) -> None:
+def _add_compare(p) -> None:
     from sharpzo_ext.clip.runs.compare import (COMPARE_METHODS, COMPARED,  # noqa: PLC0415
                                                CompareConfig)
     from sharpzo_ext.clip.runs.config import TrainConfig  # noqa: PLC0415
     from sharpzo_ext.clip.data.datasets import BUILTIN_TASKS  # noqa: PLC0415
 
     d, c = TrainConfig(), CompareConfig()
-    p = sub.add_parser("compare", help="SharpZO against forward-only baselines and CoOp",
-                       description="Runs methods on the same tasks, seeds and forward-pass "
-                       "budget; writes compare.json, compare.md and compare-<task>.png.")
     _add_run_options(p, d)
     p.add_argument("--tasks", nargs="+", choices=BUILTIN_TASKS, default=None,
                    help=f"built-in tasks to compare on (default: {' '.join(c.tasks)}; "
@@ -333,27 +321,47 @@ def _run_compare(args) -> None:
     print(f"output directory: {out}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Note [Sub-commands built on demand]
+# A sub-command's options import what they offer (the method table, the benchmark suites), and
+# those imports are most of the command's start-up: `bench` would load the whole CLIP layer. So
+# the parser holds every sub-command's name and help, and the options of the one that runs only
+# (all of them for the command's own --help and for docs/cli.md).
+COMMANDS = {  # name: (help, description, what adds its options)
+    "train": ("tune a CLIP prompt with forward passes only", "Tunes a CLIP prompt with a "
+              "forward-only optimizer, selects it on validation and reports test (and "
+              "shifted-split) accuracy. With no arguments: SharpZO on the embedded default model "
+              "and task.", _add_train),
+    "eval": ("evaluate a saved prompt", "Accuracy of a saved prompt (a run directory's "
+             "prompt.safetensors) on the run's data, or on other data of the same classes with "
+             "--data/--dataset.", _add_eval),
+    "compare": ("SharpZO against forward-only baselines and CoOp", "Runs methods on the same "
+                "tasks, seeds and forward-pass budget; writes compare.json, compare.md and "
+                "compare-<task>.png.", _add_compare),
+    "bench": ("run the microbenchmarks and print their table", "Microbenchmarks on "
+              "torch.utils.benchmark. Ratios are measured in one run; compare ratios, not times, "
+              "across machines.", _add_bench),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command's parser, with the options of `command` (None: of every sub-command; Note
+    [Sub-commands built on demand])."""
     parser = _Parser(prog="sharpzo-ext",
                      description="Forward-only fine-tuning: SharpZO and friends.")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_train(sub)
-    _add_eval(sub)
-    _add_compare(sub)
-    _add_bench(sub)
+    for name, (help, description, add_options) in COMMANDS.items():
+        p = sub.add_parser(name, help=help, description=description)
+        if command in (None, name):
+            add_options(p)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from sharpzo_ext.clip.data.datasets import DataError  # noqa: PLC0415
-    from sharpzo_ext.clip.families import ModelError  # noqa: PLC0415
-    from sharpzo_ext.clip.runs.config import RunError  # noqa: PLC0415
-    from sharpzo_ext.distributed import DistributedError  # noqa: PLC0415
-
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv[0] if argv and argv[0] in COMMANDS else None).parse_args(argv)
     try:
         args.handler(args)
-    except (CliError, DataError, ModelError, RunError, DistributedError) as error:
+    except UserError as error:
         print(f"sharpzo-ext {args.command}: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # what no check foresaw (a disk that fills up): still one line

@@ -41,13 +41,14 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
+from sharpzo_ext.errors import UserError
 from sharpzo_ext.optim.objective import Population
 
 __all__ = ["DistributedError", "CommStats", "init", "initialized", "finish", "shard", "shard_of",
            "PopulationShard", "DataShard"]
 
 
-class DistributedError(RuntimeError):
+class DistributedError(UserError, RuntimeError):
     """A peer is gone (or stopped answering within the timeout), or the ranks diverged."""
 
 

@@ -18,6 +18,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from sharpzo_ext.errors import UserError
+
 __all__ = ["DataError", "Dataset", "EMBEDDED_TASKS", "BUILTIN_TASKS", "embedded_task",
            "builtin_task", "image_folder", "coop_dataset", "few_shot", "load_images",
            "COOP_DATASETS"]
@@ -25,7 +27,7 @@ __all__ = ["DataError", "Dataset", "EMBEDDED_TASKS", "BUILTIN_TASKS", "embedded_
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
-class DataError(Exception):
+class DataError(UserError):
     """Data that cannot be used, with a message that says which and why."""
 
 

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from sharpzo_ext.errors import UserError
+
 if TYPE_CHECKING:
     from sharpzo_ext.clip.engine.tower import TextTower
 
@@ -32,7 +34,7 @@ MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's image normalization
 STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-class ModelError(Exception):
+class ModelError(UserError):
     """A model or checkpoint that cannot be loaded, with a message that says why."""
 
 

@@ -13,6 +13,7 @@ from sharpzo_ext.clip.runs.method_table import METHODS, TUNED, MethodSpec
 from sharpzo_ext.clip.task.adapter import DEFAULT_DIM as ADAPTER_DIM
 from sharpzo_ext.clip.task.features import STAGES
 from sharpzo_ext.clip.task.heads import HEADS
+from sharpzo_ext.errors import UserError
 from sharpzo_ext.optim.sharpzo import SHARPNESS
 
 __all__ = ["TrainConfig", "RunError", "HEAD_CHOICES", "HEAD_FEATURES", "HEAD_AUGMENTS",
@@ -37,7 +38,7 @@ def _hyper(default, help: str, **cli):
     return dataclasses.field(default=default, metadata={"help": help, **cli})
 
 
-class RunError(Exception):
+class RunError(UserError):
     """A run that cannot start or continue (bad configuration, run directory in the way)."""
 
 
