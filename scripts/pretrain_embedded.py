@@ -8,7 +8,8 @@ with --out somewhere outside the package and load it with --model embedded --pre
 About 16 minutes on 2 CPU cores (937 s for the shipped checkpoint, recorded in its metadata as
 train_seconds). Recipe, found by a throwaway feasibility run: symmetric CLIP loss, batch 256,
 AdamW (lr 2e-3, betas 0.9/0.98, weight decay 0.1 except embeddings, norms, biases and the logit
-scale), 5% linear warm-up then cosine. Images and captions come from sharpzo_ext.clip.data.synthetic,
+scale), 5% linear warm-up then cosine. Images and captions come from
+sharpzo_ext.clip.data.synthetic,
 a new batch every step from a seeded generator, so a re-run trains on the same data stream. At
 the end it measures zero-shot accuracy (clean shapes, and the downstream task with "a photo of a
 {shape}.") and stores those numbers in the checkpoint's metadata.

@@ -78,6 +78,7 @@ def number(value, name: str, low: float | None = None, high: float | None = None
     if not math.isfinite(value):
         raise BadValue(name, f"must be finite, got {value}")
     if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"[{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}]"
-        raise BadValue(name, f"must be in {bounds}, got {value:g}")
+        least = "-inf" if low is None else f"{low:g}"
+        most = "inf" if high is None else f"{high:g}"
+        raise BadValue(name, f"must be in [{least}, {most}], got {value:g}")
     return value

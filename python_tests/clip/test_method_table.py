@@ -23,7 +23,8 @@ def test_each_row_builds_its_own_optimizer(name):
     spec = METHODS[name]
     assert isinstance(spec.kind, Kind) and isinstance(spec.prompt, Prompt) and spec.help
     if spec.kind == Kind.HEAD:
-        assert name in HEADS and spec.optimizer is None and not TrainConfig(method=name).tunes_anything
+        assert name in HEADS and spec.optimizer is None
+        assert not TrainConfig(method=name).tunes_anything
         return
     config = TrainConfig(method=name, lr=0.125, sigma=0.25, seed=3)
     optimizer = spec.optimizer(config, [torch.zeros(4)])

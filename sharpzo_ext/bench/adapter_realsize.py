@@ -54,8 +54,8 @@ def run(config: BenchConfig) -> Suite:
                 ms[name] = measure_ms(lambda t=t, W=W: t.losses(W, features, labels), config,
                                       warm_up=lambda t=t, W=W: t.losses(W[:2], features,
                                                                         labels)) / population
-            rows.append([name, t.dim, f"{ms[name]:.3f}",
-                         f"{1000 / ms[name]:.0f}", f"{100 * ms[name] / ms[next(iter(tuned))]:.2f}%"])
+            share = 100 * ms[name] / ms[next(iter(tuned))]
+            rows.append([name, t.dim, f"{ms[name]:.3f}", f"{1000 / ms[name]:.0f}", f"{share:.2f}%"])
             records.append({"tuned": name, "dim": t.dim, "ms_per_candidate": ms[name],
                             "classes": classes, "images": n, "population": population})
             bar.update()

@@ -4,9 +4,10 @@ token, sharing their prefix and batching the population save.
 One loss evaluation = the text tower over the 10 class prompts plus the logits and the
 cross-entropy over 160 cached image features (the embedded task's train split).
 
-The second table runs the text tower's linear layers at each precision (clip/engine/precision.py) on a
-population like a CMA-ES generation's (w ~ N(0, 0.6^2), the default sigma) and reports how far
-their losses are from float32's, and whether they rank the candidates as float32 does.
+The second table runs the text tower's linear layers at each precision
+(clip/engine/precision.py) on a population like a CMA-ES generation's (w ~ N(0, 0.6^2), the
+default sigma) and reports how far their losses are from float32's, and whether they rank the
+candidates as float32 does.
 """
 
 from __future__ import annotations

@@ -82,7 +82,8 @@ class ForwardOnlyOptimizer(torch.optim.Optimizer):
         self._frozen: list[int] = []  # Note [Frozen parameters]; filled as groups are added
         super().__init__(params, defaults)
         if self._numel() == 0:
-            frozen = " (the frozen ones, requires_grad=False, are not tuned)" if self._frozen else ""
+            frozen = (" (the frozen ones, requires_grad=False, are not tuned)" if self._frozen
+                      else "")
             raise ValueError(f"{type(self).__name__} needs parameters with at least one element "
                              f"to tune; these have none{frozen}")
         self.shared: dict = {"seed": checks.stream_integer(seed, "seed"), "forward_passes": 0,

@@ -46,7 +46,7 @@ def _name(group: int, index: int) -> str:
 
 
 def check_added(owner: str, params: Sequence, group: int,
-                earlier: Sequence[torch.Tensor]) -> None:
+                earlier: Sequence[tuple[torch.Tensor, tuple[int, int]]]) -> None:
     """Refuses, naming the parameter, what `owner` cannot tune: tensors not floating-point,
     not dense, on the meta device or expanded, and parameters that share memory with one
     another or with `earlier` ones (Note [Parameters that share memory])."""

@@ -41,8 +41,8 @@ from sharpzo_ext.clip.task import ensemble as ensemble_lib
 from sharpzo_ext.clip.task.heads import HEADS
 from sharpzo_ext.files import write_json, write_text
 
-__all__ = ["Compared", "COMPARED", "COMPARE_METHODS", "DEFAULT_METHODS", "DEFAULT_TASKS", "BUDGET", "CompareConfig",
-           "compare", "method_config"]
+__all__ = ["Compared", "COMPARED", "COMPARE_METHODS", "DEFAULT_METHODS", "DEFAULT_TASKS",
+           "BUDGET", "CompareConfig", "compare", "method_config"]
 
 @dataclasses.dataclass(frozen=True)
 class Compared:

@@ -117,8 +117,9 @@ _TABLE = (
                "with intrinsic-dimensional clipping", Prompt.LOW_RANK,
                optimizer=lambda c, params: optim.SPSA(params, rule="clip", seed=c.seed)),
     MethodSpec("spsa-gc", Kind.FORWARD_ONLY, "BlackVIP's optimizer (CVPR 2023), SPSA with "
-               "gradient correction, on the intrinsic prompt", optimizer=lambda c, params: optim.SPSA(
-                   params, a=SPSA_GC_STEP, rule="gc", seed=c.seed)),
+               "gradient correction, on the intrinsic prompt",
+               optimizer=lambda c, params: optim.SPSA(params, a=SPSA_GC_STEP, rule="gc",
+                                                      seed=c.seed)),
     MethodSpec("coop", Kind.FIRST_ORDER, "first-order CoOp: Adam on the context vectors, "
                "through backward passes (the reference); budget in steps", Prompt.CONTEXT,
                optimizer=lambda c, params: torch.optim.Adam(params, lr=c.coop_lr),

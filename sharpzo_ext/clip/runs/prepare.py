@@ -112,8 +112,8 @@ def _check_intrinsic_dim(config: TrainConfig, n_ctx: int, width: int) -> None:
         raise RunError(f"intrinsic_dim must be at most the context's size, {n_ctx} tokens x "
                        f"{width} = {n_ctx * width}, got {d}")
     if config.spec.prompt == Prompt.LOW_RANK and d < n_ctx:
-        raise RunError(f"{config.method}'s low-rank prompt needs intrinsic_dim of at least one per context "
-                       f"token ({n_ctx}), got {d}")
+        raise RunError(f"{config.method}'s low-rank prompt needs intrinsic_dim of at least one "
+                       f"per context token ({n_ctx}), got {d}")
 
 
 def load_data(config: TrainConfig) -> data_lib.Dataset:
