@@ -14,7 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from sharpzo_ext.cli import main
-from sharpzo_ext.clip.runs import run_dir
+from sharpzo_ext.clip.runs import prompt_file
 from sharpzo_ext.clip.runs.config import RunError
 
 BASE = ["--quiet", "--data", "embedded-grainy", "--head-views", "2"]
@@ -124,7 +124,7 @@ def test_any_non_finite_tensor_in_a_prompt_file_is_refused(runs, tmp_path_factor
     x.view(-1)[data.draw(st.integers(0, x.numel() - 1))] = bad
     rewrite_prompt(prompt, {key: x})
     with pytest.raises(RunError, match="not finite"):
-        run_dir.read_prompt(prompt)
+        prompt_file.read(prompt)
 
 
 def tensor_entries(value, path=()):

@@ -280,7 +280,7 @@ def test_a_second_writer_of_a_run_directory_is_refused(tmp_path, cache, capsys):
     from sharpzo_ext.clip.runs import run_dir
 
     out = tmp_path / "run"
-    with run_dir.locked(out):  # another run writing there
+    with run_dir.RunDir(out).locked():  # another run writing there
         code, err = error_of(["train", "--out", str(out), "--budget", "100", "--cache-dir",
                               cache, "--quiet"], capsys)
     assert code == 2 and len(err) == 1 and "in use by another run" in err[0]
@@ -452,7 +452,7 @@ def test_a_run_interrupted_anywhere_resumes_from_its_directory_alone_to_the_same
         if method not in _STRAIGHT:
             assert _cli_run(["train", "--out", str(tmp / "straight")] + options + cache) == 0
             _STRAIGHT[method] = json.loads((tmp / "straight" / "summary.json").read_text())
-        real, calls = run_dir.save_progress, []
+        real, calls = run_dir.RunDir.save_progress, []
 
         def save_then_stop(*args, **kwargs):
             real(*args, **kwargs)
@@ -461,11 +461,11 @@ def test_a_run_interrupted_anywhere_resumes_from_its_directory_alone_to_the_same
                 raise KeyboardInterrupt
 
         out = tmp / "interrupted"
-        run_dir.save_progress = save_then_stop
+        run_dir.RunDir.save_progress = save_then_stop
         try:
             assert _cli_run(["train", "--out", str(out)] + options + cache) == 130
         finally:
-            run_dir.save_progress = real
+            run_dir.RunDir.save_progress = real
         assert not (out / "summary.json").exists()
         assert _cli_run(["train", "--resume", str(out)] + cache + ["--quiet"]) == 0
         resumed = json.loads((out / "summary.json").read_text())

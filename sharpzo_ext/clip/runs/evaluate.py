@@ -10,7 +10,7 @@ from typing import Iterable
 
 import torch
 
-from sharpzo_ext.clip.runs import run_dir
+from sharpzo_ext.clip.runs import prompt_file
 from sharpzo_ext.clip.runs.config import RunError, TrainConfig
 from sharpzo_ext.clip.runs.method_table import METHODS, Kind
 from sharpzo_ext.clip.runs.methods import make_tuned
@@ -88,7 +88,7 @@ def evaluate_prompt(prompt: str | Path, config: TrainConfig, progress: bool = Tr
     of the data of `config` (same model and classes; refused with a RunError otherwise). The
     values the prompt recorded win over `config`'s (prompt_config; `explicit` names the fields
     set on purpose)."""
-    w, metadata, head = run_dir.read_prompt(Path(prompt))
+    w, metadata, head = prompt_file.read(Path(prompt))
     config = prompt_config(metadata, config, explicit, str(prompt))
     config.check()
     p = prepare(config, progress)

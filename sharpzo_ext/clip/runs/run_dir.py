@@ -4,9 +4,7 @@ file):
   config.json         the resolved configuration (what --resume rebuilds the run from)
   log.jsonl           one line per evaluation: forward passes, train loss, accuracies, time
   state.pt            optimizer and progress at the last evaluation (what --resume continues)
-  prompt.safetensors  the selected iterate: w, what it tunes (a prompt's context vectors, an
-                      adapter's dimension), what it belongs to, and its head with the head's
-                      weight and stage (when the run has one)
+  prompt.safetensors  the selected iterate with what it belongs to and its head (prompt_file.py)
   accuracy.png        validation and test accuracy against forward passes
   summary.json        zero-shot and tuned accuracies, forward passes, wall time, peak memory
   .lock               held (flock) by the process that writes the run: a second writer is
@@ -28,18 +26,15 @@ from typing import Iterator
 
 import torch
 
-from sharpzo_ext import loaded
-from sharpzo_ext.clip.runs.config import RunError, TrainConfig
 from sharpzo_ext.clip.data.datasets import Dataset
-from sharpzo_ext.clip.task.ensemble import Ensemble, from_prompt_file
-from sharpzo_ext.clip.task.heads import Head, HeadError
 from sharpzo_ext.clip.families import LoadedModel
+from sharpzo_ext.clip.runs import prompt_file
+from sharpzo_ext.clip.runs.config import RunError, TrainConfig
+from sharpzo_ext.clip.task.ensemble import Ensemble
 from sharpzo_ext.clip.task.tuned import Tuned
 from sharpzo_ext.files import atomic_path, path_problem, write_json, write_text
 
-__all__ = ["check_out", "check_new", "locked", "read_config", "read_config_file", "write_config",
-           "save_progress", "check_identity", "load_progress", "save_prompt", "read_prompt",
-           "plot_accuracy", "write_summary"]
+__all__ = ["RunDir", "check_out", "read_config_file"]
 
 
 def check_out(out: Path) -> None:
@@ -48,51 +43,6 @@ def check_out(out: Path) -> None:
     problem = path_problem(out, directory=True)
     if problem:
         raise RunError(problem)
-
-
-def check_new(out: Path) -> None:
-    """Refuses a directory that already holds a run."""
-    if (out / "summary.json").exists() or (out / "state.pt").exists():
-        raise RunError(f"{out} already holds a run; use --resume to continue it, or another --out")
-
-
-# Note [One writer per run directory]
-# Two processes writing one run directory would interleave their logs, states and prompts, and
-# leave a directory that resumes neither run. The writer holds an exclusive advisory lock
-# (flock) on out/.lock for as long as it runs; a second writer finds it held and is refused at
-# once. The kernel drops the lock when its holder exits, however it exits, so a crashed run
-# never leaves the directory locked.
-@contextlib.contextmanager
-def locked(out: Path) -> Iterator[None]:
-    """Holds the run directory's lock (creating the directory), or raises RunError if another
-    process holds it."""
-    lock = out / ".lock"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        # never through a link: a run creates no file outside its directory
-        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise RunError(f"{lock} is a symbolic link; a run's lock is its own file, never "
-                           "followed elsewhere: remove the link") from None
-        raise RunError(f"cannot write the run directory {out}: {error.strerror}") from None
-    with os.fdopen(fd, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunError(f"{out} is in use by another run (it holds {out / '.lock'}); wait "
-                           "for it to end, or use another --out") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def read_config(out: Path) -> TrainConfig:
-    """The saved configuration of a run to resume."""
-    if not (out / "config.json").is_file() or not (out / "state.pt").is_file():
-        raise RunError(f"{out} is not a run directory to resume (no config.json / state.pt)")
-    return read_config_file(out / "config.json")
 
 
 def read_config_file(path: Path) -> TrainConfig:
@@ -104,125 +54,145 @@ def read_config_file(path: Path) -> TrainConfig:
     return TrainConfig.from_saved(saved, str(path))
 
 
-def write_config(out: Path, config: TrainConfig) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", dataclasses.asdict(config))
+@dataclasses.dataclass(frozen=True)
+class RunDir:
+    """A run directory: its files (the module's docstring), each written atomically, its lock,
+    and the checks a new run and a resumed one make of it."""
+    path: Path
+
+    def check_new(self) -> None:
+        """Refuses a directory that already holds a run."""
+        if (self.path / "summary.json").exists() or (self.path / "state.pt").exists():
+            raise RunError(f"{self.path} already holds a run; use --resume to continue it, or "
+                           "another --out")
+
+    # Note [One writer per run directory]
+    # Two processes writing one run directory would interleave their logs, states and prompts,
+    # and leave a directory that resumes neither run. The writer holds an exclusive advisory lock
+    # (flock) on the directory's .lock for as long as it runs; a second writer finds it held and
+    # is refused at once. The kernel drops the lock when its holder exits, however it exits, so a
+    # crashed run never leaves the directory locked.
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Holds the run directory's lock (creating the directory), or raises RunError if another
+        process holds it."""
+        lock = self.path / ".lock"
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            # never through a link: a run creates no file outside its directory
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise RunError(f"{lock} is a symbolic link; a run's lock is its own file, never "
+                               "followed elsewhere: remove the link") from None
+            raise RunError(f"cannot write the run directory {self.path}: "
+                           f"{error.strerror}") from None
+        with os.fdopen(fd, "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunError(f"{self.path} is in use by another run (it holds {lock}); wait "
+                               "for it to end, or use another --out") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def read_config(self) -> TrainConfig:
+        """The saved configuration of a run to resume."""
+        if not (self.path / "config.json").is_file() or not (self.path / "state.pt").is_file():
+            raise RunError(f"{self.path} is not a run directory to resume (no config.json / "
+                           "state.pt)")
+        return read_config_file(self.path / "config.json")
+
+    def write_config(self, config: TrainConfig) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json(self.path / "config.json", dataclasses.asdict(config))
+
+    def save_progress(self, optimizer: torch.optim.Optimizer, w: torch.Tensor, best: dict,
+                      log: list[dict], ensemble: Ensemble | None, identity: dict) -> None:
+        """log.jsonl and state.pt: everything --resume needs to continue the same trajectory
+        (the head the prompt is tuned for included), and the identity of the model and the data
+        it is tuned on (Note [A resume checks what it resumes])."""
+        write_text(self.path / "log.jsonl", "".join(json.dumps(row) + "\n" for row in log))
+        with atomic_path(self.path / "state.pt") as tmp:
+            torch.save({"optimizer": copy.deepcopy(optimizer.state_dict()),
+                        "w": w.detach().clone(), "best": best, "log": log,
+                        "ensemble": None if ensemble is None else ensemble.state(),
+                        "identity": json.dumps(identity, sort_keys=True, default=str)}, tmp)
+
+    # Note [A resume checks what it resumes]
+    # A run's optimizer state means something only for the model and the data it was tuned on.
+    # state.pt records both identities (the model's name and weight files, the data's files with
+    # their sizes and modification times); a resume compares them with what the same options
+    # load now, and refuses the run in one line naming what changed: a checkpoint directory
+    # overwritten, an hf: name that now resolves to a newer snapshot, images replaced. Runs from
+    # before this record resume unchecked.
+    def check_identity(self, state: dict, identity: dict) -> None:
+        """RunError, naming the model or the data, if `identity` is not what the state
+        records."""
+        if "identity" not in state:
+            return
+        try:
+            saved = json.loads(state["identity"])
+            if not isinstance(saved, dict):
+                raise ValueError("not a record")
+        except (TypeError, ValueError):
+            raise RunError(f"cannot resume {self.path}: its state.pt holds a damaged identity "
+                           "record (the model and data it was tuned on)") from None
+        now = json.loads(json.dumps(identity, sort_keys=True, default=str))
+        for what, changed in (("model", "the model's weights are not those the run was tuned "
+                               "with (its files changed, or its name now resolves elsewhere)"),
+                              ("data", "the data is not what the run was tuned on (images added, "
+                               "removed or replaced)")):
+            if saved.get(what) != now.get(what):
+                raise RunError(f"cannot resume {self.path}: {changed}; start a new run with "
+                               "--out")
+
+    # Note [Run state holds no code]
+    # state.pt is torch.save's pickle of tensors, numbers, strings, lists and dicts: optimizer
+    # state dicts, the prompt, the log and the head. It is read with torch.load(weights_only=True),
+    # whose unpickler builds only those types and refuses any other object before constructing
+    # it: a state.pt crafted to run code when unpickled (an object with a __reduce__) is refused,
+    # and the code never runs. Every state.pt that sharpzo_ext has written, since 0.1.0, loads
+    # this way.
+    def load_progress(self) -> dict:
+        """state.pt: {"optimizer": state dict, "w", "best", "log"}, or RunError if it is damaged
+        or holds anything else than tensors and plain data (Note [Run state holds no code])."""
+        path = self.path / "state.pt"
+        try:
+            state = torch.load(path, weights_only=True)
+        except pickle.UnpicklingError as error:
+            if "Weights only load failed" not in str(error):
+                raise RunError(f"cannot read {path} (damaged?): "
+                               f"{str(error).splitlines()[0]}") from None
+            raise RunError(f"{path} holds objects other than tensors and plain data, which "
+                           "sharpzo_ext never writes and does not load (unpickling them could run "
+                           "code); start the run again rather than resume a directory you cannot "
+                           "trust") from None
+        except Exception as error:  # noqa: BLE001 (torch.load's unpickler raises what it meets:
+            # OSError, EOFError, zipfile.BadZipFile, IndexError on a text file; each is one error)
+            reason = (str(error).splitlines() or [type(error).__name__])[0]
+            raise RunError(f"cannot read {path} (damaged?): {reason}") from None
+        if not (isinstance(state, dict) and {"optimizer", "w", "best", "log"} <= set(state)):
+            raise RunError(f"{path} is not the state of a run")
+        return state
+
+    def save_prompt(self, loaded: LoadedModel, data: Dataset, tuned: Tuned, w: torch.Tensor,
+                    extra: dict, ensemble: Ensemble | None = None) -> None:
+        """prompt.safetensors (prompt_file.py)."""
+        prompt_file.save(self.path / "prompt.safetensors", loaded, data, tuned, w, extra,
+                         ensemble)
+
+    def plot(self, log: list[dict], zero_shot: dict[str, float], title: str) -> None:
+        """accuracy.png: validation and test accuracy against forward passes."""
+        _plot_accuracy(self.path / "accuracy.png", log, zero_shot, title)
+
+    def write_summary(self, summary: dict) -> None:
+        write_json(self.path / "summary.json", summary)
 
 
-def save_progress(out: Path, optimizer: torch.optim.Optimizer, w: torch.Tensor, best: dict,
-                  log: list[dict], ensemble: Ensemble | None, identity: dict) -> None:
-    """log.jsonl and state.pt: everything --resume needs to continue the same trajectory (the
-    head the prompt is tuned for included), and the identity of the model and the data it is
-    tuned on (Note [A resume checks what it resumes])."""
-    write_text(out / "log.jsonl", "".join(json.dumps(row) + "\n" for row in log))
-    with atomic_path(out / "state.pt") as tmp:
-        torch.save({"optimizer": copy.deepcopy(optimizer.state_dict()), "w": w.detach().clone(),
-                    "best": best, "log": log,
-                    "ensemble": None if ensemble is None else ensemble.state(),
-                    "identity": json.dumps(identity, sort_keys=True, default=str)}, tmp)
-
-
-# Note [A resume checks what it resumes]
-# A run's optimizer state means something only for the model and the data it was tuned on.
-# state.pt records both identities (the model's name and weight files, the data's files with
-# their sizes and modification times); a resume compares them with what the same options load
-# now, and refuses the run in one line naming what changed: a checkpoint directory overwritten,
-# an hf: name that now resolves to a newer snapshot, images replaced. Runs from before this
-# record resume unchecked.
-def check_identity(out: Path, state: dict, identity: dict) -> None:
-    """RunError, naming the model or the data, if `identity` is not what the state records."""
-    if "identity" not in state:
-        return
-    try:
-        saved = json.loads(state["identity"])
-        if not isinstance(saved, dict):
-            raise ValueError("not a record")
-    except (TypeError, ValueError):
-        raise RunError(f"cannot resume {out}: its state.pt holds a damaged identity record (the "
-                       "model and data it was tuned on)") from None
-    now = json.loads(json.dumps(identity, sort_keys=True, default=str))
-    for what, changed in (("model", "the model's weights are not those the run was tuned "
-                           "with (its files changed, or its name now resolves elsewhere)"),
-                          ("data", "the data is not what the run was tuned on (images added, "
-                           "removed or replaced)")):
-        if saved.get(what) != now.get(what):
-            raise RunError(f"cannot resume {out}: {changed}; start a new run with --out")
-
-
-# Note [Run state holds no code]
-# state.pt is torch.save's pickle of tensors, numbers, strings, lists and dicts: optimizer state
-# dicts, the prompt, the log and the head. It is read with torch.load(weights_only=True), whose
-# unpickler builds only those types and refuses any other object before constructing it: a
-# state.pt crafted to run code when unpickled (an object with a __reduce__) is refused, and the
-# code never runs. Every state.pt that sharpzo_ext has written, since 0.1.0, loads this way.
-def load_progress(out: Path) -> dict:
-    """state.pt: {"optimizer": state dict, "w", "best", "log"}, or RunError if it is damaged or
-    holds anything else than tensors and plain data (Note [Run state holds no code])."""
-    path = out / "state.pt"
-    try:
-        state = torch.load(path, weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "Weights only load failed" not in str(error):
-            raise RunError(f"cannot read {path} (damaged?): {str(error).splitlines()[0]}") from None
-        raise RunError(f"{path} holds objects other than tensors and plain data, which sharpzo_ext "
-                       "never writes and does not load (unpickling them could run code); start "
-                       "the run again rather than resume a directory you cannot trust") from None
-    except Exception as error:  # noqa: BLE001 (torch.load's unpickler raises what it meets:
-        # OSError, EOFError, zipfile.BadZipFile, IndexError on a text file; each is one error)
-        reason = (str(error).splitlines() or [type(error).__name__])[0]
-        raise RunError(f"cannot read {path} (damaged?): {reason}") from None
-    if not (isinstance(state, dict) and {"optimizer", "w", "best", "log"} <= set(state)):
-        raise RunError(f"{path} is not the state of a run")
-    return state
-
-
-def save_prompt(path: Path, loaded: LoadedModel, data: Dataset, tuned: Tuned, w: torch.Tensor,
-                extra: dict, ensemble: Ensemble | None = None) -> None:
-    """The prompt file: w, what rebuilds and shows the tuned thing it belongs to (a prompt's
-    context vectors), the model and classes, and the head with its weight when there is one
-    (`eval` scores them together)."""
-    from safetensors.torch import save_file  # noqa: PLC0415
-
-    record, shown = tuned.record(w)
-    metadata = {"model": json.dumps(loaded.identity, sort_keys=True),
-                "classnames": json.dumps(data.classnames), **record,
-                **{k: str(v) for k, v in extra.items()}}
-    tensors = {"w": w.detach().float().cpu().contiguous(), **shown}
-    if ensemble is not None:
-        head_tensors, head_metadata = ensemble.to_prompt_file()
-        tensors |= head_tensors
-        metadata |= head_metadata
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
-
-
-def read_prompt(path: Path) -> tuple[torch.Tensor, dict, tuple[Head, float, str] | None]:
-    """(w, metadata, (head, weight, stage) or None) of a saved prompt file."""
-    from safetensors import safe_open  # noqa: PLC0415
-
-    if not path.is_file():
-        raise RunError(f"prompt file {path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            w = f.get_tensor("w")
-            tensors = {k: f.get_tensor(k) for k in f.keys() if k != "w"}
-    except Exception as error:  # noqa: BLE001 (anything unreadable is one error to the user)
-        raise RunError(f"cannot read prompt file {path}: {error}") from None
-    try:  # Note [Loaded values are checked]; the head's tensors are checked as a head's
-        loaded.tensor(w, "w", (None,))
-        for name, x in tensors.items():
-            if x.is_floating_point():
-                loaded.tensor(x, name)
-    except loaded.BadValue as error:
-        raise RunError(f"prompt file {path} is damaged: {error}") from None
-    try:
-        return w, metadata, from_prompt_file(tensors, metadata, str(path))
-    except HeadError as error:
-        raise RunError(str(error)) from None
-
-
-def plot_accuracy(path: Path, log: list[dict], zero_shot: dict[str, float], title: str) -> None:
+def _plot_accuracy(path: Path, log: list[dict], zero_shot: dict[str, float], title: str) -> None:
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
@@ -244,7 +214,3 @@ def plot_accuracy(path: Path, log: list[dict], zero_shot: dict[str, float], titl
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
-
-
-def write_summary(out: Path, summary: dict) -> None:
-    write_json(out / "summary.json", summary)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from sharpzo_ext import checks, deprecated, distributed, loaded
 from sharpzo_ext.clip.task import ensemble as ensemble_lib
-from sharpzo_ext.clip.runs import run_dir
+from sharpzo_ext.clip.runs.run_dir import RunDir, check_out
 from sharpzo_ext.clip.runs.config import RunError, TrainConfig
 from sharpzo_ext.clip.runs.evaluate import accuracies, split_logits
 from sharpzo_ext.clip.runs.methods import Method, build, forward_passes, image_encodings
@@ -126,14 +126,14 @@ def optimize(p: Prepared, method: Method, budget: int, eval_every: int, best: di
 RESUME_MAY_CHANGE = ("budget", "cache_dir")  # what a resumed run may differ in
 
 
-def resumed_config(out: Path, config: TrainConfig, explicit: Iterable[str]) -> TrainConfig:
+def resumed_config(out: RunDir, config: TrainConfig, explicit: Iterable[str]) -> TrainConfig:
     """The configuration that resumes the run in `out`: the saved one, going on to
     config.budget if that is larger. Fields named in `explicit` (set on purpose, e.g. on the
     command line) must agree with the saved run, but for RESUME_MAY_CHANGE."""
-    saved = run_dir.read_config(out)
+    saved = out.read_config()
     for name in sorted(set(explicit) - set(RESUME_MAY_CHANGE)):
         if getattr(config, name) != getattr(saved, name):
-            raise RunError(f"{out} was run with {name} = {getattr(saved, name)!r}; a resume "
+            raise RunError(f"{out.path} was run with {name} = {getattr(saved, name)!r}; a resume "
                            f"continues it as it was (only {' and '.join(RESUME_MAY_CHANGE)} may "
                            f"change), got {name} = {getattr(config, name)!r}")
     return dataclasses.replace(saved, budget=max(config.budget, saved.budget),
@@ -141,7 +141,7 @@ def resumed_config(out: Path, config: TrainConfig, explicit: Iterable[str]) -> T
                                else saved.cache_dir)
 
 
-def _resume_(out: Path, method: Method, state: dict) -> tuple[dict, list[dict]]:
+def _resume_(out: RunDir, method: Method, state: dict) -> tuple[dict, list[dict]]:
     """Loads the run's state (its state.pt) into `method`: (best, log). Every value is checked
     before any is used (Note [Loaded values are checked])."""
     try:
@@ -160,9 +160,9 @@ def _resume_(out: Path, method: Method, state: dict) -> tuple[dict, list[dict]]:
             checks.integer(row["forward_passes"], "log.forward_passes", 0)
         method.optimizer.load_state_dict(state["optimizer"])
     except KeyError as error:
-        raise RunError(f"cannot resume from {out / 'state.pt'}: it lacks {error}") from None
+        raise RunError(f"cannot resume from {out.path / 'state.pt'}: it lacks {error}") from None
     except (TypeError, ValueError) as error:
-        raise RunError(f"cannot resume from {out / 'state.pt'}: {error}") from None
+        raise RunError(f"cannot resume from {out.path / 'state.pt'}: {error}") from None
     with torch.no_grad():
         method.w.copy_(w)
     return best, log
@@ -176,14 +176,14 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     model and the data (and with `resume`, the saved state), so a run that cannot start leaves
     no file behind and a failed resume changes none. One process at a time writes a run
     directory (Note [One writer per run directory]). `explicit`: see resumed_config."""
-    out = Path(out)
-    run_dir.check_out(out)
+    check_out(Path(out))
+    out = RunDir(Path(out))
     if resume:
         config = resumed_config(out, config, explicit)
     else:
         config.check()
         config = config.resolved()
-        run_dir.check_new(out)
+        out.check_new()
     start = time.time()
     owner = not distributed.initialized()  # this run starts the process group, and ends it
     rank, world = distributed.init(timeout_s=120)
@@ -204,7 +204,7 @@ class _Run:
     writes (rank 0 only: `writer`), and how it reports."""
     p: Prepared
     method: Method
-    out: Path
+    out: RunDir
     start: float  # time.time() when this session of the run started
     world: int    # processes of the run
     writer: bool
@@ -212,7 +212,7 @@ class _Run:
     report: Callable[[str], None]
 
 
-def _train(config: TrainConfig, out: Path, resume: bool, progress: bool,
+def _train(config: TrainConfig, out: RunDir, resume: bool, progress: bool,
            report: Callable[[str], None], start: float, rank: int, world: int) -> dict:
     """`train` on this rank (of `world`; rank 0 writes the run directory)."""
     writer = rank == 0  # the other ranks of a distributed run step, and write nothing
@@ -220,17 +220,17 @@ def _train(config: TrainConfig, out: Path, resume: bool, progress: bool,
     p = prepare(config, progress)
     # a new run's head is fitted before anything is written; a resumed run keeps its own
     method = None if resume else build(config, p.task, p, world)
-    with run_dir.locked(out) if writer else contextlib.nullcontext():
+    with out.locked() if writer else contextlib.nullcontext():
         if resume:
-            state = run_dir.load_progress(out)
-            run_dir.check_identity(out, state, _identity(p))
+            state = out.load_progress()
+            out.check_identity(state, _identity(p))
             method = build(config, p.task, p, world, head=_saved_head(out, config, state, p))
             best, log = _resume_(out, method, state)
         else:
-            run_dir.check_new(out)  # again, now that no other writer can start one
+            out.check_new()  # again, now that no other writer can start one
             best, log = initial_progress(p, method)
         if writer:
-            run_dir.write_config(out, config)
+            out.write_config(config)
         return _run(_Run(p, method, out, start, world, writer, progress, report), best, log)
 
 
@@ -240,8 +240,7 @@ def _run(run: _Run, best: dict, log: list[dict]) -> dict:
     p, method, out, config = run.p, run.method, run.out, run.p.config
 
     def save(best, log):
-        run_dir.save_progress(out, method.optimizer, method.w, best, log, method.ensemble,
-                              _identity(p))
+        out.save_progress(method.optimizer, method.w, best, log, method.ensemble, _identity(p))
 
     best = optimize(p, method, config.budget, config.eval_every, best, log,
                     elapsed=log[-1]["wall_time_s"], progress=run.progress, label=config.method,
@@ -251,15 +250,13 @@ def _run(run: _Run, best: dict, log: list[dict]) -> dict:
     finish(p, method, best)
     summary = summarize(p, method, best, log, run.start)
     summary["processes"] = run.world
-    run_dir.save_prompt(out / "prompt.safetensors", p.loaded, p.data, method.tuned, best["w"],
-                        {"val_acc": summary["val_acc"], "forward_passes": best["forward_passes"],
-                         "method": config.method,
-                         **({"tune": config.tuned} if config.tuned else {})},
-                        method.ensemble)
-    run_dir.plot_accuracy(out / "accuracy.png", log, zero_shot(log),
-                          f"{config.method}: {config.dataset or config.data} data, "
-                          f"{config.model} model")
-    run_dir.write_summary(out, summary)
+    out.save_prompt(p.loaded, p.data, method.tuned, best["w"],
+                    {"val_acc": summary["val_acc"], "forward_passes": best["forward_passes"],
+                     "method": config.method, **({"tune": config.tuned} if config.tuned else {})},
+                    method.ensemble)
+    out.plot(log, zero_shot(log), f"{config.method}: {config.dataset or config.data} data, "
+             f"{config.model} model")
+    out.write_summary(summary)
     run.report(format_summary(summary))
     return summary
 
@@ -269,7 +266,7 @@ def _identity(p: Prepared) -> dict:
     return {"model": p.loaded.identity, "data": p.data.identity}
 
 
-def _saved_head(out: Path, config: TrainConfig, state: dict,
+def _saved_head(out: RunDir, config: TrainConfig, state: dict,
                 p: Prepared) -> ensemble_lib.Ensemble | None:
     """The head a resumed run saved (it goes on with that one, not one fitted again), or
     RunError if its state does not hold the head its configuration names, or holds a damaged
@@ -278,12 +275,12 @@ def _saved_head(out: Path, config: TrainConfig, state: dict,
         return None
     saved = state.get("ensemble")
     if not isinstance(saved, dict) or saved.get("kind") != config.head_kind:
-        raise RunError(f"cannot resume from {out / 'state.pt'}: it holds no {config.head_kind} "
-                       "head, which the run's configuration names")
+        raise RunError(f"cannot resume from {out.path / 'state.pt'}: it holds no "
+                       f"{config.head_kind} head, which the run's configuration names")
     try:
         return ensemble_lib.Ensemble.from_state(saved, p.features)
     except HeadError as error:
-        raise RunError(f"cannot resume from {out / 'state.pt'}: {error}") from None
+        raise RunError(f"cannot resume from {out.path / 'state.pt'}: {error}") from None
 
 
 def finish(p: Prepared, method: Method, best: dict) -> None:
