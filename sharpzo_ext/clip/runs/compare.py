@@ -177,9 +177,9 @@ def _method_run(p: Prepared, method: str, config: CompareConfig, progress: bool)
     start = time.time()
     run = methods.build(run_config, task, p)  # a head is fitted here
     fitted = time.time() - start
-    best, log = initial_progress(p, run)
-    best = optimize(p, run, run_config.budget, run_config.eval_every, best, log,
-                    progress=progress, label=f"{method} seed {run_config.seed}")
+    progress_ = initial_progress(p, run)
+    optimize(p, run, progress_, label=f"{method} seed {run_config.seed}" if progress else None)
+    best, log = progress_.best, progress_.log
     finish(p, run, best)
     peak = resident_memory.status_mb("VmHWM") if measured else None
     extra = peak - resident if peak is not None and resident is not None else None

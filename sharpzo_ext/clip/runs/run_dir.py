@@ -34,7 +34,7 @@ from sharpzo_ext.clip.task.ensemble import Ensemble
 from sharpzo_ext.clip.task.tuned import Tuned
 from sharpzo_ext.files import atomic_path, path_problem, write_json, write_text
 
-__all__ = ["RunDir", "check_out", "read_config_file"]
+__all__ = ["Progress", "RunDir", "check_out", "read_config_file"]
 
 
 def check_out(out: Path) -> None:
@@ -52,6 +52,28 @@ def read_config_file(path: Path) -> TrainConfig:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise RunError(f"cannot read {path}: {error}") from None
     return TrainConfig.from_saved(saved, str(path))
+
+
+@dataclasses.dataclass
+class Progress:
+    """A run's progress: one log row per evaluation (the first at w = 0) and the best iterate so
+    far, by validation accuracy (ties: the lower training loss); what state.pt keeps of it."""
+    best: dict
+    log: list[dict]
+
+    @property
+    def elapsed(self) -> float:
+        """Training seconds so far (the last row's)."""
+        return self.log[-1]["wall_time_s"]
+
+    def add(self, row: dict, w: torch.Tensor, val: float) -> None:
+        """An evaluation's row, and its iterate w as the best if it is (val: the validation
+        accuracy that selects iterates)."""
+        self.log.append(row)
+        loss, best = row["train_loss"], self.best
+        if val > best["val_acc"] or (val == best["val_acc"] and loss < best["train_loss"]):
+            self.best = {"val_acc": val, "w": w, "forward_passes": row["forward_passes"],
+                         "train_loss": loss}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,15 +131,16 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         write_json(self.path / "config.json", dataclasses.asdict(config))
 
-    def save_progress(self, optimizer: torch.optim.Optimizer, w: torch.Tensor, best: dict,
-                      log: list[dict], ensemble: Ensemble | None, identity: dict) -> None:
+    def save_progress(self, optimizer: torch.optim.Optimizer, w: torch.Tensor,
+                      progress: Progress, ensemble: Ensemble | None, identity: dict) -> None:
         """log.jsonl and state.pt: everything --resume needs to continue the same trajectory
         (the head the prompt is tuned for included), and the identity of the model and the data
         it is tuned on (Note [A resume checks what it resumes])."""
+        log = progress.log
         write_text(self.path / "log.jsonl", "".join(json.dumps(row) + "\n" for row in log))
         with atomic_path(self.path / "state.pt") as tmp:
             torch.save({"optimizer": copy.deepcopy(optimizer.state_dict()),
-                        "w": w.detach().clone(), "best": best, "log": log,
+                        "w": w.detach().clone(), "best": progress.best, "log": log,
                         "ensemble": None if ensemble is None else ensemble.state(),
                         "identity": json.dumps(identity, sort_keys=True, default=str)}, tmp)
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from sharpzo_ext import checks, deprecated, distributed, loaded
 from sharpzo_ext.clip.task import ensemble as ensemble_lib
-from sharpzo_ext.clip.runs.run_dir import RunDir, check_out
+from sharpzo_ext.clip.runs.run_dir import Progress, RunDir, check_out
 from sharpzo_ext.clip.runs.config import RunError, TrainConfig
 from sharpzo_ext.clip.runs.evaluate import accuracies, split_logits
 from sharpzo_ext.clip.runs.methods import Method, build, forward_passes, image_encodings
@@ -69,8 +69,8 @@ def _evaluate(p: Prepared, method: Method, w: torch.Tensor) -> tuple[float, dict
                    "head_weight": ensemble_lib.weight_record(weight)}, accs["val"], logits)
 
 
-def initial_progress(p: Prepared, method: Method) -> tuple[dict, list[dict]]:
-    """(best, log) before any step: w = 0, zero-shot CLIP (with the method's head, if it has
+def initial_progress(p: Prepared, method: Method) -> Progress:
+    """The progress before any step: w = 0, zero-shot CLIP (with the method's head, if it has
     one; the first row then keeps the zero-shot prompt's own accuracies in "zero_shot")."""
     zero_w = method.tuned.zero_vector()
     loss, scores, val, logits = _evaluate(p, method, zero_w)
@@ -78,23 +78,22 @@ def initial_progress(p: Prepared, method: Method) -> tuple[dict, list[dict]]:
     row = {"forward_passes": 0, "train_loss": loss, **scores, "wall_time_s": 0.0}
     if method.ensemble is not None:
         row["zero_shot"] = accuracies(p, logits)
-    return best, [row]
+    return Progress(best, [row])
 
 
-def optimize(p: Prepared, method: Method, budget: int, eval_every: int, best: dict,
-             log: list[dict], elapsed: float = 0.0, progress: bool = True, label: str = "",
-             on_eval: Callable | None = None, evaluate: bool = True) -> dict:
-    """Steps the method until `budget` forward passes (methods.forward_passes), evaluating every
-    `eval_every`: appends to `log`, keeps in `best` the iterate with the best validation
-    accuracy (ties: lower train loss), calls on_eval(best, log) after each evaluation. Returns
-    best. With evaluate=False (the other ranks of a distributed run) it only steps. A head-only
-    method has nothing to step."""
+def optimize(p: Prepared, method: Method, progress: Progress, label: str | None = None,
+             on_eval: Callable[[Progress], None] | None = None, evaluate: bool = True) -> None:
+    """Steps the method until p.config.budget forward passes (methods.forward_passes),
+    evaluating every p.config.eval_every into `progress`, and calls on_eval(progress) after each
+    evaluation; with a progress bar named `label` (None: none). With evaluate=False (the other
+    ranks of a distributed run) it only steps. A head-only method has nothing to step."""
     optimizer, w = method.optimizer, method.w
     if optimizer is None:
-        return best
+        return
+    budget, eval_every, elapsed = p.config.budget, p.config.eval_every, progress.elapsed
     session_start = time.time()
     bar = None
-    if progress:
+    if label is not None:
         from tqdm import tqdm  # noqa: PLC0415
 
         bar = tqdm(total=budget, initial=forward_passes(optimizer), desc=label, unit="fwd",
@@ -111,16 +110,12 @@ def optimize(p: Prepared, method: Method, budget: int, eval_every: int, best: di
         next_eval = (spent // eval_every + 1) * eval_every
         current = w.detach().clone()
         train_loss, scores, val, _ = _evaluate(p, method, current)
-        log.append({"forward_passes": spent, "train_loss": train_loss, **scores,
-                    "wall_time_s": elapsed + time.time() - session_start})
-        if val > best["val_acc"] or (val == best["val_acc"] and train_loss < best["train_loss"]):
-            best = {"val_acc": val, "w": current, "forward_passes": spent,
-                    "train_loss": train_loss}
+        progress.add({"forward_passes": spent, "train_loss": train_loss, **scores,
+                      "wall_time_s": elapsed + time.time() - session_start}, current, val)
         if on_eval is not None:
-            on_eval(best, log)
+            on_eval(progress)
     if bar is not None:
         bar.close()
-    return best
 
 
 RESUME_MAY_CHANGE = ("budget", "cache_dir")  # what a resumed run may differ in
@@ -141,9 +136,9 @@ def resumed_config(out: RunDir, config: TrainConfig, explicit: Iterable[str]) ->
                                else saved.cache_dir)
 
 
-def _resume_(out: RunDir, method: Method, state: dict) -> tuple[dict, list[dict]]:
-    """Loads the run's state (its state.pt) into `method`: (best, log). Every value is checked
-    before any is used (Note [Loaded values are checked])."""
+def _resume_(out: RunDir, method: Method, state: dict) -> Progress:
+    """Loads the run's state (its state.pt) into `method`, and returns its progress. Every value
+    is checked before any is used (Note [Loaded values are checked])."""
     try:
         w = loaded.tensor(state["w"], "w", tuple(method.w.shape))
         best, log = state["best"], state["log"]
@@ -165,7 +160,7 @@ def _resume_(out: RunDir, method: Method, state: dict) -> tuple[dict, list[dict]
         raise RunError(f"cannot resume from {out.path / 'state.pt'}: {error}") from None
     with torch.no_grad():
         method.w.copy_(w)
-    return best, log
+    return Progress(best, log)
 
 
 def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
@@ -188,7 +183,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     owner = not distributed.initialized()  # this run starts the process group, and ends it
     rank, world = distributed.init(timeout_s=120)
     try:
-        summary = _train(config, out, resume, progress, report, start, rank, world)
+        summary = _train(config, out, resume, _Session(start, rank, world, progress, report))
     except BaseException:
         if owner:
             distributed.finish(wait=False)  # Note [Ending a distributed run]
@@ -198,58 +193,72 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     return summary
 
 
-@dataclasses.dataclass
-class _Run:
-    """One process's part of a run: what it prepared, the method it steps, the directory it
-    writes (rank 0 only: `writer`), and how it reports."""
-    p: Prepared
-    method: Method
-    out: RunDir
+@dataclasses.dataclass(frozen=True)
+class _Session:
+    """This process's session of a run: when it started, its place in a distributed run (rank 0
+    of `world` processes writes the run directory; the others step and write nothing), and how
+    it reports."""
     start: float  # time.time() when this session of the run started
-    world: int    # processes of the run
-    writer: bool
+    rank: int
+    world: int
     progress: bool
     report: Callable[[str], None]
 
+    @property
+    def writer(self) -> bool:
+        return self.rank == 0
 
-def _train(config: TrainConfig, out: RunDir, resume: bool, progress: bool,
-           report: Callable[[str], None], start: float, rank: int, world: int) -> dict:
-    """`train` on this rank (of `world`; rank 0 writes the run directory)."""
-    writer = rank == 0  # the other ranks of a distributed run step, and write nothing
-    progress = progress and writer
-    p = prepare(config, progress)
+    @property
+    def bars(self) -> bool:
+        return self.progress and self.writer
+
+
+@dataclasses.dataclass
+class _Run:
+    """One process's part of a run: what it prepared, the method it steps, the directory it
+    writes, and its session."""
+    p: Prepared
+    method: Method
+    out: RunDir
+    session: _Session
+
+
+def _train(config: TrainConfig, out: RunDir, resume: bool, session: _Session) -> dict:
+    """`train` in this process's session."""
+    p = prepare(config, session.bars)
+    world = session.world
     # a new run's head is fitted before anything is written; a resumed run keeps its own
     method = None if resume else build(config, p.task, p, world)
-    with out.locked() if writer else contextlib.nullcontext():
+    with out.locked() if session.writer else contextlib.nullcontext():
         if resume:
             state = out.load_progress()
             out.check_identity(state, _identity(p))
             method = build(config, p.task, p, world, head=_saved_head(out, config, state, p))
-            best, log = _resume_(out, method, state)
+            progress = _resume_(out, method, state)
         else:
             out.check_new()  # again, now that no other writer can start one
-            best, log = initial_progress(p, method)
-        if writer:
+            progress = initial_progress(p, method)
+        if session.writer:
             out.write_config(config)
-        return _run(_Run(p, method, out, start, world, writer, progress, report), best, log)
+        return _run(_Run(p, method, out, session), progress)
 
 
-def _run(run: _Run, best: dict, log: list[dict]) -> dict:
-    """Optimizes from (best, log) to the budget, saving progress at each evaluation, then
-    writes the prompt, the plot and the summary."""
-    p, method, out, config = run.p, run.method, run.out, run.p.config
+def _run(run: _Run, progress: Progress) -> dict:
+    """Optimizes from `progress` to the budget, saving it at each evaluation, then writes the
+    prompt, the plot and the summary."""
+    p, method, out, config, session = run.p, run.method, run.out, run.p.config, run.session
 
-    def save(best, log):
-        out.save_progress(method.optimizer, method.w, best, log, method.ensemble, _identity(p))
+    def save(progress: Progress) -> None:
+        out.save_progress(method.optimizer, method.w, progress, method.ensemble, _identity(p))
 
-    best = optimize(p, method, config.budget, config.eval_every, best, log,
-                    elapsed=log[-1]["wall_time_s"], progress=run.progress, label=config.method,
-                    on_eval=save, evaluate=run.writer)
-    if not run.writer:
+    optimize(p, method, progress, label=config.method if session.bars else None, on_eval=save,
+             evaluate=session.writer)
+    if not session.writer:
         return {}
+    best, log = progress.best, progress.log
     finish(p, method, best)
-    summary = summarize(p, method, best, log, run.start)
-    summary["processes"] = run.world
+    summary = summarize(p, method, progress, session.start)
+    summary["processes"] = session.world
     out.save_prompt(p.loaded, p.data, method.tuned, best["w"],
                     {"val_acc": summary["val_acc"], "forward_passes": best["forward_passes"],
                      "method": config.method, **({"tune": config.tuned} if config.tuned else {})},
@@ -257,7 +266,7 @@ def _run(run: _Run, best: dict, log: list[dict]) -> dict:
     out.plot(log, zero_shot(log), f"{config.method}: {config.dataset or config.data} data, "
              f"{config.model} model")
     out.write_summary(summary)
-    run.report(format_summary(summary))
+    session.report(format_summary(summary))
     return summary
 
 
@@ -297,8 +306,8 @@ def zero_shot(log: list[dict]) -> dict[str, float]:
     return log[0].get("zero_shot") or {k[:-4]: v for k, v in log[0].items() if k.endswith("_acc")}
 
 
-def summarize(p: Prepared, method: Method, best: dict, log: list[dict], start: float) -> dict:
-    config, e = p.config, method.ensemble
+def summarize(p: Prepared, method: Method, progress: Progress, start: float) -> dict:
+    config, e, best, log = p.config, method.ensemble, progress.best, progress.log
     logits = split_logits(p, method.tuned, best["w"], p.eval_splits())
     tuned, initial = accuracies(p, logits, e), zero_shot(log)
     summary = {
