@@ -55,14 +55,15 @@ def make_tuned(config: TrainConfig, task: PromptTask, p: Prepared) -> Tuned:
     return adapter if what == "adapter" else PromptAndAdapter(task, adapter)
 
 
-def make_objective(config: TrainConfig, tuned: Tuned, w: torch.Tensor,
-                   optimizer: torch.optim.Optimizer, features, labels: torch.Tensor,
-                   world: int = 1, offset: torch.Tensor | None = None) -> Callable | Population:
-    """What `optimizer.step` is called with: a first-order method's closure (forward and
-    backward pass), or the training loss as a Population (one call per candidate unless
-    config.batched; split across the `world` processes of a distributed run by candidates or by
-    images, config.shard). `offset`: logits (N, C) added to the tuned logits of every image (a
-    head's)."""
+def make_objective(p: Prepared, tuned: Tuned, w: torch.Tensor,
+                   optimizer: torch.optim.Optimizer, world: int = 1,
+                   offset: torch.Tensor | None = None) -> Callable | Population:
+    """What `optimizer.step` is called with, over the prepared training images: a first-order
+    method's closure (forward and backward pass), or the training loss as a Population (one call
+    per candidate unless config.batched; split across the `world` processes of a distributed run
+    by candidates or by images, config.shard). `offset`: logits (N, C) added to the tuned logits
+    of every image (a head's)."""
+    config, features, labels = p.config, p.features["train"], p.labels["train"]
     if config.spec.kind == Kind.FIRST_ORDER:
         def closure() -> torch.Tensor:
             optimizer.zero_grad(set_to_none=True)
@@ -155,8 +156,7 @@ def build(config: TrainConfig, task: PromptTask, p: Prepared, world: int = 1,
     optimizer = config.spec.optimizer(config, [w])
     offset = None if fitted is None else fitted.offset()
     return Method(tuned, w, optimizer,
-                  make_objective(config, tuned, w, optimizer, p.features["train"],
-                                 p.labels["train"], world, offset), fitted)
+                  make_objective(p, tuned, w, optimizer, world, offset), fitted)
 
 
 def forward_passes(optimizer: torch.optim.Optimizer | None) -> int:
