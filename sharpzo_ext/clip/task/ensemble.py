@@ -177,8 +177,7 @@ def _checked(kind, tensors, temperature, weight, stage) -> tuple[Head, float, st
     are checked]): raises BadValue or HeadError naming what is wrong."""
     if kind not in heads.HEADS:
         raise loaded.BadValue("kind", f"must be one of {heads.HEADS}, got {kind!r}")
-    temperature = loaded.number(temperature, "temperature")
-    head = Head(kind, tensors, float(temperature)).check()
+    head = Head(kind, tensors, temperature).check()  # its temperature checked there
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight not in WEIGHTS:
         raise loaded.BadValue("weight", f"must be one of the weights a run chooses from "
                                         f"({', '.join(map(str, WEIGHTS))}), got {weight!r}")
