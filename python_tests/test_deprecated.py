@@ -40,6 +40,9 @@ def test_every_surface_warns_from_the_table():
         (lambda: sharpzo_ext.optim.SharpZO([torch.nn.Parameter(torch.zeros(4))],
                                            sparse_options={"refresh": 2}),
          r"SharpZO\(sparse_options=...\) is deprecated"),
+        (lambda: sharpzo_ext.optim.SharpZO([torch.nn.Parameter(torch.zeros(4))], refresh=2),
+         r"SharpZO\(refresh=...\) is deprecated: use "
+         r"SharpZO\(search=SharpZO.Search\(refresh=...\)\)"),
     ]
     assert len(cases) == len(DEPRECATED)
     for call, match in cases:

@@ -28,9 +28,11 @@ DEPRECATED = {d.old: d for d in (
     Deprecated("sharpzo_ext.clip.runs.train.evaluate_prompt",
                "sharpzo_ext.clip.runs.evaluate.evaluate_prompt", "0.2.0"),
     Deprecated("sharpzo_ext.clip.data.<name>", "sharpzo_ext.clip.data.datasets.<name>", "0.2.0"),
-    Deprecated("SharpZO(cma_options=...)", "its entries as keyword arguments of SharpZO", "0.2.0"),
-    Deprecated("SharpZO(sparse_options=...)", "its entries as keyword arguments of SharpZO",
-               "0.2.0"),
+    Deprecated("SharpZO(cma_options=...)",
+               "SharpZO's keywords and SharpZO(warmup=SharpZO.Warmup(...))", "0.2.0"),
+    Deprecated("SharpZO(sparse_options=...)",
+               "SharpZO's keywords and SharpZO(search=SharpZO.Search(...))", "0.2.0"),
+    Deprecated("SharpZO(<name>=...)", "SharpZO(<group>=SharpZO.<Group>(<name>=...))", "0.2.0"),
 )}
 
 

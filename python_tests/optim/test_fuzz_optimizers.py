@@ -26,7 +26,8 @@ def optimizer(name: str, params: list[torch.Tensor]):
         "SparseZO": lambda: sz.optim.SparseZO(params, lr=0.05, k=3, q=2, refresh=2, seed=3),
         "CMAES": lambda: sz.optim.CMAES(params, sigma=0.3, popsize=5, seed=3),
         "SharpZO": lambda: sz.optim.SharpZO(params, lr=0.05, popsize=5, switch_step=2,
-                                            density=0.5, sharpness_queries=1, seed=3),
+                                            density=0.5, seed=3,
+                                            warmup=sz.optim.SharpZO.Warmup(sharpness_queries=1)),
         "SPSA": lambda: sz.optim.SPSA(params, q=2, rule="gc", seed=3),
     }[name]()
 

@@ -10,6 +10,8 @@ import torch
 import sharpzo_ext as sz
 from sharpzo_ext.optim import streams
 
+from sharpzo_options import grouped
+
 # each optimizer with every hyperparameter set away from its default, and the same optimizer
 # built with other values (what a resumed run may be constructed with)
 CASES = [
@@ -43,7 +45,7 @@ def quadratic(x):
 
 def make(cls, kwargs, seed=0, d=12):
     p = torch.nn.Parameter(torch.linspace(-1, 1.5, d, dtype=torch.float64))
-    return p, cls([p], seed=seed, **kwargs)
+    return p, cls([p], seed=seed, **grouped(cls, kwargs))
 
 
 def steps(opt, p, n):
@@ -122,7 +124,8 @@ def test_eps_changed_between_steps_is_the_next_steps_perturbation():
 def test_a_scheduler_sets_sharpzo_stage2_learning_rate():
     # normalized stage-2 steps change the masked coordinates by lr * (unit-std estimate)
     p = torch.nn.Parameter(torch.linspace(-1, 1, 400, dtype=torch.float64))
-    opt = sz.optim.SharpZO([p], lr=1.0, switch_step=0, density=0.5, refresh=100, seed=0)
+    opt = sz.optim.SharpZO([p], lr=1.0, switch_step=0, density=0.5, seed=0,
+                           search=sz.optim.SharpZO.Search(refresh=100))
     scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
     changes = []
     for _ in range(2):

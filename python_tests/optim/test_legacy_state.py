@@ -11,6 +11,8 @@ import torch
 
 import sharpzo_ext as sz
 
+from sharpzo_options import grouped
+
 SAVED = torch.load(Path(__file__).parents[1] / "data" / "state_dicts_0.1.0.pt", weights_only=True)
 CLASSES = {"ZOSGD": sz.optim.ZOSGD, "SparseZO": sz.optim.SparseZO, "CMAES": sz.optim.CMAES,
            "SharpZO-stage1": sz.optim.SharpZO, "SharpZO-stage2": sz.optim.SharpZO}
@@ -29,7 +31,7 @@ def test_a_state_dict_of_0_1_0_continues_its_run_bit_for_bit(name, monkeypatch):
     case = SAVED[name]
     kwargs = {**case["kwargs"], **(case["sparse_options"] or {})}  # the same run, today's keywords
     p = torch.nn.Parameter(case["at"].clone())
-    opt = CLASSES[name]([p], seed=5, **kwargs)
+    opt = CLASSES[name]([p], seed=5, **grouped(CLASSES[name], kwargs))
     opt.load_state_dict(case["state"])
     for _ in range(5):
         opt.step(lambda: rugged(p))

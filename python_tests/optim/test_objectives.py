@@ -12,7 +12,8 @@ OPTIMIZERS = [
     (sz.optim.ZOSGD, dict(lr=0.01, q=2)),
     (sz.optim.SparseZO, dict(lr=0.01, density=0.5, refresh=2)),
     (sz.optim.CMAES, dict(sigma=0.5, popsize=6)),
-    (sz.optim.SharpZO, dict(popsize=6, switch_step=2, refresh=2)),
+    (sz.optim.SharpZO, dict(popsize=6, switch_step=2,
+                            search=sz.optim.SharpZO.Search(refresh=2))),
 ]
 
 

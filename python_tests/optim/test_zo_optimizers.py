@@ -13,7 +13,8 @@ from sharpzo_ext.bench.allocations import bytes_allocated
 from sharpzo_ext.optim import two_point
 from sharpzo_ext.optim import cma
 from sharpzo_ext.optim.base import options_from_groups
-from sharpzo_ext.optim.sharpzo import Settings, path_sharpness, sharpness_step
+from sharpzo_ext.optim.sharpzo import (Search, Settings, Warmup, path_sharpness,
+                                       sharpness_step)
 
 from markers import CUDA
 
@@ -163,7 +164,8 @@ def test_rge_sharpness_direction_correlates_with_the_gradient():
     for q in (1, 4, 16):
         values = []
         for seed in range(10):
-            p, opt = make(sz.optim.SharpZO, d, seed, sharpness_queries=q, popsize=10)
+            p, opt = make(sz.optim.SharpZO, d, seed, popsize=10,
+                          warmup=Warmup(sharpness_queries=q))
             shift, _ = sharpness_step(lambda: quadratic(p, scales), [p], seed, 0,
                                       Settings(sharpness_queries=q), two_point.Options())
             grad = scales * p.detach()
@@ -188,7 +190,8 @@ def test_cge_sharpness_is_the_exact_gradient_direction_on_a_quadratic():
 
 def test_stage1_generation_costs_popsize_plus_2q_forward_passes_in_one_batched_call():
     calls = []
-    p, opt = make(sz.optim.SharpZO, 30, 0, popsize=12, sharpness_queries=3, switch_step=5)
+    p, opt = make(sz.optim.SharpZO, 30, 0, popsize=12, switch_step=5,
+                  warmup=Warmup(sharpness_queries=3))
 
     def objective(X):
         calls.append(X.shape[0])
@@ -246,8 +249,8 @@ def test_sharpzo_beats_zosgd_on_a_rugged_objective_at_equal_budget():
 
 
 def test_auto_switch_when_cma_stalls():
-    p, opt = make(sz.optim.SharpZO, 5, 0, popsize=8, switch_step=10**6, auto_switch=True,
-                  stall_generations=10, stall_tolerance=1e-3, sharpness="none")
+    p, opt = make(sz.optim.SharpZO, 5, 0, popsize=8, switch_step=10**6, sharpness="none",
+                  warmup=Warmup(auto_switch=True, stall_generations=10, stall_tolerance=1e-3))
     for _ in range(400):
         opt.step(population(lambda X: quadratic(X) + 1.0))  # a floor at 1: progress stalls
         if opt.stage == 2:
@@ -270,9 +273,10 @@ OPTIMIZERS = [
     (sz.optim.ZOSGD, dict(lr=0.01, q=2)),
     (sz.optim.ZOSGD, dict(lr=0.01, q=2, momentum=0.9, one_sided=True)),
     (sz.optim.SparseZO, dict(lr=0.01, density=0.3, refresh=3)),
-    (sz.optim.SharpZO, dict(popsize=8, switch_step=3, refresh=2)),
+    (sz.optim.SharpZO, dict(popsize=8, switch_step=3, search=Search(refresh=2))),
     (sz.optim.CMAES, dict(sigma=0.5)),
-    (sz.optim.SharpZO, dict(popsize=8, switch_step=3, refresh=2, sharpness="path")),
+    (sz.optim.SharpZO, dict(popsize=8, switch_step=3, search=Search(refresh=2),
+                            sharpness="path")),
     (sz.optim.SPSA, dict(q=2)),
     (sz.optim.SPSA, dict(q=2, rule="gc", a=0.05)),
 ]
@@ -405,21 +409,26 @@ def test_no_finite_loss_fails_the_step_and_changes_nothing(cls, kwargs, bad, kin
 def test_sharpzo_validates_every_option_at_construction():
     p = torch.nn.Parameter(torch.zeros(10))
     for kwargs, error, match in [
-        (dict(mask="top"), ValueError, "mask"), (dict(refresh=0), ValueError, "refresh"),
-        (dict(q=0), ValueError, "q"), (dict(k=11), ValueError, "k"),
-        (dict(decomposition="qr"), ValueError, "decomposition"),
+        (dict(search=Search(mask="top")), ValueError, "mask"),
+        (dict(search=Search(refresh=0)), ValueError, "refresh"),
+        (dict(search=Search(q=0)), ValueError, "q"), (dict(search=Search(k=11)), ValueError, "k"),
+        (dict(warmup=Warmup(decomposition="qr")), ValueError, "decomposition"),
         (dict(sigma=0.0), ValueError, "sigma"), (dict(popsize=1), ValueError, "popsize"),
-        (dict(bounds=(1.0, 0.0)), ValueError, "bounds"),
-        (dict(stall_generations=0), ValueError, "stall_generations"),
+        (dict(warmup=Warmup(bounds=(1.0, 0.0))), ValueError, "bounds"),
+        (dict(warmup=Warmup(stall_generations=0)), ValueError, "stall_generations"),
         (dict(sparse_options={"refreh": 2}), TypeError, "refreh"),
+        (dict(refreh=2), TypeError, "unexpected keyword argument 'refreh'"),
+        (dict(search=Warmup()), TypeError, "search must be a SharpZO.Search, not Warmup"),
     ]:
         with pytest.raises(error, match=match):
             sz.optim.SharpZO([p], **kwargs)
 
 
-def test_sharpzo_deprecated_option_dicts_still_work():
+def test_sharpzo_deprecated_keywords_and_option_dicts_still_work():
+    # Note [SharpZO's old keywords]: the same run, with a FutureWarning per deprecated surface
     runs = []
-    for kwargs in (dict(refresh=2, q=2, diagonal=True),
+    for kwargs in (dict(search=Search(refresh=2, q=2), warmup=Warmup(diagonal=True)),
+                   dict(refresh=2, q=2, diagonal=True),
                    dict(sparse_options={"refresh": 2, "q": 2}, cma_options={"diagonal": True})):
         p = torch.nn.Parameter(torch.linspace(-1, 1, 10, dtype=torch.float64))
         with warnings.catch_warnings(record=True) as caught:
@@ -427,8 +436,26 @@ def test_sharpzo_deprecated_option_dicts_still_work():
             opt = sz.optim.SharpZO([p], popsize=6, switch_step=2, seed=0, **kwargs)
         runs.append((p, [w.category for w in caught]))
         train(opt, lambda: quadratic(p), 5)
-    assert runs[0][1] == [] and runs[1][1] == [FutureWarning, FutureWarning]
+    assert runs[0][1] == [] and runs[1][1] == [FutureWarning] * 3
+    assert runs[2][1] == [FutureWarning] * 2
     assert torch.equal(runs[0][0].detach(), runs[1][0].detach())
+    assert torch.equal(runs[0][0].detach(), runs[2][0].detach())
+
+
+def test_sharpzo_takes_the_papers_keywords_in_the_documented_order():
+    # the public contract: SharpZO(params, lr, eps, sigma, popsize, rho, switch_step, sharpness,
+    # density, seed, ...); the stages' other options are objects, so at most 13 parameters
+    import inspect
+    names = list(inspect.signature(sz.optim.SharpZO).parameters)
+    assert names[:10] == ["params", "lr", "eps", "sigma", "popsize", "rho", "switch_step",
+                          "sharpness", "density", "seed"]
+    assert len(names) <= 13
+    p = torch.nn.Parameter(torch.zeros(10))
+    opt = sz.optim.SharpZO([p], 0.1, 0.01, 0.5, 6, 0.2, 3, "path", 0.5, 7)
+    group = opt.param_groups[0]
+    assert (group["lr"], group["eps"], group["sigma"], group["popsize"], group["rho"],
+            group["switch_step"], group["sharpness"], group["k"], opt.seed) == (
+        0.1, 0.01, 0.5, 6, 0.2, 3, "path", 5, 7)
 
 
 def test_parameter_groups_and_lr_schedulers():
@@ -508,8 +535,9 @@ def test_sparse_zo_first_mask_at_zero_follows_the_gradient():
 def test_sharpzo_refuses_stage_two_options_at_construction():
     # #12: --density 2 once failed only at the switch, after stage 1 had run.
     p = torch.nn.Parameter(torch.zeros(8))
-    for kwargs, match in [(dict(density=2), "density"), (dict(k=0), "k"),
-                          (dict(mask="best"), "mask"), (dict(refresh=0), "refresh")]:
+    for kwargs, match in [(dict(density=2), "density"), (dict(search=Search(k=0)), "k"),
+                          (dict(search=Search(mask="best")), "mask"),
+                          (dict(search=Search(refresh=0)), "refresh")]:
         with pytest.raises(ValueError, match=match):
             sz.optim.SharpZO([p], switch_step=100, **kwargs)
 

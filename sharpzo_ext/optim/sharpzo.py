@@ -14,7 +14,8 @@ from sharpzo_ext.optim import cma, flat, sparse, state_checks, streams, two_poin
 from sharpzo_ext.optim.base import ForwardOnlyOptimizer, group_rates, options_from_groups
 from sharpzo_ext.optim.objective import Objective, evaluate_rows
 
-__all__ = ["SharpZO", "SHARPNESS", "Settings", "sharpness_step", "path_sharpness"]
+__all__ = ["SharpZO", "SHARPNESS", "Search", "Settings", "Warmup", "sharpness_step",
+           "path_sharpness"]
 
 SHARPNESS = ("rge", "cge", "path", "none")
 
@@ -42,26 +43,92 @@ class Settings:
                                             nonnegative=True))
 
 
-_DEPRECATED_KEYS = {
-    "cma_options": {f.name for f in dataclasses.fields(cma.Options)} | {"restarts"},
-    "sparse_options": ({f.name for f in dataclasses.fields(two_point.Options)}
-                       | {f.name for f in dataclasses.fields(sparse.Options)}
-                       | {"lr", "weight_decay", "density"}),
-}
+@dataclasses.dataclass(frozen=True)
+class Warmup:
+    """Stage 1's options beyond SharpZO's own keywords (sigma, popsize, rho, switch_step,
+    sharpness): the sharpness estimate's queries, the automatic switch, and CMA-ES's (bounds,
+    diagonal, decomposition, active, tolfun, tolx, max_condition: CMAES's meaning). Validated
+    when SharpZO is built."""
+    sharpness_queries: int = 4
+    auto_switch: bool = False
+    stall_generations: int = 20
+    stall_tolerance: float = 1e-3
+    bounds: object = None
+    diagonal: bool = False
+    decomposition: str = "cholesky"
+    active: bool = True
+    tolfun: float = 1e-11
+    tolx: float = 1e-11
+    max_condition: float = 1e14
 
 
-def _deprecated(options: dict | None, argument: str) -> dict:
-    """The entries of the old `cma_options` / `sparse_options` dicts, which now are keyword
-    arguments of SharpZO (they override the keywords, as they did)."""
+@dataclasses.dataclass(frozen=True)
+class Search:
+    """Stage 2's options beyond SharpZO's own keywords (lr, eps, density): SparseZO's, with its
+    meaning and defaults. Validated when SharpZO is built."""
+    k: int | None = None
+    q: int = 1
+    dist: str = "gaussian"
+    mask: str = "score"
+    refresh: int = 200
+    mask_queries: int = 5
+    normalize: bool = True
+    one_sided: bool = False
+    weight_decay: float = 0.0
+    exception_safe: bool = True
+
+
+_GROUPS = {"warmup": Warmup, "search": Search}
+_GROUP_OF = {f.name: group for group, cls in _GROUPS.items() for f in dataclasses.fields(cls)}
+_OLD_DICTS = {"cma_options": {f.name for f in dataclasses.fields(cma.Options)} | {"restarts"},
+              "sparse_options": ({f.name for f in dataclasses.fields(two_point.Options)}
+                                 | {f.name for f in dataclasses.fields(sparse.Options)}
+                                 | {"lr", "weight_decay", "density"})}
+
+
+def _fields(options, group: str) -> dict:
+    """The fields of a Warmup or Search (its defaults for None), by name."""
+    cls = _GROUPS[group]
+    options = cls() if options is None else options
+    if not isinstance(options, cls):
+        raise TypeError(f"{group} must be a SharpZO.{cls.__name__}, not "
+                        f"{type(options).__name__}")
+    return {f.name: getattr(options, f.name) for f in dataclasses.fields(cls)}
+
+
+# Note [SharpZO's old keywords]
+# Up to 0.1.x every option of both stages was a keyword of SharpZO (34 parameters), and the
+# cma_options / sparse_options dicts overrode them. The stages' options now come as a Warmup and
+# a Search; the old keywords and dicts keep working, with a FutureWarning each, until the
+# release the deprecation table names, and they override the objects as the dicts did.
+def _old_keywords(old: dict) -> dict:
+    """The hyperparameters that deprecated keywords set, warning for each."""
+    unknown = sorted(set(old) - set(_GROUP_OF) - set(_OLD_DICTS))
+    if unknown:
+        raise TypeError(f"SharpZO() got an unexpected keyword argument {unknown[0]!r}")
+    h = {}
+    for name, value in old.items():
+        if name in _GROUP_OF:
+            group = _GROUP_OF[name]
+            deprecated.warn("SharpZO(<name>=...)", stacklevel=3, name=name, group=group,
+                            Group=_GROUPS[group].__name__)
+            h[name] = value
+    for name in _OLD_DICTS:  # after the keywords, which they override
+        h.update(_old_dict(old.get(name), name))
+    return h
+
+
+def _old_dict(options: dict | None, argument: str) -> dict:
+    """The entries of the old `cma_options` / `sparse_options` dicts."""
     if not options:
         return {}
-    unknown = sorted(set(options) - _DEPRECATED_KEYS[argument])
+    unknown = sorted(set(options) - _OLD_DICTS[argument])
     if unknown:
         raise TypeError(f"SharpZO has no {argument} entry {unknown[0]!r}")
-    deprecated.warn(f"SharpZO({argument}=...)", stacklevel=3)
+    deprecated.warn(f"SharpZO({argument}=...)", stacklevel=4)
     if "restarts" in options:  # accepted by 0.1.0, and ignored there too
         warnings.warn("restarts has no effect in SharpZO: a CMA-ES stop ends stage 1 (with "
-                      "auto_switch) instead of restarting it", FutureWarning, stacklevel=3)
+                      "auto_switch) instead of restarting it", FutureWarning, stacklevel=4)
     return {k: v for k, v in options.items() if k != "restarts"}
 
 
@@ -125,20 +192,22 @@ class SharpZO(ForwardOnlyOptimizer):
     sharpness-perturbed point smooths the landscape the evolution strategy sees, which favours
     flat minima.
 
-    Stage 2: sparse zeroth-order search from the CMA-ES mean, exactly SparseZO's steps (lr, eps,
-    density or k, q, dist, mask, refresh, mask_queries, normalize, one_sided, weight_decay,
-    exception_safe have SparseZO's meaning and defaults).
+    Stage 2: sparse zeroth-order search from the CMA-ES mean, exactly SparseZO's steps.
 
     The switch (Note [When SharpZO switches]) happens after ``switch_step`` generations, or
-    earlier with ``auto_switch`` when CMA-ES stalls: no improvement of the best loss by more
-    than ``stall_tolerance`` (relative) over ``stall_generations`` generations, or a CMA-ES
+    earlier with ``warmup.auto_switch`` when CMA-ES stalls: no improvement of the best loss by
+    more than ``stall_tolerance`` (relative) over ``stall_generations`` generations, or a CMA-ES
     stopping test. ``stage`` says which stage runs; ``step`` returns the best loss of a stage-1
     generation (at the perturbed points) and the loss estimate of a stage-2 step.
 
-    CMA-ES options (sigma, popsize, diagonal, decomposition, active, bounds, tolfun, tolx,
-    max_condition) have CMAES's meaning. Every argument but ``seed`` is a hyperparameter in the
-    one parameter group (density as the k it gives), validated here, at construction;
-    ``cma_options`` and ``sparse_options``, dicts of those keywords, are deprecated.
+    The keywords are the paper's: lr, eps and density (stage 2), sigma, popsize, rho,
+    switch_step and sharpness (stage 1), and seed. The stages' other options come as objects:
+    ``warmup=SharpZO.Warmup(...)`` (the sharpness queries, the automatic switch, CMA-ES's
+    options) and ``search=SharpZO.Search(...)`` (SparseZO's: k, q, dist, mask, refresh,
+    mask_queries, normalize, one_sided, weight_decay, exception_safe). Every one of them but
+    ``seed`` is a hyperparameter in the one parameter group (density as the k it gives),
+    validated here, at construction. Passing the stages' options as keywords, or as the
+    ``cma_options`` / ``sparse_options`` dicts, is deprecated (Note [SharpZO's old keywords]).
 
     None of the released code's defects (docs/algorithms.md): the radius is rho, not
     rho / sqrt(popsize); the stage-2 estimate is rebuilt every step (no accumulating buffer)
@@ -146,30 +215,18 @@ class SharpZO(ForwardOnlyOptimizer):
     every draw comes from the seed.
     """
 
+    Warmup = Warmup
+    Search = Search
+
     def __init__(self, params: Iterable, lr: float = 1e-3, eps: float = 1e-3,
                  sigma: float = 0.4, popsize: int | None = 40, rho: float = 0.1,
-                 switch_step: int = 100, sharpness: str = "rge", sharpness_queries: int = 4,
-                 density: float = 0.1, seed: int = 0, auto_switch: bool = False,
-                 stall_generations: int = 20, stall_tolerance: float = 1e-3, bounds=None,
-                 cma_options: dict | None = None, sparse_options: dict | None = None, *,
-                 k: int | None = None, q: int = 1, dist: str = "gaussian", mask: str = "score",
-                 refresh: int = 200, mask_queries: int = 5, normalize: bool = True,
-                 one_sided: bool = False, weight_decay: float = 0.0,
-                 exception_safe: bool = True, diagonal: bool = False,
-                 decomposition: str = "cholesky", active: bool = True, tolfun: float = 1e-11,
-                 tolx: float = 1e-11, max_condition: float = 1e14):
+                 switch_step: int = 100, sharpness: str = "rge", density: float = 0.1,
+                 seed: int = 0, *, warmup: Warmup | None = None, search: Search | None = None,
+                 **old):
         h = {"lr": lr, "eps": eps, "sigma": sigma, "popsize": popsize, "rho": rho,
-             "switch_step": switch_step, "sharpness": sharpness,
-             "sharpness_queries": sharpness_queries, "density": density,
-             "auto_switch": auto_switch, "stall_generations": stall_generations,
-             "stall_tolerance": stall_tolerance, "bounds": bounds, "k": k, "q": q, "dist": dist,
-             "mask": mask, "refresh": refresh, "mask_queries": mask_queries,
-             "normalize": normalize, "one_sided": one_sided, "weight_decay": weight_decay,
-             "exception_safe": exception_safe, "diagonal": diagonal,
-             "decomposition": decomposition, "active": active, "tolfun": tolfun, "tolx": tolx,
-             "max_condition": max_condition}
-        h.update(_deprecated(cma_options, "cma_options"))
-        h.update(_deprecated(sparse_options, "sparse_options"))
+             "switch_step": switch_step, "sharpness": sharpness, "density": density,
+             **_fields(warmup, "warmup"), **_fields(search, "search")}
+        h.update(_old_keywords(old))
         zo = two_point.Options(h["eps"], h["q"], h["dist"], h["one_sided"], h["exception_safe"])
         search = cma.Options(h["sigma"], h["popsize"], h["diagonal"], h["decomposition"],
                              h["active"], h["bounds"], h["tolfun"], h["tolx"], h["max_condition"])

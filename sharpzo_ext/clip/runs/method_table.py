@@ -88,9 +88,10 @@ class MethodSpec:
 
 def _sharpzo(c, params):
     return optim.SharpZO(params, lr=c.lr, eps=c.eps, sigma=c.sigma, popsize=c.popsize, rho=c.rho,
-                         switch_step=c.switch_step, sharpness=c.sharpness,
-                         sharpness_queries=c.sharpness_queries, density=c.density, seed=c.seed,
-                         q=c.q)
+                         switch_step=c.switch_step, sharpness=c.sharpness, density=c.density,
+                         seed=c.seed,
+                         warmup=optim.SharpZO.Warmup(sharpness_queries=c.sharpness_queries),
+                         search=optim.SharpZO.Search(q=c.q))
 
 
 _HEAD_HELP = {
