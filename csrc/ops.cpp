@@ -1,5 +1,5 @@
-// Every op schema of the sharpzo library, in one place. Kernels: cpu/*.cpp, cuda/*.cu;
-// typed Python wrappers: sharpzo_ext/ops.py; fake (meta) registrations: sharpzo_ext/fakes.py.
+// Every op schema of the sharpzo library, in one place. Kernels: cpu/*.cpp, cuda/*.cu; typed
+// Python wrappers: sharpzo_ext/ops/__init__.py; fake (meta) kernels: sharpzo_ext/ops/fakes.py.
 #include <torch/library.h>
 
 TORCH_LIBRARY(sharpzo, m) {

@@ -1,5 +1,5 @@
 // An empty Python module, so that `import sharpzo_ext._C` loads this library and runs its
-// TORCH_LIBRARY registrations. The ops are reached through torch.ops.sharpzo (see ops.py);
+// TORCH_LIBRARY registrations. The ops are reached through torch.ops.sharpzo (sharpzo_ext/ops/);
 // nothing is bound with pybind11, which keeps the module ABI-stable across Python versions.
 #include <Python.h>
 

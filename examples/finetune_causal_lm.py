@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 
 import sharpzo_ext as sz
-from sharpzo_ext import checks, loaded
+from sharpzo_ext import loaded
+from sharpzo_ext.ops import checks
 from sharpzo_ext.files import atomic_path
 
 TINY = {"vocab_size": 32, "hidden_size": 16, "num_hidden_layers": 1, "ffn_dim": 32,

@@ -5,6 +5,7 @@ built from, on fused C++/CUDA kernels registered as torch.ops.sharpzo.*.
 """
 
 import os
+import sys
 
 import torch  # loads libtorch before the extension that links against it
 
@@ -29,7 +30,15 @@ def _load_ops() -> None:
 
 _load_ops()
 
-from sharpzo_ext import distributed, ops, optim, reference  # noqa: E402
+from sharpzo_ext import distributed, ops, optim  # noqa: E402
+from sharpzo_ext.ops import reference  # noqa: E402
+
+# Note [sharpzo_ext.reference]
+# The ops' oracles live with the ops (ops/reference.py); their public name is
+# sharpzo_ext.reference. The module is registered under that name too, one module object with two
+# names, so that `import sharpzo_ext.reference` and `from sharpzo_ext.reference import sample` work
+# as `sz.reference.sample` does.
+sys.modules[f"{__name__}.reference"] = reference
 
 __version__ = "0.1.0"
 __all__ = ["clip", "distributed", "ops", "optim", "reference", "__version__"]

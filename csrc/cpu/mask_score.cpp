@@ -1,4 +1,4 @@
-// CPU kernel of mask_score (schema: csrc/ops.cpp, reference: sharpzo_ext/reference.py).
+// CPU kernel of mask_score (schema: csrc/ops.cpp, reference: sharpzo_ext/ops/reference.py).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>

@@ -1,4 +1,5 @@
-// CPU kernels of perturb_ and sample_ (schemas: csrc/ops.cpp, reference: sharpzo_ext/reference.py).
+// CPU kernels of perturb_ and sample_ (schemas: csrc/ops.cpp, reference:
+// sharpzo_ext/ops/reference.py).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>

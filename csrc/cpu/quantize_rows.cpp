@@ -1,4 +1,4 @@
-// CPU kernel of quantize_rows (schema: csrc/ops.cpp, reference: sharpzo_ext/reference.py).
+// CPU kernel of quantize_rows (schema: csrc/ops.cpp, reference: sharpzo_ext/ops/reference.py).
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>

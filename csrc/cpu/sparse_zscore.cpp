@@ -1,5 +1,5 @@
 // CPU kernels of sparse_zscore and sparse_zscore_ (schemas: csrc/ops.cpp, reference:
-// sharpzo_ext/reference.py).
+// sharpzo_ext/ops/reference.py).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>

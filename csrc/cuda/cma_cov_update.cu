@@ -1,4 +1,4 @@
-// CUDA kernel of cma_cov_update_ (schema: csrc/ops.cpp, reference: sharpzo_ext/reference.py).
+// CUDA kernel of cma_cov_update_ (schema: csrc/ops.cpp, reference: sharpzo_ext/ops/reference.py).
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAException.h>

@@ -1,4 +1,4 @@
-// CUDA kernel of mask_score (schema: csrc/ops.cpp, reference: sharpzo_ext/reference.py).
+// CUDA kernel of mask_score (schema: csrc/ops.cpp, reference: sharpzo_ext/ops/reference.py).
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/isfinite.h>

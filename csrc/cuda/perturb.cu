@@ -1,4 +1,5 @@
-// CUDA kernels of perturb_ and sample_ (schemas: csrc/ops.cpp, reference: sharpzo_ext/reference.py).
+// CUDA kernels of perturb_ and sample_ (schemas: csrc/ops.cpp, reference:
+// sharpzo_ext/ops/reference.py).
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAException.h>

@@ -1,4 +1,4 @@
-// CUDA kernel of quantize_rows (schema: csrc/ops.cpp, reference: sharpzo_ext/reference.py).
+// CUDA kernel of quantize_rows (schema: csrc/ops.cpp, reference: sharpzo_ext/ops/reference.py).
 #include <ATen/core/Tensor.h>
 #include <algorithm>
 #include <c10/cuda/CUDAException.h>

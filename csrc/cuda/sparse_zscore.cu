@@ -1,5 +1,5 @@
 // CUDA kernels of sparse_zscore and sparse_zscore_ (schemas: csrc/ops.cpp, reference:
-// sharpzo_ext/reference.py).
+// sharpzo_ext/ops/reference.py).
 //
 // Note [Selection on CUDA]
 // The CPU selects with a radix select; here the keys (the same keys, sharpzo/order_key.h) are

@@ -5,7 +5,6 @@ labels a flip changes, and the refusals."""
 import json
 
 import pytest
-import torch
 
 from sharpzo_ext.cli import main
 from sharpzo_ext.clip.runs import methods

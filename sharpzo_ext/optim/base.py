@@ -28,7 +28,7 @@ from typing import Iterable, Sequence, TypeVar
 
 import torch
 
-from sharpzo_ext import checks
+from sharpzo_ext.ops import checks
 from sharpzo_ext.optim import flat, legacy, params as tuned_params, state_checks
 from sharpzo_ext.optim.objective import Objective, check_objective
 

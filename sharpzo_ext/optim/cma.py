@@ -19,7 +19,7 @@ import math
 import torch
 
 import sharpzo_ext.ops as ops
-from sharpzo_ext import checks
+from sharpzo_ext.ops import checks
 from sharpzo_ext.optim import cma_factors, state_checks, streams
 from sharpzo_ext.optim.cma_constants import CMAConstants
 

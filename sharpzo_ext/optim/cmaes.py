@@ -8,7 +8,7 @@ from typing import Iterable
 
 import torch
 
-from sharpzo_ext import checks
+from sharpzo_ext.ops import checks
 from sharpzo_ext.optim import cma, flat
 from sharpzo_ext.optim.base import ForwardOnlyOptimizer, options_from_groups
 from sharpzo_ext.optim.objective import Objective, evaluate_rows

@@ -9,7 +9,8 @@ from typing import Iterable, Sequence
 
 import torch
 
-from sharpzo_ext import checks, deprecated
+from sharpzo_ext import deprecated
+from sharpzo_ext.ops import checks
 from sharpzo_ext.optim import cma, flat, sparse, state_checks, streams, two_point
 from sharpzo_ext.optim.base import ForwardOnlyOptimizer, group_rates, options_from_groups
 from sharpzo_ext.optim.objective import Objective, evaluate_rows

@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 
 import sharpzo_ext.ops as ops
-from sharpzo_ext import checks
+from sharpzo_ext.ops import checks
 from sharpzo_ext.optim import flat, state_checks, streams, two_point
 from sharpzo_ext.optim.base import group_rates, options_from_groups
 from sharpzo_ext.optim.objective import Objective

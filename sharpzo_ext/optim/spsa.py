@@ -25,7 +25,7 @@ from typing import Iterable
 
 import torch
 
-from sharpzo_ext import checks
+from sharpzo_ext.ops import checks
 from sharpzo_ext.optim import flat, state_checks, streams, two_point
 from sharpzo_ext.optim.base import ForwardOnlyOptimizer, common_hyperparameters
 from sharpzo_ext.optim.objective import Objective, evaluate_rows

@@ -11,7 +11,8 @@ from typing import Iterable
 
 import torch
 
-from sharpzo_ext import checks, loaded
+from sharpzo_ext import loaded
+from sharpzo_ext.ops import checks
 
 __all__ = ["InvalidState", "keys", "tensor", "count", "seed", "number", "losses", "one_of"]
 

@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 
 import sharpzo_ext.ops as ops
-from sharpzo_ext import checks
+from sharpzo_ext.ops import checks
 from sharpzo_ext.optim import flat, streams
 from sharpzo_ext.optim.objective import Objective, Population, closure_loss
 

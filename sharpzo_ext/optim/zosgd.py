@@ -7,7 +7,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from sharpzo_ext import checks
+from sharpzo_ext.ops import checks
 from sharpzo_ext.optim import flat, state_checks, streams, two_point
 from sharpzo_ext.optim.base import ForwardOnlyOptimizer, group_rates, options_from_groups
 from sharpzo_ext.optim.objective import Objective

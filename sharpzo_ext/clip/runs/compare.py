@@ -29,7 +29,8 @@ from typing import Callable
 
 import torch
 
-from sharpzo_ext import checks, machine, resident_memory
+from sharpzo_ext import machine, resident_memory
+from sharpzo_ext.ops import checks
 from sharpzo_ext.clip.data.datasets import BUILTIN_TASKS
 from sharpzo_ext.clip.runs import compare_report, methods, run_dir
 from sharpzo_ext.clip.runs.config import RunError, TrainConfig

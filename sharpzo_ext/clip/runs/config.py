@@ -6,7 +6,7 @@ import dataclasses
 
 import torch
 
-from sharpzo_ext import checks
+from sharpzo_ext.ops import checks
 from sharpzo_ext.clip.engine import Engine
 from sharpzo_ext.clip.data.views import AUGMENTS
 from sharpzo_ext.clip.runs.method_table import METHODS, TUNED, MethodSpec

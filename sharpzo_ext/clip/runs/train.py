@@ -17,7 +17,8 @@ from typing import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
-from sharpzo_ext import checks, deprecated, distributed, loaded
+from sharpzo_ext import deprecated, distributed, loaded
+from sharpzo_ext.ops import checks
 from sharpzo_ext.clip.task import ensemble as ensemble_lib
 from sharpzo_ext.clip.runs.run_dir import Progress, RunDir, check_out
 from sharpzo_ext.clip.runs.config import RunError, TrainConfig

@@ -1,7 +1,10 @@
-"""Typed Python wrappers of the sharpzo ops.
+"""The sharpzo ops: their typed Python wrappers (here), with, by job,
 
-Schemas live in csrc/ops.cpp, kernels in csrc/cpu and csrc/cuda, fake (meta) kernels in
-fakes.py, oracles in reference.py.
+    fakes.py       fake (meta) kernels, with the kernels' argument checks
+    reference.py   plain numpy/PyTorch oracles with the same contracts (sharpzo_ext.reference)
+    checks.py      the argument checks shared by the wrappers and the optimizers
+
+Schemas live in csrc/ops.cpp, kernels in csrc/cpu and csrc/cuda.
 """
 
 from __future__ import annotations
@@ -10,8 +13,8 @@ from typing import Sequence
 
 import torch
 
-from sharpzo_ext import fakes  # noqa: F401 (registers the fake kernels)
-from sharpzo_ext.checks import STREAM_INT_LIMIT, integer, real, stream_integer
+from sharpzo_ext.ops import fakes  # noqa: F401 (registers the fake kernels)
+from sharpzo_ext.ops.checks import STREAM_INT_LIMIT, integer, real, stream_integer
 
 __all__ = ["perturb_", "sample", "sparse_zscore", "sparse_zscore_", "mask_score",
            "cma_cov_update_", "quantize_rows", "cpu_kernel_isa", "DISTRIBUTIONS"]
