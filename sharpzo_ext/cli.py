@@ -99,97 +99,41 @@ def _run_bench(args) -> None:
 
 # Note [Explicit options]
 # Options of a run default to argparse.SUPPRESS: the namespace holds only what the command line
-# gave, the TrainConfig dataclass supplies every default (one place), and the commands know
+# gave, the configuration's dataclasses supply every default (one place), and the commands know
 # which values were set on purpose. That matters where a saved value competes with an option:
 # a resumed run or an evaluated prompt keeps what it recorded, and an explicit value that
 # contradicts it is refused rather than silently ignored or silently applied.
-def _option(p, flag: str, default, help: str | None = None, **kwargs) -> None:
-    """An option of a run: absent from the namespace unless given (Note [Explicit options])."""
-    text = f"{help} " if help else ""
-    p.add_argument(flag, default=argparse.SUPPRESS, help=f"{text}(default: {default})".replace(
-        "%", "%%"), **kwargs)
+def _add_config_options(p, config, command: str, groups: dict) -> None:
+    """The options of `command` that the fields of the dataclass instance `config` make (Note
+    [Options made from the config]), each absent from the namespace unless given (Note
+    [Explicit options]), its default shown from `config`; in the argument groups of `groups`
+    (a group title for each name, made when first used)."""
+    import dataclasses  # noqa: PLC0415
 
+    from sharpzo_ext.clip.runs.config import GROUPS  # noqa: PLC0415
 
-def _add_run_options(p, d) -> None:
-    """Model, data and task options shared by train, eval and compare."""
-    from sharpzo_ext.clip.engine.precision import PRECISIONS  # noqa: PLC0415
-    from sharpzo_ext.clip.engine.backend import BACKENDS  # noqa: PLC0415
-    from sharpzo_ext.clip.task.prompt_task import INTRINSIC_DIM_CAP  # noqa: PLC0415
-    from sharpzo_ext.files import CACHE_ENV, CACHE_HOME  # noqa: PLC0415
-
-    _option(p, "--model", d.model, "open_clip model name (e.g. ViT-B-16, RN50), 'embedded', or "
-            "hf:PATH_OR_NAME, a Hugging Face CLIP checkpoint directory or cached hub name")
-    _option(p, "--pretrained", d.pretrained, "open_clip pretrained tag (e.g. openai; needs a "
-            "network once) or a local checkpoint file")
-    _option(p, "--data", d.data, "a built-in task ('embedded'; 'embedded-cluttered', "
-            "'embedded-grainy', 'embedded-colors', 'embedded-stencil', 'digits': "
-            "docs/results.md), an ImageFolder tree, or CoOp's data root with --dataset")
-    _option(p, "--dataset", d.dataset, "a CoOp data set under --data (caltech101, oxford_pets, "
-            "stanford_cars, oxford_flowers, food101, sun397, dtd, eurosat, ucf101, "
-            "fgvc_aircraft, imagenet)")
-    _option(p, "--shots", d.shots, "images per class", type=int)
-    _option(p, "--seed", d.seed, type=int)
-    _option(p, "--device", d.device)
-    _option(p, "--ctx-init", d.ctx_init, "words that start the context")
-    _option(p, "--intrinsic-dim", f"min({INTRINSIC_DIM_CAP}, context size / 2)",
-            "length of the tuned vector", type=int)
-    _option(p, "--precision", d.precision, "the text tower's linear layers: fp32, bf16, or int8 "
-            "(CPU only; docs/clip.md)", choices=PRECISIONS)
-    _option(p, "--backend", d.backend, "runs the text tower: torch, or onnxruntime (an ONNX "
-            "export, cached in --cache-dir; fp32 or int8; docs/backends.md)", choices=BACKENDS)
-    _option(p, "--cache-dir", f"${CACHE_ENV} or {CACHE_HOME}", "feature cache")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def _add_head_options(p, d, head_default) -> None:
-    """--head, --head-views, --head-augment, --head-features and --adapter-dim, of train and
-    compare."""
-    from sharpzo_ext.clip.runs.config import (HEAD_AUGMENTS, HEAD_CHOICES,  # noqa: PLC0415
-                                              HEAD_FEATURES, MAX_HEAD_VIEWS)
-
-    _option(p, "--head", head_default, "tune for this closed-form head on the image features, "
-            "ensembled with it by a weight chosen on validation (none: what is tuned alone)",
-            choices=HEAD_CHOICES)
-    _option(p, "--head-views", d.head_views, "views of each training image whose features a "
-            f"head averages, 1 to {MAX_HEAD_VIEWS}; each costs an encoding of the training "
-            "images for each kind of views", type=int)
-    _option(p, "--head-augment", d.head_augment, "the views: none (the image alone), shift, "
-            "flip-shift (shifts and horizontal flips; not for digits, text or anything with a "
-            "handedness), or auto: chosen on validation", choices=HEAD_AUGMENTS)
-    _option(p, "--head-features", d.head_features, "the image features a head reads: final, "
-            "pre (before the image tower's projection; wider), or auto: chosen on validation",
-            choices=HEAD_FEATURES)
-    _option(p, "--adapter-dim", d.adapter_dim, "the image-side adapter's tuned dimension",
-            type=int)
+    for field in dataclasses.fields(config):
+        meta = field.metadata
+        if command not in meta.get("commands", ()):
+            continue
+        if meta["group"] not in groups:
+            groups[meta["group"]] = p.add_argument_group(GROUPS[meta["group"]])
+        value = getattr(config, field.name)
+        shown = meta["shown"] or (" ".join(map(str, value)) if isinstance(value, tuple)
+                                  else value)
+        groups[meta["group"]].add_argument(
+            f"--{field.name.replace('_', '-')}", default=argparse.SUPPRESS,
+            help=f"{meta['help']} (default: {shown})".replace("%", "%%"), **meta["argparse"])
 
 
 def _add_train(p) -> None:
-    from sharpzo_ext.clip.runs.config import (DEFAULT_TUNE, HYPERPARAMETERS,  # noqa: PLC0415
-                                              TrainConfig)
-    from sharpzo_ext.clip.runs.method_table import METHODS, TUNED  # noqa: PLC0415
+    from sharpzo_ext.clip.runs.config import TrainConfig  # noqa: PLC0415
 
-    d = TrainConfig()
-    _add_run_options(p, d)
-    _option(p, "--method", d.method, "; ".join(f"{name}: {spec.help}" for name, spec in
-                                              METHODS.items()), choices=tuple(METHODS))
-    _option(p, "--tune", f"{DEFAULT_TUNE} (coop: prompt; clip-adapter: adapter)", "what a "
-            "forward-only method tunes: the prompt, the image-side adapter over the cached "
-            "features (a candidate costs no text-tower pass), or both as one vector",
-            choices=TUNED)
-    _add_head_options(p, d, d.head)
-    _option(p, "--budget", d.budget, "training forward passes; coop: steps", type=int)
+    _add_config_options(p, TrainConfig(), "train", {})
     p.add_argument("--out", help="run directory (default: runs/<method>-<time>)")
     p.add_argument("--resume", metavar="DIR",
                    help="continue the run in DIR (to --budget if larger than its own)")
-    _option(p, "--eval-every", d.eval_every, "forward passes between validation evaluations",
-            type=int)
-    for field in HYPERPARAMETERS:
-        settings = dict(field.metadata)
-        _option(p, f"--{field.name.replace('_', '-')}", field.default, settings.pop("help"),
-                **({} if "choices" in settings else {"type": type(field.default)}), **settings)
-    _option(p, "--shard", d.shard, "under torchrun: split the candidates or the training "
-            "images across the processes (only losses travel; every process applies the same "
-            "update)", choices=("population", "data"))
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_run_train)
 
 
@@ -202,11 +146,15 @@ def _explicit(args) -> set[str]:
     return {f.name for f in dataclasses.fields(TrainConfig)} & set(vars(args))
 
 
-def _config_from(args, **changes):
-    """TrainConfig from the options given, its defaults for the others."""
+def _config_from(args, base=None, **changes):
+    """TrainConfig from the options given, `base`'s values (default: TrainConfig's defaults)
+    for the others."""
+    import dataclasses  # noqa: PLC0415
+
     from sharpzo_ext.clip.runs.config import TrainConfig  # noqa: PLC0415
 
-    return TrainConfig(**{**{k: getattr(args, k) for k in _explicit(args)}, **changes})
+    return dataclasses.replace(base or TrainConfig(), **{
+        **{k: getattr(args, k) for k in _explicit(args)}, **changes})
 
 
 def _run_config(args, directory):
@@ -220,9 +168,7 @@ def _run_config(args, directory):
     saved_file = Path(directory) / "config.json"
     if not saved_file.is_file():
         return _config_from(args)
-    saved = run_dir.read_config_file(saved_file)
-    return _config_from(args, **{k: getattr(saved, k) for k in vars(saved)
-                                 if k not in _explicit(args)})
+    return _config_from(args, run_dir.read_config_file(saved_file))
 
 
 def _run_train(args) -> None:
@@ -234,9 +180,6 @@ def _run_train(args) -> None:
         raise CliError("--resume DIR continues the run in DIR; --out does not apply")
     # a resume goes on to the run's own budget, and further only with an explicit --budget
     config = _run_config(args, args.resume) if args.resume else _config_from(args)
-    if "head" in vars(args) and not config.tunes_anything and config.head != config.method:
-        raise CliError(f"--method {config.method} is the {config.method} head on the zero-shot "
-                       f"prompt; --head {config.head} does not apply")
     out = args.resume or args.out or f"runs/{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"
     if train(config, out, resume=bool(args.resume), progress=not args.quiet,
              explicit=_explicit(args)):
@@ -247,7 +190,8 @@ def _add_eval(p) -> None:
     from sharpzo_ext.clip.runs.config import TrainConfig  # noqa: PLC0415
 
     p.add_argument("target", metavar="RUN", help="a run directory, or a prompt .safetensors file")
-    _add_run_options(p, TrainConfig())
+    _add_config_options(p, TrainConfig(), "eval", {})
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_run_eval)
 
 
@@ -268,54 +212,30 @@ def _run_eval(args) -> None:
 
 
 def _add_compare(p) -> None:
-    from sharpzo_ext.clip.runs.compare import (COMPARE_METHODS, COMPARED,  # noqa: PLC0415
-                                               CompareConfig)
-    from sharpzo_ext.clip.runs.config import TrainConfig  # noqa: PLC0415
-    from sharpzo_ext.clip.data.datasets import BUILTIN_TASKS  # noqa: PLC0415
+    from sharpzo_ext.clip.runs.compare import CompareConfig  # noqa: PLC0415
 
-    d, c = TrainConfig(), CompareConfig()
-    _add_run_options(p, d)
-    p.add_argument("--tasks", nargs="+", choices=BUILTIN_TASKS, default=None,
-                   help=f"built-in tasks to compare on (default: {' '.join(c.tasks)}; "
-                   "--data DATA instead: that one task)")
-    p.add_argument("--methods", nargs="+", choices=COMPARE_METHODS, default=list(c.methods),
-                   help="; ".join(f"{row.name}: {row.help}" for row in COMPARED.values())
-                   + f" (default: {' '.join(c.methods)})")
-    _add_head_options(p, d, c.base.head)
-    p.add_argument("--seeds", nargs="+", type=int, default=list(c.seeds))
-    p.add_argument("--budget", type=int, default=c.base.budget,
-                   help=f"forward passes of every forward-only method ({c.base.budget}, ZIP's "
-                   "query budget)")
-    p.add_argument("--coop-budget", type=int, default=c.coop_budget,
-                   help=f"steps of first-order CoOp ({c.coop_budget})")
-    p.add_argument("--coop-lr", type=float, default=c.coop_lr)
-    p.add_argument("--adapter-budget", type=int, default=c.adapter_budget,
-                   help=f"steps of first-order clip-adapter ({c.adapter_budget})")
-    p.add_argument("--target", type=float, default=None,
-                   help="test accuracy for 'time to target' (default: zero-shot plus half of "
-                   "CoOp's gain over it)")
-    p.add_argument("--eval-every", type=int, default=100,
-                   help="forward passes between evaluations (100: fine curves, precise times "
-                   "to target)")
+    c, groups = CompareConfig(), {}
+    _add_config_options(p, c, "compare", groups)
+    _add_config_options(p, c.base, "compare", groups)
     p.add_argument("--out", help="output directory (default: runs/compare-<time>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_run_compare)
 
 
 def _run_compare(args) -> None:
+    import dataclasses  # noqa: PLC0415
     import time  # noqa: PLC0415
 
-    from sharpzo_ext.clip.runs.compare import DEFAULT_TASKS, CompareConfig, compare  # noqa: PLC0415
+    from sharpzo_ext.clip.runs.compare import CompareConfig, compare  # noqa: PLC0415
 
-    c = CompareConfig()
-    if args.tasks and "data" in vars(args):
+    if "tasks" in vars(args) and "data" in vars(args):
         raise CliError("--tasks and --data both name what to compare on; give one")
-    tasks = args.tasks or ([args.data] if "data" in vars(args) else DEFAULT_TASKS)
-    config = CompareConfig(base=_config_from(args, head=getattr(args, "head", c.base.head)),
-                           tasks=tuple(tasks),
-                           methods=tuple(args.methods),
-                           seeds=tuple(args.seeds), coop_budget=args.coop_budget,
-                           coop_lr=args.coop_lr, adapter_budget=args.adapter_budget,
-                           target=args.target)
+    c = CompareConfig()
+    given = {f.name: tuple(v) if isinstance(v, list) else v
+             for f in dataclasses.fields(c) if (v := getattr(args, f.name, None)) is not None}
+    if "data" in vars(args):
+        given["tasks"] = (args.data,)
+    config = dataclasses.replace(c, base=_config_from(args, c.base), **given)
     out = args.out or f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}"
     compare(config, out, progress=not args.quiet)
     print(f"output directory: {out}")

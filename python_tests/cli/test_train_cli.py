@@ -161,7 +161,7 @@ def test_an_intrinsic_dim_that_does_not_fit_the_context_is_one_line(tmp_path, ca
     base = ["--cache-dir", cache, "--quiet", "--budget", "20"]
     for argv, message in [
         (["train", "--method", "zip", "--intrinsic-dim", "3"],
-         "zip's low-rank prompt needs intrinsic_dim of at least one per context token (4)"),
+         "a low-rank prompt needs intrinsic_dim of at least one per context token (4)"),
         (["compare", "--methods", "zip", "--seeds", "0", "--intrinsic-dim", "3"],
          "at least one per context token"),
         (["train", "--method", "cmaes", "--intrinsic-dim", "100000"],

@@ -43,7 +43,7 @@ def test_a_prompt_tuned_for_a_head_never_ends_below_the_head_alone(tmp_path, cac
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", heads.HEADS)
 def test_a_head_only_method_costs_no_forward_pass(tmp_path, cache, kind):
-    summary = run(tmp_path / kind, cache, method=kind, head="none")
+    summary = run(tmp_path / kind, cache, method=kind)
     assert summary["forward_passes"] == 0 and summary["head"] == kind
     assert summary["test_acc"] > summary["zero_shot_test_acc"] + 0.1
     config = TrainConfig(cache_dir=cache, data="embedded-grainy")
@@ -100,7 +100,7 @@ def test_heads_refuse_what_they_cannot_do_in_one_line(tmp_path, cache, capsys):
                  str(tmp_path / "b")] + base) == 0
     code, err = error_of(["train", "--method", "gda", "--head", "tip-adapter", "--out",
                           str(tmp_path / "c"), "--cache-dir", cache, "--quiet"], capsys)
-    assert code == 2 and len(err) == 1 and "--head tip-adapter does not apply" in err[0]
+    assert code == 2 and len(err) == 1 and "head 'tip-adapter' does not apply" in err[0]
     assert not (tmp_path / "c").exists()
     code, err = error_of(["train", "--head-views", "0", "--out", str(tmp_path / "d")] + base,
                          capsys)
@@ -108,7 +108,7 @@ def test_heads_refuse_what_they_cannot_do_in_one_line(tmp_path, cache, capsys):
 
 
 def test_one_shot_heads_and_a_prompt_tuned_for_one(tmp_path, cache):
-    gda = run(tmp_path / "gda", cache, method="gda", shots=1, head="none")
+    gda = run(tmp_path / "gda", cache, method="gda", shots=1)
     tuned = run(tmp_path / "tuned", cache, shots=1, budget=200)  # the head abstains in training
     assert gda["test_acc"] > gda["zero_shot_test_acc"]
     assert tuned["val_acc"] >= tuned["head_alone_val_acc"]
@@ -118,7 +118,7 @@ def test_eval_refuses_a_head_of_other_features(tmp_path, cache, capsys):
     from safetensors.torch import load_file, save_file
     from safetensors import safe_open
 
-    run(tmp_path / "run", cache, method="gda", head="none")
+    run(tmp_path / "run", cache, method="gda")
     prompt = tmp_path / "run" / "prompt.safetensors"
     with safe_open(str(prompt), framework="pt") as f:
         metadata = f.metadata()
@@ -136,7 +136,7 @@ def test_eval_refuses_a_head_of_other_features(tmp_path, cache, capsys):
 
 
 def test_summary_files_hold_the_head_alone_weight_as_json(tmp_path, cache):
-    run(tmp_path / "run", cache, method="gda", head="none")
+    run(tmp_path / "run", cache, method="gda")
     text = (tmp_path / "run" / "summary.json").read_text()
     weight = json.loads(text)["head_weight"]
     assert "Infinity" not in text and (weight == "inf" or math.isfinite(weight))

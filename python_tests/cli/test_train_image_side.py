@@ -52,7 +52,7 @@ def test_an_adapter_run_resumes_bit_for_bit(tmp_path, cache):
 
 
 def test_the_head_is_chosen_among_stages_and_views_on_validation(tmp_path, cache):
-    summary = run(tmp_path / "gda", cache, method="gda", head="none")
+    summary = run(tmp_path / "gda", cache, method="gda")
     choices = summary["head_choices"]
     assert set(choices) == {f"{stage}, {augment} views" for stage in ("final", "pre")
                             for augment in ("none", "shift", "flip-shift")}
@@ -60,7 +60,7 @@ def test_the_head_is_chosen_among_stages_and_views_on_validation(tmp_path, cache
     assert choices[chosen] == max(choices.values())
     assert summary["image_encodings"] == 2 * 4 * 160  # shift and flip-shift views, 4 each
     # fixed, the head reads what it is told
-    fixed = run(tmp_path / "fixed", cache, method="gda", head="none", head_features="final",
+    fixed = run(tmp_path / "fixed", cache, method="gda", head_features="final",
                 head_augment="none")
     assert set(fixed["head_choices"]) == {"final, none views"}
     assert fixed["image_encodings"] == 0
@@ -70,7 +70,7 @@ def test_the_head_is_chosen_among_stages_and_views_on_validation(tmp_path, cache
 def test_on_digits_no_flip_is_assumed_to_keep_the_label(tmp_path, cache):
     # a mirrored digit is another digit or none: the views are chosen on validation, and the
     # head chosen is never below the head on the digits alone (one view) there
-    common = dict(method="gda", head="none", data="digits", head_views=8, shots=16)
+    common = dict(method="gda", data="digits", head_views=8, shots=16)
     chosen = run(tmp_path / "auto", cache, **common)
     alone = run(tmp_path / "alone", cache, head_augment="none", **common)
     flipped = run(tmp_path / "flipped", cache, head_augment="flip-shift", **common)

@@ -193,7 +193,7 @@ def test_bad_backend_options_are_refused_before_anything_is_written(tmp_path, kw
 
 
 def test_a_bad_intrinsic_dimension_is_refused_before_export(tmp_path):
-    with pytest.raises(ValueError, match="intrinsic_dim must be >= 1"):
+    with pytest.raises(ValueError, match="intrinsic_dim must be a positive integer"):
         PromptTask(*tiny_clip("vit"), CLASSES, intrinsic_dim=0,
                    engine=Engine(backend="onnxruntime", cache_dir=tmp_path))
     assert os.listdir(tmp_path) == []

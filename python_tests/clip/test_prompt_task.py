@@ -96,7 +96,7 @@ def test_low_rank_prompt_is_zips_formula():
     start = task.zero_vector()  # ZIP's start: U = 0, s = 1, V random, v = 0, so R = 0
     assert torch.equal(task.context(start[None])[0], task.ctx0)
     assert torch.equal(start[n * r:n * r + r], torch.ones(r)) and start[n * r + r:].abs().sum() > 0
-    with pytest.raises(ValueError, match="intrinsic_dim >= n_ctx"):
+    with pytest.raises(ValueError, match="at least one per context token"):
         PromptTask(model, tokenizer, CLASSES, intrinsic_dim=3, rank=r)
 
 
@@ -135,17 +135,34 @@ def test_bad_arguments():
 
 
 def test_embedded_model_warns_about_words_it_does_not_know():
-    from sharpzo_ext.clip.runs.config import TrainConfig
-    from sharpzo_ext.clip.runs.prepare import make_task
+    # the task's rule, for the Python API as for a run
     from sharpzo_ext.clip.families import load_model
 
     loaded = load_model("embedded")
     with pytest.warns(UserWarning, match="no embedding in this checkpoint"):
-        make_task(TrainConfig(), loaded, ["zebra", "circle"])
+        PromptTask.of(loaded, ["zebra", "circle"])
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        make_task(TrainConfig(), loaded, ["circle", "star"])  # known words: no warning
+        PromptTask.of(loaded, ["circle", "star"])  # known words: no warning
+
+
+def test_the_intrinsic_dimension_is_the_tasks_rule():
+    # the embedded model's context holds 4 x 64 = 256 numbers: "auto" (the default) takes half
+    # of it, the paper's 512 does not fit and is refused before the projection is allocated,
+    # as the command line refuses it
+    from sharpzo_ext.clip.families import load_model
+    from sharpzo_ext.clip.task.prompt_task import default_intrinsic_dim
+
+    loaded = load_model("embedded")
+    assert PromptTask.of(loaded, ["circle", "star"]).dim == 128 == default_intrinsic_dim(4, 64)
+    with pytest.raises(ValueError, match="at most the context's size, 4 tokens x 64 = 256, got "
+                                         "512"):
+        PromptTask.of(loaded, ["circle", "star"], intrinsic_dim=512)
+    for bad in (0, 2.5, True, "all"):
+        with pytest.raises(ValueError, match="a positive integer, 'auto' or None"):
+            PromptTask.of(loaded, ["circle", "star"], intrinsic_dim=bad)
+    assert PromptTask.of(loaded, ["circle", "star"], intrinsic_dim=None).dim == 256
 
 
 def test_a_checkpoint_of_the_second_architecture_loads_as_it_was_saved(tmp_path):
@@ -175,6 +192,6 @@ def test_a_loaded_model_keeps_the_family_it_was_loaded_as():
     from sharpzo_ext.clip.families import load_model, of
 
     loaded = load_model("embedded")
-    task = PromptTask.of(loaded, CLASSES, intrinsic_dim=8)
+    task = PromptTask.of(loaded, ["circle", "star"], intrinsic_dim=8)
     assert task.family is loaded.family and task.family.name == "embedded"
     assert of(loaded.model).name == "open_clip"

@@ -33,7 +33,7 @@ from sharpzo_ext import machine, resident_memory
 from sharpzo_ext.ops import checks
 from sharpzo_ext.clip.data.datasets import BUILTIN_TASKS
 from sharpzo_ext.clip.runs import compare_report, methods, run_dir
-from sharpzo_ext.clip.runs.config import RunError, TrainConfig
+from sharpzo_ext.clip.runs.config import RunError, TrainConfig, option
 from sharpzo_ext.clip.runs.evaluate import accuracies, split_logits
 from sharpzo_ext.clip.runs.method_table import METHODS, Kind
 from sharpzo_ext.clip.runs.prepare import Prepared, make_task, prepare
@@ -61,12 +61,11 @@ def _row(name: str) -> Compared:
     def configure(config):
         base = config.base
         if name in HEADS:
-            return dataclasses.replace(base, method=name, head="none", tune=None)
+            return dataclasses.replace(base, method=name, head=None, tune=None)
         if name == "coop":
             return dataclasses.replace(base, method=name, budget=config.coop_budget,
-                                       coop_lr=config.coop_lr, precision="fp32",
-                                       backend="torch", head="none", tune=None,
-                                       eval_every=max(1, config.coop_budget // 40))
+                                       precision="fp32", backend="torch", head="none",
+                                       tune=None, eval_every=max(1, config.coop_budget // 40))
         if name == "clip-adapter":
             return dataclasses.replace(base, method=name, budget=config.adapter_budget,
                                        eval_every=max(1, config.adapter_budget // 40),
@@ -97,7 +96,7 @@ VARIANTS = (
                  switch_step=100, batched=False)),
     Compared("gda-final", "GDA as sharpzo_ext 0.2 fitted it: the final features, 16 flip-shift "
              "views", lambda config: dataclasses.replace(
-                 config.base, method="gda", head="none", tune=None, head_features="final",
+                 config.base, method="gda", head=None, tune=None, head_features="final",
                  head_augment="flip-shift")),
 )
 COMPARED: dict[str, Compared] = {c.name: c for c in (
@@ -114,19 +113,34 @@ DEFAULT_TASKS = ("embedded-grainy", "embedded-colors")  # Note [Tasks that separ
 BUDGET = 5000  # forward passes of each forward-only method: ZIP's MAX_API_CALLS
 
 
+COMPARE = ("compare",)
+
+
 @dataclasses.dataclass
 class CompareConfig:
     """What compare runs: every method on every task (a `data` of TrainConfig: base with
-    data = task) with every seed."""
+    data = task) with every seed. The base's fields that compare offers and these are its
+    options (Note [Options made from the config]); eval_every 100 gives fine curves and precise
+    times to target."""
     base: TrainConfig = dataclasses.field(
-        default_factory=lambda: TrainConfig(budget=BUDGET, head="none"))
-    tasks: tuple[str, ...] = DEFAULT_TASKS
-    methods: tuple[str, ...] = DEFAULT_METHODS
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    coop_budget: int = 2000
-    coop_lr: float = 2e-3
-    adapter_budget: int = BUDGET // 2  # clip-adapter's steps: as many passes as the others
-    target: float | None = None  # test accuracy; None: compare_report.target_accuracy
+        default_factory=lambda: TrainConfig(budget=BUDGET, head="none", eval_every=100))
+    tasks: tuple[str, ...] = option(DEFAULT_TASKS, "comparison", "built-in tasks to compare on "
+                                    "(--data DATA instead: that one task)", COMPARE,
+                                    nargs="+", choices=BUILTIN_TASKS)
+    methods: tuple[str, ...] = option(DEFAULT_METHODS, "comparison", "; ".join(
+        f"{row.name}: {row.help}" for row in COMPARED.values()), COMPARE, nargs="+",
+        choices=COMPARE_METHODS)
+    seeds: tuple[int, ...] = option((0, 1, 2, 3, 4), "comparison", "each draws the few-shot "
+                                    "split and every method's projection and stream", COMPARE,
+                                    nargs="+", type=int)
+    coop_budget: int = option(2000, "comparison", "steps of first-order CoOp", COMPARE,
+                              type=int)
+    adapter_budget: int = option(BUDGET // 2, "comparison", "steps of first-order clip-adapter "
+                                 "(as many passes as the forward-only budget)", COMPARE,
+                                 type=int)
+    target: float | None = option(None, "comparison", "test accuracy for 'time to target'",
+                                  COMPARE, shown="zero-shot plus half of CoOp's gain over it",
+                                  type=float)
 
     def check(self) -> None:
         """Raises RunError, naming the field, unless every field is valid (the base

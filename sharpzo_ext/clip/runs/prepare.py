@@ -19,8 +19,7 @@ from sharpzo_ext.clip.task import ensemble as ensemble_lib
 from sharpzo_ext.clip.task import low_rank
 from sharpzo_ext.clip.task.ensemble import Ensemble
 from sharpzo_ext.clip.task.features import Features
-from sharpzo_ext.clip.task.prompt_task import (PromptTask, check_vocabulary, context_length,
-                                               default_intrinsic_dim)
+from sharpzo_ext.clip.task.prompt_task import PromptTask
 
 __all__ = ["Prepared", "prepare", "make_task", "load_data", "EVAL_SPLITS"]
 
@@ -80,17 +79,10 @@ class Prepared:
 
 def make_task(config: TrainConfig, loaded: LoadedModel, classnames: list[str]) -> PromptTask:
     """The prompt task of `config.method`, with the prompt its row of the method table names
-    (intrinsic, the context itself, or ZIP's low-rank factors)."""
-    width = loaded.family.width(loaded.model)
+    (intrinsic, the context itself, or ZIP's low-rank factors); RunError if the task refuses
+    the configuration's prompt."""
     prompt = config.spec.prompt
-    n_ctx = context_length(loaded.tokenizer, config.ctx_init, config.n_ctx)
-    intrinsic = None if prompt == Prompt.CONTEXT else (
-        config.intrinsic_dim or default_intrinsic_dim(n_ctx, width))
-    _check_intrinsic_dim(config, n_ctx, width)
-    if loaded.known_tokens is not None:
-        prefix = config.ctx_init or ""
-        check_vocabulary(loaded.tokenizer, [f"{prefix} {name}." for name in classnames],
-                         loaded.known_tokens)
+    intrinsic = None if prompt == Prompt.CONTEXT else (config.intrinsic_dim or "auto")
     try:
         return PromptTask.of(loaded, classnames, n_ctx=config.n_ctx, ctx_init=config.ctx_init,
                              intrinsic_dim=intrinsic, seed=config.seed, device=config.device,
@@ -98,22 +90,6 @@ def make_task(config: TrainConfig, loaded: LoadedModel, classnames: list[str]) -
                              engine=config.engine)
     except ValueError as error:
         raise RunError(f"cannot build the prompt task: {error}") from None
-
-
-def _check_intrinsic_dim(config: TrainConfig, n_ctx: int, width: int) -> None:
-    """RunError, before anything the size of the subspace is allocated, unless an explicit
-    intrinsic_dim fits the context: at most its n_ctx x width numbers (a larger subspace adds
-    nothing, and CMA-ES's covariance grows as its square: 100000 would be 80 GB), and for ZIP's
-    low-rank prompt at least one number per context token."""
-    d = config.intrinsic_dim
-    if d is None or config.spec.prompt == Prompt.CONTEXT:
-        return
-    if d > n_ctx * width:
-        raise RunError(f"intrinsic_dim must be at most the context's size, {n_ctx} tokens x "
-                       f"{width} = {n_ctx * width}, got {d}")
-    if config.spec.prompt == Prompt.LOW_RANK and d < n_ctx:
-        raise RunError(f"{config.method}'s low-rank prompt needs intrinsic_dim of at least one "
-                       f"per context token ({n_ctx}), got {d}")
 
 
 def load_data(config: TrainConfig) -> data_lib.Dataset:

@@ -29,8 +29,8 @@ from sharpzo_ext.clip.task import low_rank
 from sharpzo_ext.clip.task.features import Features, encode
 from sharpzo_ext.clip.task.tuned import Tuned, as_features
 
-__all__ = ["PromptTask", "INTRINSIC_DIM_CAP", "default_intrinsic_dim", "context_length",
-           "check_vocabulary"]
+__all__ = ["PromptTask", "INTRINSIC_DIM_CAP", "AUTO_INTRINSIC_DIM", "default_intrinsic_dim",
+           "context_length", "check_vocabulary"]
 
 PROJECTION_STREAM = 1 << 60  # the stream of the projection A under the task's seed
 
@@ -38,11 +38,34 @@ PROJECTION_STREAM = 1 << 60  # the stream of the projection A under the task's s
 # The paper's d = 512 for CLIP ViT-B/16 (a context of 4 x 512 numbers); half the context's size
 # for smaller text towers, where 512 would exceed the context itself.
 INTRINSIC_DIM_CAP = 512
+AUTO_INTRINSIC_DIM = f"min({INTRINSIC_DIM_CAP}, the context's size / 2)"  # what "auto" means
 
 
 def default_intrinsic_dim(n_ctx: int, width: int) -> int:
-    """The intrinsic dimension a run tunes unless told otherwise."""
+    """The intrinsic dimension a task tunes unless told otherwise (AUTO_INTRINSIC_DIM)."""
     return min(INTRINSIC_DIM_CAP, n_ctx * width // 2)
+
+
+def _intrinsic_dim(d, n_ctx: int, width: int, low_rank: bool) -> int | None:
+    """The intrinsic dimension that `d` ("auto", None or a number) asks for, or ValueError
+    before anything the size of the subspace is allocated: at most the context's n_ctx x width
+    numbers (a larger subspace adds nothing, and CMA-ES's covariance grows as its square: 100000
+    would be 80 GB), and for ZIP's low-rank prompt at least one number per context token."""
+    if d == "auto":
+        return default_intrinsic_dim(n_ctx, width)
+    if d is None:
+        if low_rank:
+            raise ValueError("a low-rank prompt needs an intrinsic_dim")
+        return None
+    if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+        raise ValueError(f"intrinsic_dim must be a positive integer, 'auto' or None, got {d!r}")
+    if d > n_ctx * width:
+        raise ValueError(f"intrinsic_dim must be at most the context's size, {n_ctx} tokens x "
+                         f"{width} = {n_ctx * width}, got {d}")
+    if low_rank and d < n_ctx:
+        raise ValueError(f"a low-rank prompt needs intrinsic_dim of at least one per context "
+                         f"token ({n_ctx}), got {d}")
+    return d
 
 
 def context_length(tokenizer: Callable, ctx_init: str | None, n_ctx: int) -> int:
@@ -63,7 +86,9 @@ class PromptTask(Tuned):
         n_ctx: context tokens when ``ctx_init`` is None (then initialised N(0, 0.02^2) from the
             seed); with ``ctx_init`` their number is the number of its tokens.
         ctx_init: the words whose embeddings start the context ("a photo of a": zero-shot CLIP).
-        intrinsic_dim: d, the length of w (None: tune the context directly, d = n_ctx x width).
+        intrinsic_dim: d, the length of w: "auto" (AUTO_INTRINSIC_DIM: the paper's 512 at
+            ViT-B/16's width), a number up to the context's n_ctx x width, or None (tune the
+            context directly, d = n_ctx x width).
         rank: None, or ZIP's low-rank prompt of this rank in the intrinsic dimension (Note
             [ZIP's low-rank prompt]; w then holds its factors).
         seed: seeds the projection A (and a random initial context).
@@ -76,7 +101,8 @@ class PromptTask(Tuned):
 
     def __init__(self, model: torch.nn.Module, tokenizer: Callable, classnames: Sequence[str],
                  n_ctx: int = 4, ctx_init: str | None = "a photo of a",
-                 intrinsic_dim: int | None = 512, seed: int = 0, rank: int | None = None,
+                 intrinsic_dim: int | str | None = "auto", seed: int = 0,
+                 rank: int | None = None,
                  device=None, engine: Engine | None = None, family: Family | None = None):
         if len(classnames) < 2:
             raise ValueError(f"PromptTask needs at least two classes, got {len(classnames)}")
@@ -106,14 +132,12 @@ class PromptTask(Tuned):
             else:
                 g = torch.Generator().manual_seed(seed)
                 self.ctx0 = (torch.randn(n_ctx, width, generator=g) * 0.02).to(self.device)
+        intrinsic_dim = _intrinsic_dim(intrinsic_dim, n_ctx, width, rank is not None)
         self.seed, self.intrinsic_dim, self.rank = seed, intrinsic_dim, rank
-        if intrinsic_dim is not None and intrinsic_dim < 1:
-            raise ValueError(f"intrinsic_dim must be >= 1, got {intrinsic_dim}")
         if rank is not None:
-            k = (intrinsic_dim or 0) // n_ctx
-            if rank < 1 or k < 1:
-                raise ValueError(f"a low-rank prompt needs rank >= 1 and intrinsic_dim >= n_ctx "
-                                 f"= {n_ctx}, got rank={rank}, intrinsic_dim={intrinsic_dim}")
+            k = intrinsic_dim // n_ctx
+            if rank < 1:
+                raise ValueError(f"a low-rank prompt needs rank >= 1, got rank={rank}")
             self.projection = low_rank.maps(n_ctx, k, width, seed, self.device)
             self.dim = low_rank.size(n_ctx, k, rank)
         elif intrinsic_dim is None:
@@ -134,8 +158,13 @@ class PromptTask(Tuned):
 
     @classmethod
     def of(cls, loaded: LoadedModel, classnames: Sequence[str], **kwargs) -> "PromptTask":
-        """The task over a model that load_model loaded, with the family it was loaded as."""
-        return cls(loaded.model, loaded.tokenizer, classnames, family=loaded.family, **kwargs)
+        """The task over a model that load_model loaded, with the family it was loaded as;
+        warns when the checkpoint has no embedding for words of the prompts (check_vocabulary)."""
+        task = cls(loaded.model, loaded.tokenizer, classnames, family=loaded.family, **kwargs)
+        if loaded.known_tokens is not None:
+            check_vocabulary(loaded.tokenizer, [f"{task.ctx_init or ''} {name}." for name in
+                                                task.classnames], loaded.known_tokens)
+        return task
 
     # ---- images ------------------------------------------------------------------------------
 
