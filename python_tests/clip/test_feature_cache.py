@@ -9,17 +9,20 @@ import torch.nn.functional as F
 from sharpzo_ext.clip.data.datasets import Dataset
 from sharpzo_ext.clip.data.views import Views
 from sharpzo_ext.clip.families import load_model
-from sharpzo_ext.clip.runs.feature_cache import split_features, view_features
+from sharpzo_ext.clip.runs.feature_cache import FeatureCache
 from sharpzo_ext.clip.task.features import encode
 
 IMAGES = list(torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
 DATA = Dataset(["a", "b"], {"train": (IMAGES, [0, 1] * 3)}, {"kind": "test-images"})
 
 
+def cache(loaded, directory) -> FeatureCache:
+    return FeatureCache(loaded, DATA, directory, "cpu", progress=False)
+
+
 def test_view_averages_are_their_definition_and_do_not_depend_on_what_is_beside(tmp_path):
     loaded = load_model("embedded")
-    both = view_features(loaded, DATA, tmp_path / "a", "cpu", 5, 3, ("shift", "flip-shift"),
-                         progress=False)
+    both = cache(loaded, tmp_path / "a").views(5, 3, ("shift", "flip-shift"))
     assert not any(hit for _, hit in both.values())
     images = torch.stack([loaded.preprocess(x) for x in IMAGES])
     views = Views(5, 6, 3)
@@ -31,26 +34,24 @@ def test_view_averages_are_their_definition_and_do_not_depend_on_what_is_beside(
                 x = torch.where(views.flips(v, 0, 6)[:, None, None, None], x.flip(-1), x)
             total = total + encode(loaded.family, loaded.model, x).pre
         torch.testing.assert_close(both[augment][0].pre, F.normalize(total, dim=-1))
-        alone = view_features(loaded, DATA, tmp_path / augment, "cpu", 5, 3, (augment,),
-                              progress=False)[augment][0]
+        alone = cache(loaded, tmp_path / augment).views(5, 3, (augment,))[augment][0]
         for stage in ("final", "pre"):  # bit for bit, computed alone or beside the other kind
             assert torch.equal(alone.stage(stage), both[augment][0].stage(stage))
     assert not torch.equal(both["shift"][0].final, both["flip-shift"][0].final)
-    again = view_features(loaded, DATA, tmp_path / "a", "cpu", 5, 3, ("flip-shift", "shift"),
-                          progress=False)
+    again = cache(loaded, tmp_path / "a").views(5, 3, ("flip-shift", "shift"))
     assert all(hit for _, hit in again.values())
     assert torch.equal(again["shift"][0].pre, both["shift"][0].pre)
 
 
 def test_a_split_s_features_hold_every_stage_and_come_back_from_the_cache(tmp_path):
     loaded = load_model("embedded")
-    features, hit = split_features(loaded, DATA, "train", tmp_path, "cpu", progress=False)
+    features, hit = cache(loaded, tmp_path).split("train")
     assert not hit and features.stages == ("final", "pre")
     images = torch.stack([loaded.preprocess(x) for x in IMAGES])
     expected = encode(loaded.family, loaded.model, images)
     assert torch.equal(features.pre, expected.pre) and torch.equal(features.final,
                                                                    expected.final)
-    again, hit = split_features(loaded, DATA, "train", tmp_path, "cpu", progress=False)
+    again, hit = cache(loaded, tmp_path).split("train")
     assert hit and torch.equal(again.pre, features.pre)
 
 
@@ -78,9 +79,8 @@ def test_a_damaged_cache_file_is_computed_again_and_says_so(tmp_path, how, kind)
 
     def features():
         if kind == "split":
-            return split_features(loaded, DATA, "train", tmp_path, "cpu", progress=False)
-        return view_features(loaded, DATA, tmp_path, "cpu", 2, 0, ("shift",),
-                             progress=False)["shift"]
+            return cache(loaded, tmp_path).split("train")
+        return cache(loaded, tmp_path).views(2, 0, ("shift",))["shift"]
 
     good, _ = features()
     [path] = tmp_path.glob("features-*.safetensors")

@@ -5,6 +5,7 @@ from."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import warnings
@@ -23,7 +24,7 @@ from sharpzo_ext.clip.runs.config import RunError
 from sharpzo_ext.clip.task.features import Features, encode
 from sharpzo_ext.files import atomic_path, writable_problem
 
-__all__ = ["split_features", "view_features"]
+__all__ = ["FeatureCache"]
 
 _BATCH = 256
 # 2: Hugging Face CLIPs' images preprocessed as CLIPImageProcessor does (hf_preprocess.py)
@@ -96,17 +97,6 @@ def _cached(path: Path | None, rows: int, widths: Callable[[], dict[str, int]],
     return None
 
 
-def _path(cache_dir, loaded, data, split, views, what: str) -> Path | None:
-    if cache_dir is None:
-        return None
-    path = Path(cache_dir) / f"features-{_key(loaded, data, split, views)}.safetensors"
-    problem = writable_problem(path.parent)
-    if problem and not path.is_file():  # said before the features are computed, not after
-        raise RunError(f"the feature cache cannot keep the {what}: {problem}; pass a writable "
-                       "--cache-dir")
-    return path
-
-
 def _store(path: Path | None, features: Features) -> None:
     from safetensors.torch import save_file  # noqa: PLC0415
 
@@ -116,35 +106,8 @@ def _store(path: Path | None, features: Features) -> None:
             save_file({k: v.cpu().contiguous() for k, v in features.tensors().items()}, str(tmp))
 
 
-def _batches(n: int, progress: bool, what: str):
-    batches = range(0, n, _BATCH)
-    if progress:
-        from tqdm import tqdm  # noqa: PLC0415
-
-        batches = tqdm(batches, desc=f"encoding {what}", unit="batch", leave=False)
-    return batches
-
-
 def _cat(parts: list[Features], device) -> Features:
     return Features.cat(parts) if parts else Features(torch.empty(0, 0, device=device))
-
-
-def split_features(loaded: LoadedModel, data: Dataset, split: str, cache_dir: str | Path | None,
-                   device, progress: bool = True) -> tuple[Features, bool]:
-    """(features of every stage, whether they came from the cache) of a split: read from the
-    cache, or computed by the frozen image tower in batches (with a progress bar) and written to
-    it (atomically). cache_dir None: no cache."""
-    items = data.splits[split][0]
-    path = _path(cache_dir, loaded, data, split, None, f"{split} features")
-    hit = _cached(path, len(items), lambda: _widths(loaded, data, split, device), device)
-    if hit is not None:
-        return hit, True
-    parts = [encode(loaded.family, loaded.model,
-                    load_images(items[i:i + _BATCH], loaded.preprocess).to(device))
-             for i in _batches(len(items), progress, f"{split} images")]
-    features = _cat(parts, device)
-    _store(path, features)
-    return features, False
 
 
 def _mean(total: dict[str, torch.Tensor]) -> Features:
@@ -152,53 +115,99 @@ def _mean(total: dict[str, torch.Tensor]) -> Features:
                                   for k, v in total.items()})
 
 
-def view_features(loaded: LoadedModel, data: Dataset, cache_dir: str | Path | None, device,
-                  views: int, seed: int, augments: tuple[str, ...],
-                  progress: bool = True) -> dict[str, tuple[Features, bool]]:
-    """{augment: (the training images' features averaged over `views` views of that kind,
-    whether they came from the cache)} for augments among "shift" and "flip-shift" (Note [Views
-    for a head]); each average is the normalized mean of the views' normalized features. The
-    kinds not cached are computed in one pass over the images: every shift view is encoded, and
-    a flip-shift view takes those encodings for the images it does not mirror and encodes the
-    mirrored ones, whichever kinds are asked for (so a kind's features never depend on what is
-    computed beside it, and both cost 1.5 times one)."""
-    items = data.splits["train"][0]
-    out, paths = {}, {}
-    for augment in augments:
-        record = {"count": views, "seed": seed, "augment": augment}
-        paths[augment] = _path(cache_dir, loaded, data, "train", record,
-                               f"{views} {augment} views of the training images")
-        hit = _cached(paths[augment], len(items),
-                      lambda: _widths(loaded, data, "train", device), device)
+@dataclasses.dataclass(frozen=True)
+class FeatureCache:
+    """The image features of one model on one data set's images: read from the cache
+    `directory` (None: no cache), or computed on `device` by the frozen image tower in batches
+    (with progress bars if `progress`) and written there, atomically."""
+    loaded: LoadedModel
+    data: Dataset
+    directory: Path | None
+    device: torch.device | str = "cpu"
+    progress: bool = True
+
+    def split(self, split: str) -> tuple[Features, bool]:
+        """(features of every stage, whether they came from the cache) of a split."""
+        loaded, items = self.loaded, self.data.splits[split][0]
+        path = self._path(split, None, f"{split} features")
+        hit = _cached(path, len(items), lambda: self._widths(split), self.device)
         if hit is not None:
-            out[augment] = hit, True
-    need = [a for a in augments if a not in out]
-    if not need:
-        return out
-    drawn = Views(views, len(items), seed)
-    parts: dict[str, list[Features]] = {a: [] for a in need}
-    what = f"{views} {' and '.join(need)} views of the training images"
-    for i in _batches(len(items), progress, what):
-        images = load_images(items[i:i + _BATCH], loaded.preprocess).to(device)
-        totals: dict[str, dict[str, torch.Tensor]] = {a: {} for a in need}
-        for view in range(views):
-            shifted = drawn.shifted(view, images, i)
-            encoded = {"shift": encode(loaded.family, loaded.model, shifted).tensors()}
-            if "flip-shift" in need:
-                flips = drawn.flips(view, i, images.shape[0]).to(device)
-                encoded["flip-shift"] = dict(encoded["shift"])
-                if bool(flips.any()):
-                    mirrored = encode(loaded.family, loaded.model, shifted[flips].flip(-1))
-                    for stage, x in mirrored.tensors().items():
-                        encoded["flip-shift"][stage] = encoded["shift"][stage].index_put(
-                            (flips,), x)
+            return hit, True
+        parts = [encode(loaded.family, loaded.model,
+                        load_images(items[i:i + _BATCH], loaded.preprocess).to(self.device))
+                 for i in self._batches(len(items), f"{split} images")]
+        features = _cat(parts, self.device)
+        _store(path, features)
+        return features, False
+
+    def views(self, count: int, seed: int,
+              augments: tuple[str, ...]) -> dict[str, tuple[Features, bool]]:
+        """{augment: (the training images' features averaged over `count` views of that kind,
+        drawn from `seed`, whether they came from the cache)} for augments among "shift" and
+        "flip-shift" (Note [Views for a head]); each average is the normalized mean of the
+        views' normalized features. The kinds not cached are computed in one pass over the
+        images: every shift view is encoded, and a flip-shift view takes those encodings for the
+        images it does not mirror and encodes the mirrored ones, whichever kinds are asked for
+        (so a kind's features never depend on what is computed beside it, and both cost 1.5
+        times one)."""
+        loaded, device, items = self.loaded, self.device, self.data.splits["train"][0]
+        out, paths = {}, {}
+        for augment in augments:
+            record = {"count": count, "seed": seed, "augment": augment}
+            paths[augment] = self._path("train", record,
+                                        f"{count} {augment} views of the training images")
+            hit = _cached(paths[augment], len(items), lambda: self._widths("train"), device)
+            if hit is not None:
+                out[augment] = hit, True
+        need = [a for a in augments if a not in out]
+        if not need:
+            return out
+        drawn = Views(count, len(items), seed)
+        parts: dict[str, list[Features]] = {a: [] for a in need}
+        what = f"{count} {' and '.join(need)} views of the training images"
+        for i in self._batches(len(items), what):
+            images = load_images(items[i:i + _BATCH], loaded.preprocess).to(device)
+            totals: dict[str, dict[str, torch.Tensor]] = {a: {} for a in need}
+            for view in range(count):
+                shifted = drawn.shifted(view, images, i)
+                encoded = {"shift": encode(loaded.family, loaded.model, shifted).tensors()}
+                if "flip-shift" in need:
+                    flips = drawn.flips(view, i, images.shape[0]).to(device)
+                    encoded["flip-shift"] = dict(encoded["shift"])
+                    if bool(flips.any()):
+                        mirrored = encode(loaded.family, loaded.model, shifted[flips].flip(-1))
+                        for stage, x in mirrored.tensors().items():
+                            encoded["flip-shift"][stage] = encoded["shift"][stage].index_put(
+                                (flips,), x)
+                for augment in need:
+                    for stage, x in encoded[augment].items():
+                        totals[augment][stage] = totals[augment].get(stage, 0) + x
             for augment in need:
-                for stage, x in encoded[augment].items():
-                    totals[augment][stage] = totals[augment].get(stage, 0) + x
+                parts[augment].append(_mean(totals[augment]))
         for augment in need:
-            parts[augment].append(_mean(totals[augment]))
-    for augment in need:
-        features = _cat(parts[augment], device)
-        _store(paths[augment], features)
-        out[augment] = features, False
-    return out
+            features = _cat(parts[augment], device)
+            _store(paths[augment], features)
+            out[augment] = features, False
+        return out
+
+    def _widths(self, split: str) -> dict[str, int]:
+        return _widths(self.loaded, self.data, split, self.device)
+
+    def _path(self, split: str, views: dict | None, what: str) -> Path | None:
+        if self.directory is None:
+            return None
+        key = _key(self.loaded, self.data, split, views)
+        path = Path(self.directory) / f"features-{key}.safetensors"
+        problem = writable_problem(path.parent)
+        if problem and not path.is_file():  # said before the features are computed, not after
+            raise RunError(f"the feature cache cannot keep the {what}: {problem}; pass a "
+                           "writable --cache-dir")
+        return path
+
+    def _batches(self, n: int, what: str):
+        batches = range(0, n, _BATCH)
+        if self.progress:
+            from tqdm import tqdm  # noqa: PLC0415
+
+            batches = tqdm(batches, desc=f"encoding {what}", unit="batch", leave=False)
+        return batches

@@ -13,7 +13,7 @@ from sharpzo_ext import files
 from sharpzo_ext.clip.data import datasets as data_lib
 from sharpzo_ext.clip.families import LoadedModel, load_model
 from sharpzo_ext.clip.runs.config import RunError, TrainConfig
-from sharpzo_ext.clip.runs.feature_cache import split_features, view_features
+from sharpzo_ext.clip.runs.feature_cache import FeatureCache
 from sharpzo_ext.clip.runs.method_table import Prompt
 from sharpzo_ext.clip.task import ensemble as ensemble_lib
 from sharpzo_ext.clip.task import low_rank
@@ -35,8 +35,7 @@ class Prepared:
     features: dict[str, Features]     # every split's, at every stage the family has
     labels: dict[str, torch.Tensor]
     cache_hits: dict[str, bool]
-    cache: Path | None = None
-    progress: bool = True
+    images: FeatureCache              # where the features above came from, and more on demand
     _views: dict[str, Features] = dataclasses.field(default_factory=dict)
     _heads: dict[tuple, Ensemble] = dataclasses.field(default_factory=dict)
 
@@ -51,9 +50,8 @@ class Prepared:
         missing = [a for a in augments if a != "none" and a not in self._views]
         if missing:
             views = self.config.head_views
-            for augment, (features, hit) in view_features(
-                    self.loaded, self.data, self.cache, self.task.device, views,
-                    self.config.seed, tuple(missing), self.progress).items():
+            for augment, (features, hit) in self.images.views(views, self.config.seed,
+                                                              tuple(missing)).items():
                 self._views[augment] = features
                 self.cache_hits[f"train-{views}-{augment}-views"] = hit
         return {a: self.features["train"] if a == "none" else self._views[a] for a in augments}
@@ -108,9 +106,9 @@ def prepare(config: TrainConfig, progress: bool = True) -> Prepared:
     data = load_data(config)
     task = make_task(config, loaded, data.classnames)
     cache = Path(config.cache_dir) if config.cache_dir is not None else files.default_cache_dir()
+    images = FeatureCache(loaded, data, cache, task.device, progress)
     features, labels, hits = {}, {}, {}
     for split in data.splits:
-        features[split], hits[split] = split_features(loaded, data, split, cache, task.device,
-                                                      progress)
+        features[split], hits[split] = images.split(split)
         labels[split] = data.labels(split).to(task.device)
-    return Prepared(config, loaded, data, task, features, labels, hits, cache, progress)
+    return Prepared(config, loaded, data, task, features, labels, hits, images)

@@ -11,8 +11,6 @@ from pathlib import Path
 import torch
 
 from sharpzo_ext import loaded
-from sharpzo_ext.clip.data.datasets import Dataset
-from sharpzo_ext.clip.families import LoadedModel
 from sharpzo_ext.clip.runs.config import RunError
 from sharpzo_ext.clip.task.ensemble import Ensemble, from_prompt_file
 from sharpzo_ext.clip.task.heads import Head, HeadError
@@ -22,17 +20,17 @@ from sharpzo_ext.files import atomic_path
 __all__ = ["save", "read"]
 
 
-def save(path: Path, loaded: LoadedModel, data: Dataset, tuned: Tuned, w: torch.Tensor,
-                extra: dict, ensemble: Ensemble | None = None) -> None:
+def save(path: Path, tuned: Tuned, w: torch.Tensor, about: dict,
+         ensemble: Ensemble | None = None) -> None:
     """The prompt file: w, what rebuilds and shows the tuned thing it belongs to (a prompt's
-    context vectors), the model and classes, and the head with its weight when there is one
-    (`eval` scores them together)."""
+    context vectors), what `about` says (the model's identity as "model", the classes as
+    "classnames", how the run went; lists and dicts as JSON, the rest as text), and the head
+    with its weight when there is one (`eval` scores them together)."""
     from safetensors.torch import save_file  # noqa: PLC0415
 
     record, shown = tuned.record(w)
-    metadata = {"model": json.dumps(loaded.identity, sort_keys=True),
-                "classnames": json.dumps(data.classnames), **record,
-                **{k: str(v) for k, v in extra.items()}}
+    metadata = {**record, **{k: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list))
+                             else str(v) for k, v in about.items()}}
     tensors = {"w": w.detach().float().cpu().contiguous(), **shown}
     if ensemble is not None:
         head_tensors, head_metadata = ensemble.to_prompt_file()

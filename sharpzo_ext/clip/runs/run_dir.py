@@ -26,8 +26,6 @@ from typing import Iterator
 
 import torch
 
-from sharpzo_ext.clip.data.datasets import Dataset
-from sharpzo_ext.clip.families import LoadedModel
 from sharpzo_ext.clip.runs import prompt_file
 from sharpzo_ext.clip.runs.config import RunError, TrainConfig
 from sharpzo_ext.clip.task.ensemble import Ensemble
@@ -201,11 +199,10 @@ class RunDir:
             raise RunError(f"{path} is not the state of a run")
         return state
 
-    def save_prompt(self, loaded: LoadedModel, data: Dataset, tuned: Tuned, w: torch.Tensor,
-                    extra: dict, ensemble: Ensemble | None = None) -> None:
-        """prompt.safetensors (prompt_file.py)."""
-        prompt_file.save(self.path / "prompt.safetensors", loaded, data, tuned, w, extra,
-                         ensemble)
+    def save_prompt(self, tuned: Tuned, w: torch.Tensor, about: dict,
+                    ensemble: Ensemble | None = None) -> None:
+        """prompt.safetensors (prompt_file.save)."""
+        prompt_file.save(self.path / "prompt.safetensors", tuned, w, about, ensemble)
 
     def plot(self, log: list[dict], zero_shot: dict[str, float], title: str) -> None:
         """accuracy.png: validation and test accuracy against forward passes."""

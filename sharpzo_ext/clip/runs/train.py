@@ -260,10 +260,11 @@ def _run(run: _Run, progress: Progress) -> dict:
     finish(p, method, best)
     summary = summarize(p, method, progress, session.start)
     summary["processes"] = session.world
-    out.save_prompt(p.loaded, p.data, method.tuned, best["w"],
-                    {"val_acc": summary["val_acc"], "forward_passes": best["forward_passes"],
-                     "method": config.method, **({"tune": config.tuned} if config.tuned else {})},
-                    method.ensemble)
+    out.save_prompt(method.tuned, best["w"], {
+        "model": p.loaded.identity, "classnames": p.data.classnames,
+        "val_acc": summary["val_acc"], "forward_passes": best["forward_passes"],
+        "method": config.method, **({"tune": config.tuned} if config.tuned else {})},
+        method.ensemble)
     out.plot(log, zero_shot(log), f"{config.method}: {config.dataset or config.data} data, "
              f"{config.model} model")
     out.write_summary(summary)
