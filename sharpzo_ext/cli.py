@@ -231,8 +231,8 @@ def _run_compare(args) -> None:
     if "tasks" in vars(args) and "data" in vars(args):
         raise CliError("--tasks and --data both name what to compare on; give one")
     c = CompareConfig()
-    given = {f.name: tuple(v) if isinstance(v, list) else v
-             for f in dataclasses.fields(c) if (v := getattr(args, f.name, None)) is not None}
+    own = {f.name for f in dataclasses.fields(c) if f.metadata}  # the comparison's options
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items() if k in own}
     if "data" in vars(args):
         given["tasks"] = (args.data,)
     config = dataclasses.replace(c, base=_config_from(args, c.base), **given)
