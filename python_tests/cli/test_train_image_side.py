@@ -5,6 +5,7 @@ labels a flip changes, and the refusals."""
 import json
 
 import pytest
+import torch
 
 from sharpzo_ext.cli import main
 from sharpzo_ext.clip.runs import methods
@@ -126,3 +127,22 @@ def test_prompt_files_from_before_adapters_are_read_as_prompts(tmp_path, cache):
     config = TrainConfig(cache_dir=cache, data="embedded-stencil", tune="adapter")
     again = evaluate_prompt(path, config, progress=False)  # a prompt, whatever --tune says
     assert again["test"] == summary["test_acc"]
+
+
+@pytest.mark.slow
+def test_a_run_is_the_same_with_a_cold_or_a_warm_feature_cache(tmp_path):
+    # Note [Cached features in aligned memory]: features read from the cache rounded the
+    # adapter's products differently from features just computed (compare's sharpzo-adapter,
+    # seed 1: a test image flipped after 3,200 passes)
+    from safetensors.torch import load_file
+
+    runs = {}
+    for name in ("cold", "warm"):
+        out = tmp_path / name
+        run(out, str(tmp_path / "cache"), method="sharpzo", tune="adapter", budget=3300,
+            eval_every=100, data="embedded-grainy", head_views=16, seed=1)
+        log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+        runs[name] = (load_file(str(out / "prompt.safetensors"))["w"],
+                      [{k: v for k, v in row.items() if k != "wall_time_s"} for row in log])
+    assert torch.equal(runs["cold"][0], runs["warm"][0])
+    assert runs["cold"][1] == runs["warm"][1]

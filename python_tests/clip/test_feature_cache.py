@@ -99,3 +99,13 @@ def test_a_damaged_cache_file_is_computed_again_and_says_so(tmp_path, how, kind)
     assert torch.equal(again.pre, good.pre) and torch.equal(again.final, good.final)
     again, hit = features()  # replaced: read from the cache, without a word
     assert hit and torch.equal(again.pre, good.pre)
+
+
+def test_features_read_from_the_cache_are_in_aligned_memory(tmp_path):
+    # Note [Cached features in aligned memory]: safetensors' tensors start past its header
+    loaded = load_model("embedded")
+    computed, _ = cache(loaded, tmp_path).split("train")
+    read, hit = cache(loaded, tmp_path).split("train")
+    assert hit
+    for stage in read.stages:
+        assert read.stage(stage).data_ptr() % 64 == computed.stage(stage).data_ptr() % 64 == 0

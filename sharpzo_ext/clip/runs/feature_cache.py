@@ -76,6 +76,15 @@ def _problem(tensors: dict[str, torch.Tensor], rows: int, widths: dict[str, int]
     return None
 
 
+# Note [Cached features in aligned memory]
+# safetensors hands back tensors that point into the file's bytes, after its header: on the CPU
+# they start wherever the header ends (24 bytes past a 64-byte boundary for these files), where
+# freshly computed features start on one. MKL's float32 products take another path on
+# unaligned operands and round differently in the last bit, so a run that read its features
+# from the cache drifted from the same run that computed them (an image's prediction flipped
+# mid-run for the image-side adapter). The features read are copied into memory torch
+# allocates, aligned like computed ones: a run is the same, bit for bit, with a cold or a warm
+# cache.
 def _cached(path: Path | None, rows: int, widths: Callable[[], dict[str, int]],
             device) -> Features | None:
     """The features a cache file holds, or None if there is none or it is damaged (Note [A
@@ -90,8 +99,8 @@ def _cached(path: Path | None, rows: int, widths: Callable[[], dict[str, int]],
         problem = f"cannot be read ({error})"
     else:
         problem = _problem(tensors, rows, widths())
-        if problem is None:
-            return Features.from_tensors(tensors).to(device)
+        if problem is None:  # Note [Cached features in aligned memory]
+            return Features.from_tensors({k: v.clone() for k, v in tensors.items()}).to(device)
     warnings.warn(f"the feature cache file {path} is damaged: {problem}; computing it again",
                   stacklevel=3)
     return None
