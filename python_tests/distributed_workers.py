@@ -30,7 +30,7 @@ def cmaes_population(rank, world, port, out, d):
         opt.step(closure)
     torch.save({"mean": opt.mean, "bytes": closure.stats.bytes_sent,
                 "collectives": closure.stats.collectives}, f"{out}/rank{rank}.pt")
-    dist.destroy_process_group()
+    sz.distributed.finish()  # Note [Ending a distributed run]
 
 
 def zosgd_data(rank, world, port, out):
@@ -51,7 +51,7 @@ def zosgd_data(rank, world, port, out):
     for _ in range(50):
         opt.step(closure)
     torch.save({"w": p.detach().clone()}, f"{out}/rank{rank}.pt")
-    dist.destroy_process_group()
+    sz.distributed.finish()  # Note [Ending a distributed run]
 
 
 def dies(rank, world, port, out):
