@@ -146,15 +146,15 @@ def _explicit(args) -> set[str]:
     return {f.name for f in dataclasses.fields(TrainConfig)} & set(vars(args))
 
 
-def _config_from(args, base=None, **changes):
+def _config_from(args, base=None):
     """TrainConfig from the options given, `base`'s values (default: TrainConfig's defaults)
     for the others."""
     import dataclasses  # noqa: PLC0415
 
     from sharpzo_ext.clip.runs.config import TrainConfig  # noqa: PLC0415
 
-    return dataclasses.replace(base or TrainConfig(), **{
-        **{k: getattr(args, k) for k in _explicit(args)}, **changes})
+    return dataclasses.replace(base or TrainConfig(),
+                               **{k: getattr(args, k) for k in _explicit(args)})
 
 
 def _run_config(args, directory):

@@ -82,9 +82,9 @@ def _problem(tensors: dict[str, torch.Tensor], rows: int, widths: dict[str, int]
 # freshly computed features start on one. MKL's float32 products take another path on
 # unaligned operands and round differently in the last bit, so a run that read its features
 # from the cache drifted from the same run that computed them (an image's prediction flipped
-# mid-run for the image-side adapter). The features read are copied into memory torch
-# allocates, aligned like computed ones: a run is the same, bit for bit, with a cold or a warm
-# cache.
+# mid-run for the image-side adapter). The features read are copied (once, onto the run's
+# device) into memory torch allocates, aligned like computed ones: a run is the same, bit for
+# bit, with a cold or a warm cache.
 def _cached(path: Path | None, rows: int, widths: Callable[[], dict[str, int]],
             device) -> Features | None:
     """The features a cache file holds, or None if there is none or it is damaged (Note [A
@@ -100,7 +100,7 @@ def _cached(path: Path | None, rows: int, widths: Callable[[], dict[str, int]],
     else:
         problem = _problem(tensors, rows, widths())
         if problem is None:  # Note [Cached features in aligned memory]
-            return Features.from_tensors({k: v.clone() for k, v in tensors.items()}).to(device)
+            return Features.from_tensors({k: v.to(device, copy=True) for k, v in tensors.items()})
     warnings.warn(f"the feature cache file {path} is damaged: {problem}; computing it again",
                   stacklevel=3)
     return None
