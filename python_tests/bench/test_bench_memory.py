@@ -8,6 +8,7 @@ import pytest
 
 from sharpzo_ext.bench import memory
 from sharpzo_ext.bench.common import BenchConfig
+from sharpzo_ext.optim import blockwise
 
 
 MEASURE = """
@@ -39,7 +40,11 @@ def test_documented_buffers_follow_the_optimizers_memory_notes():
     between = memory._buffers_mb("SparseZO step, between refreshes", measured) * 2**20
     assert between == pytest.approx(1000 + 4 * 600 + 400)
     assert memory._buffers_mb("SparseZO step, with its mask refresh",
-                              measured) * 2**20 == pytest.approx(between + 17 * 1000)
+                              measured) * 2**20 == pytest.approx(
+        between + 4000 + blockwise.BUFFER_BYTES)  # the copy of every parameter; the blocks
+    assert memory._buffers_mb("SparseZO step, with its mask refresh, exception_safe off",
+                              measured) * 2**20 == pytest.approx(1000 + 4 * 600
+                                                                 + blockwise.BUFFER_BYTES)
     assert memory._buffers_mb("Adam step (backprop)", measured) == 0
 
 

@@ -9,7 +9,7 @@ from typing import Callable, Iterator
 
 import torch
 
-__all__ = ["bytes_allocated"]
+__all__ = ["bytes_allocated", "largest_allocation"]
 
 
 @contextlib.contextmanager
@@ -38,8 +38,19 @@ def bytes_allocated(fn: Callable[[], object], device: torch.device | str = "cpu"
         fn()
         torch.cuda.synchronize(device)
         return torch.cuda.memory_stats(device).get("allocated_bytes.all.allocated", 0) - before
+    return sum(max(event.self_cpu_memory_usage, 0) for event in _cpu_memory_events(fn))
+
+
+def largest_allocation(fn: Callable[[], object]) -> int:
+    """The most bytes one operator allocated (net of what it freed) while fn() runs on the CPU:
+    the size of the largest tensor fn() makes, from torch.profiler's memory events."""
+    return max((event.self_cpu_memory_usage for event in _cpu_memory_events(fn)), default=0)
+
+
+def _cpu_memory_events(fn: Callable[[], object]) -> list:
+    """torch.profiler's events of fn(), with the CPU memory each operator allocated."""
     from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415 (slow import)
 
     with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    return sum(max(event.self_cpu_memory_usage, 0) for event in prof.events())
+    return list(prof.events())

@@ -11,15 +11,16 @@ memory allocated then. Two models, with random weights (nothing is downloaded):
   off), and one CoOp step (Adam, a backward pass through the text tower);
 - a causal language model of OPT-125m's shape, every weight tuned, on 4 sequences of 256
   tokens, in float32 and bfloat16: inference (the loss), one ZOSGD step (exception_safe on and
-  off), the two SparseZO steps, and one backpropagation step with SGD and with Adam.
+  off), the SparseZO step with its mask refresh (exception_safe on and off) and one between
+  refreshes, and one backpropagation step with SGD and with Adam.
 
 Note [Memory targets]
 Forward-only training's promise is the memory of inference. A forward-only step may add only
 what its optimizer documents: ZOSGD's exception-safe copy of the tuned parameters; SparseZO's
 flat mask (1 byte per parameter), the float32 estimate of one parameter at a time and the copy
-of the masked values, and at a mask refresh four transient float32 vectors of every parameter
-(the parameters gathered, the dense estimate, the score, its z-scores: 17 bytes per parameter
-with the mask); SharpZO's CMA-ES state (a d x d covariance and its factor in float64, d = 512
+of the masked values, and at a mask refresh the block buffer of Note [A mask refresh in blocks]
+(blockwise.BUFFER_BYTES, the same for every model) and, with exception_safe, the copy of every
+parameter that its dense estimate perturbs (as ZOSGD's); SharpZO's CMA-ES state (a d x d covariance and its factor in float64, d = 512
 here). The target of each forward-only row is its peak at most 1.1 x inference's plus those
 buffers.
 """
@@ -35,6 +36,7 @@ import sys
 import torch
 
 from sharpzo_ext import resident_memory
+from sharpzo_ext.optim import blockwise
 from sharpzo_ext.bench.common import BenchConfig, Suite, Target, markdown_table, row_progress
 
 __all__ = ["run", "CLIP_ROWS", "LM_ROWS"]
@@ -43,7 +45,9 @@ CLIP_ROWS = ("inference", "SharpZO generation", "SparseZO step, with its mask re
              "SparseZO step, between refreshes", "ZOSGD step", "ZOSGD step, exception_safe off",
              "CoOp step (backprop, Adam)")
 LM_ROWS = ("inference", "ZOSGD step", "ZOSGD step, exception_safe off",
-           "SparseZO step, with its mask refresh", "SparseZO step, between refreshes",
+           "SparseZO step, with its mask refresh",
+           "SparseZO step, with its mask refresh, exception_safe off",
+           "SparseZO step, between refreshes",
            "SGD step (backprop)", "Adam step (backprop)")
 # Note [Measuring the resident high-water mark]: glibc keeps freed blocks below its mmap
 # threshold in its heap, and raises that threshold (up to 32 MB) each time a larger mapped
@@ -89,6 +93,8 @@ def _forward_only(row: str, params: list, lr: float, objective) -> float:
             "population"]),
         "SparseZO step, with its mask refresh": lambda: optim.SparseZO(params, lr=lr,
                                                                        density=DENSITY),
+        "SparseZO step, with its mask refresh, exception_safe off": lambda: optim.SparseZO(
+            params, lr=lr, density=DENSITY, exception_safe=False),
         "SparseZO step, between refreshes": lambda: optim.SparseZO(params, lr=lr,
                                                                    density=DENSITY),
         "ZOSGD step": lambda: optim.ZOSGD(params, lr=lr),
@@ -190,15 +196,15 @@ def _in_process(spec: dict) -> dict:
 def _buffers_mb(row: str, measured: dict) -> float:
     """What the row's optimizer documents beyond inference (Note [Memory targets]), in MB."""
     d, param_bytes = measured["params"], measured["param_bytes"]
-    masked_copy = DENSITY * param_bytes  # exception_safe's copy of the masked values
+    safe = "exception_safe off" not in row
+    masked_copy = DENSITY * param_bytes if safe else 0  # exception_safe's copy of masked values
     between = d + 4 * measured["largest_param"] + masked_copy  # mask, one parameter's estimate
-    refresh = 4 * 4 * d + d  # the parameters, the dense estimate, the score, z-scores: float32
-    if row.startswith("ZOSGD") and "off" not in row:
+    if row.startswith("ZOSGD") and safe:
         return param_bytes / 2**20
     if row == "SparseZO step, between refreshes":
         return between / 2**20
-    if row == "SparseZO step, with its mask refresh":
-        return (between + refresh) / 2**20
+    if row.startswith("SparseZO step, with its mask refresh"):  # the block buffer; the copy
+        return (between + blockwise.BUFFER_BYTES + (param_bytes if safe else 0)) / 2**20
     if row.startswith("SharpZO"):  # CMA-ES's covariance and its factor, float64; stage 2 later
         return 2 * 8 * d * d / 2**20
     return 0.0

@@ -17,7 +17,7 @@ import torch
 
 import sharpzo_ext.ops as ops
 
-__all__ = ["offsets", "numel", "gather", "scatter_", "pieces", "perturb_", "direction",
+__all__ = ["offsets", "numel", "gather", "segment", "scatter_", "pieces", "perturb_", "direction",
            "snapshot", "restored_on_error"]
 
 Params = Sequence[torch.Tensor]
@@ -39,6 +39,16 @@ def numel(params: Params) -> int:
 def gather(params: Params, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """x as a new flat tensor."""
     return torch.cat([p.detach().reshape(-1).to(dtype) for p in params])
+
+
+def segment(params: Params, start: int, end: int, dtype: torch.dtype) -> torch.Tensor:
+    """x[start:end] as a new flat tensor (only the parameters it overlaps are read)."""
+    parts = []
+    for p, offset in zip(params, offsets(params)):
+        lo, hi = max(start, offset), min(end, offset + p.numel())
+        if lo < hi:
+            parts.append(p.detach().reshape(-1)[lo - offset:hi - offset].to(dtype))
+    return torch.cat(parts)
 
 
 @torch.no_grad()

@@ -17,7 +17,7 @@ import torch
 
 import sharpzo_ext.ops as ops
 from sharpzo_ext.ops import checks
-from sharpzo_ext.optim import flat, state_checks, streams, two_point
+from sharpzo_ext.optim import blockwise, flat, state_checks, streams, two_point
 from sharpzo_ext.optim.base import group_rates, options_from_groups
 from sharpzo_ext.optim.objective import Objective
 
@@ -80,24 +80,69 @@ class Options:
 # w = 0, where prompt tuning starts, it is 0 everywhere, and the top k would be the first k
 # coordinates (ties go to the lower index) whatever the gradient says. All weights are then
 # equal, so the score ranks by its other factor: zscore(|G|), the score of w = 1.
+SCORE_EPS = 1e-8  # added to the standard deviation of |G| (sz.ops.mask_score's eps)
+
+
 def choose_mask(objective: Objective, params: Sequence[torch.Tensor], seed: int, refresh: int,
                 options: Options, zo: two_point.Options) -> tuple[torch.Tensor, int]:
     """(a new flat bool mask of options.k coordinates, the objective evaluations it took) for
-    the `refresh`-th refresh."""
-    w = flat.gather(params, torch.float32)
-    evaluations = 0
+    the `refresh`-th refresh: the top k of the scores, ties to the lower index (Note [Score
+    order]), chosen a block at a time (Note [A mask refresh in blocks]). The mask is the one
+    sz.ops.sparse_zscore selects from sz.ops.mask_score over the whole vector."""
+    n, device, evaluations = flat.numel(params), params[0].device, 0
     if options.mask == "random":
-        score = ops.sample(w.numel(), seed, streams.stream_id(streams.RANDOM_MASK, refresh),
-                           device=w.device)
+        stream = streams.stream_id(streams.RANDOM_MASK, refresh)
+
+        def scores(start: int, end: int) -> torch.Tensor:
+            return ops.sample(end - start, seed, stream, offset=start, device=device)
     elif options.mask == "magnitude":
-        score = w.abs()
+        def scores(start: int, end: int) -> torch.Tensor:
+            return flat.segment(params, start, end, torch.float32).abs()
     else:
-        ids = two_point.stream_ids(streams.MASK_DIRECTIONS, refresh, options.mask_queries)
-        grad = two_point.dense_estimate(objective, params, seed, ids, zo, torch.float32)
-        evaluations = two_point.cost(len(ids), zo.one_sided)
-        score = ops.mask_score(w if bool(w.any()) else torch.ones_like(w), grad)
-    _, mask = ops.sparse_zscore(score, options.k, score=score, check_finite=False)
-    return mask, evaluations
+        scores = _gradient_scores(objective, params, seed, refresh, options, zo)
+        evaluations = two_point.cost(options.mask_queries, zo.one_sided)
+
+    def finite_scores(start: int, end: int) -> torch.Tensor:
+        score = scores(start, end)
+        if not bool(score.isfinite().all()):
+            raise ValueError("a mask score is not finite (a weight is inf or NaN, or so large "
+                             "that its square overflows float32); the parameters are unchanged")
+        return score
+
+    return blockwise.top_k_mask(finite_scores, n, options.k, device), evaluations
+
+
+def _gradient_scores(objective: Objective, params: Sequence[torch.Tensor], seed: int,
+                     refresh: int, options: Options,
+                     zo: two_point.Options) -> blockwise.Blocks:
+    """The "score" mask's scores |w|^2 * zscore(|G|) (sz.ops.mask_score's, bit for bit), a block
+    at a time: G, the float32 dense estimate from options.mask_queries directions, is
+    regenerated from the stream for each block a pass reads."""
+    ids = two_point.stream_ids(streams.MASK_DIRECTIONS, refresh, options.mask_queries)
+    plus, minus = two_point.losses(objective, params, seed, ids, zo)
+    coefficients = [g / len(ids) for g in two_point.projected_gradients(plus, minus, zo)]
+    n, device = flat.numel(params), params[0].device
+
+    def magnitudes(start: int, end: int) -> torch.Tensor:
+        estimate = torch.zeros(end - start, dtype=torch.float32, device=device)
+        two_point.accumulate_(estimate, seed, ids, coefficients, zo.dist, start)
+        return estimate.double().abs_()
+
+    mean, denom, finite = blockwise.moments(magnitudes, n, SCORE_EPS)
+    if not finite:
+        raise ValueError("the gradient estimate behind the mask is not finite (the losses' "
+                         "differences overflow float32); the parameters are unchanged")
+    weighted = any(bool(p.any()) for p in params)  # Note [Scores at w = 0]
+
+    def scores(start: int, end: int) -> torch.Tensor:
+        z = (magnitudes(start, end) - mean) / denom if denom > 0 else torch.zeros(
+            end - start, dtype=torch.float64, device=device)
+        if not weighted:
+            return z.float()
+        w = flat.segment(params, start, end, torch.float32).double()
+        return ((w * w) * z).float()
+
+    return scores
 
 
 # Note [No z-score of a few values]

@@ -47,8 +47,11 @@ class SparseZO(ForwardOnlyOptimizer):
     later joins the search: the next step chooses a mask of k coordinates over all parameters.
 
     Memory: the parameters, the flat bool mask (d bytes), the copy of the masked values for
-    ``exception_safe`` (k values), and per step one estimate of size d; at a refresh, a few
-    transient flat copies of size d (mask_score and sparse_zscore on the whole vector).
+    ``exception_safe`` (k values), and per step the float32 estimate of one parameter at a time.
+    A refresh adds the new mask (d bytes), a buffer of fixed size (``blockwise.BUFFER_BYTES``,
+    32 MiB: the scores are made and ranked a block at a time, Note [A mask refresh in blocks]),
+    and with ``exception_safe`` a copy of the parameters while its dense estimate perturbs them
+    all; the mask it chooses is the one the whole score vector gives.
     """
 
     def __init__(self, params: Iterable, lr: float, eps: float = 1e-3, density: float = 0.1,
