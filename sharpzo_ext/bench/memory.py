@@ -12,7 +12,9 @@ memory allocated then. Two models, with random weights (nothing is downloaded):
 - a causal language model of OPT-125m's shape, every weight tuned, on 4 sequences of 256
   tokens, in float32 and bfloat16: inference (the loss), one ZOSGD step (exception_safe on and
   off), the SparseZO step with its mask refresh (exception_safe on and off) and one between
-  refreshes, and one backpropagation step with SGD and with Adam.
+  refreshes, one ZOSGD step through ZOTrainer (Hugging Face's Trainer, forward passes only), and
+  one backpropagation step with SGD and with Adam. The loss is the model's own (logits upcast to
+  float32, no KV cache), as Trainer computes it.
 
 Note [Memory targets]
 Forward-only training's promise is the memory of inference. A forward-only step may add only
@@ -44,11 +46,12 @@ __all__ = ["run", "CLIP_ROWS", "LM_ROWS"]
 CLIP_ROWS = ("inference", "SharpZO generation", "SparseZO step, with its mask refresh",
              "SparseZO step, between refreshes", "ZOSGD step", "ZOSGD step, exception_safe off",
              "CoOp step (backprop, Adam)")
+TRAINER_ROW = "ZOSGD step through ZOTrainer"  # Hugging Face's Trainer, forward passes only
 LM_ROWS = ("inference", "ZOSGD step", "ZOSGD step, exception_safe off",
            "SparseZO step, with its mask refresh",
            "SparseZO step, with its mask refresh, exception_safe off",
-           "SparseZO step, between refreshes",
-           "SGD step (backprop)", "Adam step (backprop)")
+           "SparseZO step, between refreshes", TRAINER_ROW, "SGD step (backprop)",
+           "Adam step (backprop)")
 # Note [Measuring the resident high-water mark]: glibc keeps freed blocks below its mmap
 # threshold in its heap, and raises that threshold (up to 32 MB) each time a larger mapped
 # block is freed; a second forward pass then finds the first one's activations still resident,
@@ -159,10 +162,8 @@ def _lm_row(row: str, dtype: str, quick: bool, device: str) -> dict:
                            generator=torch.Generator().manual_seed(1)).to(device)
     params = list(model.parameters())
 
-    def loss():
-        logits = model(input_ids=tokens).logits[:, :-1].float()
-        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                 tokens[:, 1:].reshape(-1))
+    def loss():  # the model's own loss (float32 logits), without a KV cache: what Trainer runs
+        return model(input_ids=tokens, labels=tokens, use_cache=False).loss
 
     def inference():
         with torch.no_grad():
@@ -176,11 +177,41 @@ def _lm_row(row: str, dtype: str, quick: bool, device: str) -> dict:
 
     if row == "inference" or "backprop" in row:
         mb = _peak_mb(device, inference if row == "inference" else backprop)
+    elif row == TRAINER_ROW:
+        mb = _trainer_step_mb(model, tokens.cpu(), device)
     else:
         mb = _forward_only(row, params, 1e-6, loss)
     return {"mb": mb, "params": sum(p.numel() for p in params),
             "param_bytes": sum(p.numel() * p.element_size() for p in params),
             "largest_param": max(p.numel() for p in params)}
+
+
+def _trainer_step_mb(model, tokens: torch.Tensor, device: str) -> float:
+    """One ZOSGD step through ZOTrainer (sharpzo_ext.integrations.transformers): the Trainer,
+    its optimizer and its first batch are made first, then one training step is measured."""
+    import tempfile  # noqa: PLC0415
+
+    from transformers import TrainingArguments  # noqa: PLC0415
+
+    from sharpzo_ext.integrations.transformers import ZOTrainer  # noqa: PLC0415
+
+    class Sequences(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(tokens)
+
+        def __getitem__(self, i):
+            return {"input_ids": tokens[i], "labels": tokens[i]}
+
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(out, max_steps=1, per_device_train_batch_size=len(tokens),
+                                 learning_rate=1e-6, max_grad_norm=0, report_to="none",
+                                 disable_tqdm=True, save_strategy="no",
+                                 dataloader_pin_memory=False,
+                                 use_cpu=not device.startswith("cuda"))
+        trainer = ZOTrainer(model=model, args=args, train_dataset=Sequences())
+        trainer.create_optimizer_and_scheduler(num_training_steps=1)
+        batch = next(iter(trainer.get_train_dataloader()))
+        return _peak_mb(device, lambda: trainer.training_step(trainer.model, batch))
 
 
 def _in_process(spec: dict) -> dict:
@@ -199,7 +230,7 @@ def _buffers_mb(row: str, measured: dict) -> float:
     safe = "exception_safe off" not in row
     masked_copy = DENSITY * param_bytes if safe else 0  # exception_safe's copy of masked values
     between = d + 4 * measured["largest_param"] + masked_copy  # mask, one parameter's estimate
-    if row.startswith("ZOSGD") and safe:
+    if row.startswith("ZOSGD") and safe:  # the exception-safe copy (through ZOTrainer too)
         return param_bytes / 2**20
     if row == "SparseZO step, between refreshes":
         return between / 2**20
@@ -213,7 +244,7 @@ def _buffers_mb(row: str, measured: dict) -> float:
 def run(config: BenchConfig) -> Suite:
     jobs = ([("CLIP", row, "fp32") for row in CLIP_ROWS]
             + [("LM", row, dtype) for dtype in ("float32", "bfloat16") for row in LM_ROWS])
-    rows, records, targets, inference = [], [], [], {}
+    rows, records, targets, inference, plain = [], [], [], {}, {}
     with row_progress("memory", len(jobs)) as bar:
         for model, row, dtype in jobs:
             spec = {"model": model, "row": row, "dtype": dtype, "quick": config.quick,
@@ -232,9 +263,14 @@ def run(config: BenchConfig) -> Suite:
             records.append({**spec, **measured, "ratio_to_inference": mb / base if base else None,
                             "documented_buffers_mb": buffers})
             forward_only = row != "inference" and "backprop" not in row and "CoOp" not in row
+            if row == "ZOSGD step":
+                plain[model, dtype] = mb
             if forward_only and not config.quick:
                 targets.append(Target(f"{label}, {row}: peak / (1.1 x inference + buffers)",
                                       mb / (1.1 * base + buffers), "<= 1"))
+            if row == TRAINER_ROW and not config.quick:
+                targets.append(Target(f"{label}, {row}: peak / the plain loop's ZOSGD step",
+                                      mb / plain[model, dtype], "<= 1.1"))
             bar.update()
     where = "torch.cuda.max_memory_allocated" if config.device.startswith("cuda") else "VmHWM"
     header = (f"Peak memory above the loaded model ({where}), MB; each row in a fresh process. "
