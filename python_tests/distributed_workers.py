@@ -2,12 +2,16 @@
 
 import datetime
 import os
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 import sharpzo_ext as sz
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def setup(rank, world, port, timeout_s=60):
@@ -84,3 +88,52 @@ def diverged(rank, world, port, out):
     # can abort a process whose peer has already gone (std::terminate, exit -6), which is not
     # what this test checks; the result is in the file.
     os._exit(0)
+
+
+def lm_data_parallel(rank, world, port, out, argv):
+    """examples/data_parallel_causal_lm.py's train() with ZOSGD and with SparseZO, each rank on
+    its part of every batch."""
+    setup(rank, world, port)
+    sys.path.insert(0, str(EXAMPLES))  # the example imports finetune_causal_lm's helpers
+    import data_parallel_causal_lm as example
+
+    results = {}
+    for optimizer in ("zosgd", "sparsezo"):
+        model, losses = example.train(example.parser().parse_args(
+            ["--tiny", "--quiet", "--optimizer", optimizer, *argv]))
+        results[optimizer] = {"losses": losses, "weights": {
+            name: p.detach().clone() for name, p in model.named_parameters()}}
+    torch.save(results, f"{out}/rank{rank}.pt")
+    sz.distributed.finish()  # Note [Ending a distributed run]
+
+
+def sharded_closure(rank, world, port, out):
+    """ShardedLoss on a least-squares loss over rows split across the ranks: the bytes it sends,
+    a non-finite loss on one rank, and ranks whose seeds differ."""
+    setup(rank, world, port)
+    results = {}
+    for d, checked in ((8, True), (4000, True), (8, False)):
+        A = torch.randn(64, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        mine = sz.distributed.shard(64)
+        p = torch.nn.Parameter(torch.zeros(d, dtype=torch.float64))
+        opt = sz.optim.ZOSGD([p], lr=0.01, seed=0)
+        closure = sz.distributed.ShardedLoss(lambda: ((A[mine] @ p - 1) ** 2).mean(),
+                                             weight=(mine.stop - mine.start) / 64,
+                                             params=[p] if checked else None)
+        for _ in range(3):
+            opt.step(closure)
+        results[d, checked] = {"bytes": closure.stats.bytes_sent,
+                               "collectives": closure.stats.collectives, "p": p.detach().clone()}
+    p = torch.nn.Parameter(torch.ones(4, dtype=torch.float64))
+    try:  # rank 1's loss is NaN: every rank's sum is
+        sz.optim.ZOSGD([p], lr=0.1, seed=0).step(sz.distributed.ShardedLoss(
+            lambda: torch.tensor(float("nan") if rank == 1 else 1.0), 0.5, [p]))
+    except ValueError as error:
+        results["nan"] = {"error": str(error), "unchanged": bool((p == 1).all())}
+    try:
+        sz.optim.ZOSGD([p], lr=0.1, seed=rank).step(sz.distributed.ShardedLoss(
+            lambda: (p ** 2).sum(), 0.5, [p]))
+    except sz.distributed.DistributedError as error:
+        results["diverged"] = str(error)
+    torch.save(results, f"{out}/rank{rank}.pt")
+    sz.distributed.finish()  # Note [Ending a distributed run]
