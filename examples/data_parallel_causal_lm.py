@@ -16,14 +16,13 @@ weights, bit for bit. The model, data and optimizers are examples/finetune_causa
 from __future__ import annotations
 
 import argparse
-import sys
 
 import torch
 
 import sharpzo_ext as sz
-from finetune_causal_lm import (ExampleError, check_length, lm_loss, make_optimizer, tiny_batches,
-                                tiny_model)
-from sharpzo_ext.ops import checks
+from finetune_causal_lm import (ExampleError, OneLineParser, check_length, check_run_args,
+                                learning_rate, lm_loss, make_optimizer, run_arguments, run_main,
+                                tiny_batches, tiny_model)
 
 
 def train(args) -> tuple[torch.nn.Module, list[float]]:
@@ -38,7 +37,8 @@ def train(args) -> tuple[torch.nn.Module, list[float]]:
     check_length(model, args.length)
     model = model.eval()  # eval: no dropout, so both points see the same network
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(args.optimizer, params, args.lr, args.eps, args.seed)
+    optimizer = make_optimizer(args.optimizer, params, learning_rate(args), args.eps,
+                               args.seed)
     batches = tiny_batches(args.batch, args.length, args.seed)  # the same on every process
     mine = sz.distributed.shard(args.batch)
     weight = (mine.stop - mine.start) / args.batch
@@ -52,52 +52,22 @@ def train(args) -> tuple[torch.nn.Module, list[float]]:
     return model, losses
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, as sharpzo-ext's command line says it
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tiny", action="store_true", required=True,
-                   help="the tiny random OPT on counting sequences (to fine-tune a Hugging Face "
-                        "model, load it as finetune_causal_lm.py does)")
-    p.add_argument("--optimizer", choices=("zosgd", "sparsezo"), default="zosgd")
-    p.add_argument("--steps", type=int, default=500)
-    p.add_argument("--lr", type=float, default=1e-2)
-    p.add_argument("--eps", type=float, default=1e-3)
-    p.add_argument("--batch", type=int, default=8, help="sequences per step, over all processes")
-    p.add_argument("--length", type=int, default=32, help="tokens per sequence (2 or more, "
-                   "within the model's positions)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true")
-    return p
+    return run_arguments(OneLineParser(description=__doc__.split("\n\n")[0]), hub=False)
 
 
-def check(args) -> None:
-    """Raises ExampleError naming the first argument out of its range."""
+def train_and_finish(args) -> None:
+    """train, then the end of the distributed run (Note [Ending a distributed run])."""
     try:
-        for name, least in (("steps", 1), ("batch", 1), ("length", 2)):
-            checks.integer(getattr(args, name), name, least)
-        checks.stream_integer(args.seed, "seed")
-        checks.real(args.lr, "lr", nonnegative=True)
-        checks.real(args.eps, "eps", positive=True)
-    except (TypeError, ValueError) as error:
-        raise ExampleError(f"--{error}") from None
+        train(args)
+    except BaseException:
+        sz.distributed.finish(wait=False)
+        raise
+    sz.distributed.finish()
 
 
 def main(argv=None) -> None:
-    args = parser().parse_args(argv)
-    try:
-        check(args)
-        train(args)
-    except BaseException as error:
-        sz.distributed.finish(wait=False)  # Note [Ending a distributed run]
-        if isinstance(error, ExampleError):
-            print(f"{parser().prog}: error: {error}", file=sys.stderr)
-            raise SystemExit(2) from None
-        raise
-    sz.distributed.finish()
+    run_main(argv, parser(), check_run_args, train_and_finish)
 
 
 if __name__ == "__main__":

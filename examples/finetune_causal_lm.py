@@ -168,7 +168,7 @@ def finetune(args) -> list[float]:
     if args.lora:
         model = with_lora(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    lr = args.lr if args.lr is not None else (1e-2 if args.tiny else 1e-6)
+    lr = learning_rate(args)
     optimizer = make_optimizer(args.optimizer, params, lr, args.eps, args.seed)
     scheduler = torch.optim.lr_scheduler.LambdaLR(  # cosine decay to a tenth
         optimizer, lambda s: 0.1 + 0.45 * (1 + math.cos(math.pi * min(s / args.steps, 1))))
@@ -198,36 +198,59 @@ def finetune(args) -> list[float]:
     return losses
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, as sharpzo-ext's command line says it
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that says a bad argument in one line, as sharpzo-ext's command line does."""
+
+    def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def parser() -> argparse.ArgumentParser:
-    p = _Parser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="facebook/opt-125m", help="a causal LM name or directory")
-    p.add_argument("--text", help="a text file to fine-tune on (not with --tiny)")
-    p.add_argument("--tiny", action="store_true", help="a tiny random OPT on counting sequences")
+def run_arguments(p: argparse.ArgumentParser, hub: bool = True) -> argparse.ArgumentParser:
+    """Adds the options of every causal-LM example: the model (--tiny; with `hub`, else
+    --tiny is required, --model and --text), the optimizer, its rates, the batches and the seed.
+    Returns `p`."""
+    if hub:
+        p.add_argument("--model", default="facebook/opt-125m",
+                       help="a causal LM name or directory")
+        p.add_argument("--text", help="a text file to fine-tune on (not with --tiny)")
+        p.add_argument("--tiny", action="store_true",
+                       help="a tiny random OPT on counting sequences")
+    else:
+        p.add_argument("--tiny", action="store_true", required=True,
+                       help="the tiny random OPT on counting sequences (to fine-tune a Hugging "
+                            "Face model, load it as finetune_causal_lm.py does)")
     p.add_argument("--optimizer", choices=("zosgd", "sparsezo"), default="zosgd")
-    p.add_argument("--lora", action="store_true", help="train LoRA adapters only (peft)")
-    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
-    p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--steps", type=int, default=500, help="optimizer steps")
     p.add_argument("--lr", type=float, default=None, help="default: 1e-6, or 1e-2 with --tiny")
     p.add_argument("--eps", type=float, default=1e-3)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--length", type=int, default=32, help="tokens per sequence (2 or more, "
                    "within the model's positions)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", metavar="FILE", help="checkpoint to continue from and save to")
-    p.add_argument("--save-every", type=int, default=100)
     p.add_argument("--quiet", action="store_true")
     return p
 
 
-def check_args(args) -> None:
-    """Raises ExampleError naming the first argument out of its range."""
+def parser() -> argparse.ArgumentParser:
+    p = run_arguments(OneLineParser(description=__doc__.split("\n\n")[0]))
+    p.add_argument("--lora", action="store_true", help="train LoRA adapters only (peft)")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--resume", metavar="FILE", help="checkpoint to continue from and save to")
+    p.add_argument("--save-every", type=int, default=100)
+    return p
+
+
+def learning_rate(args) -> float:
+    """--lr, or MeZO's 1e-6 for a real model and 1e-2 for the tiny one."""
+    return args.lr if args.lr is not None else (1e-2 if args.tiny else 1e-6)
+
+
+def check_run_args(args, *counts: str) -> None:
+    """Raises ExampleError naming the first of run_arguments' options out of its range, or of
+    `counts` (options of the example that must be 1 or more)."""
     try:
-        for name, least in (("steps", 1), ("batch", 1), ("length", 2), ("save_every", 1)):
+        for name, least in (("steps", 1), ("batch", 1), ("length", 2),
+                            *((name, 1) for name in counts)):
             checks.integer(getattr(args, name), name, least)
         checks.stream_integer(args.seed, "seed")
         if args.lr is not None:
@@ -235,10 +258,27 @@ def check_args(args) -> None:
         checks.real(args.eps, "eps", positive=True)
     except (TypeError, ValueError) as error:
         raise ExampleError(f"--{str(error).replace('_', '-')}") from None
-    if not args.tiny and not args.text:
+    if not args.tiny and not getattr(args, "text", None):
         raise ExampleError("--text FILE is needed unless --tiny")
+
+
+def check_args(args) -> None:
+    """Raises ExampleError naming the first argument out of its range."""
+    check_run_args(args, "save_every")
     if args.resume and Path(args.resume).is_dir():
         raise ExampleError(f"--resume {args.resume} is a directory; it names a checkpoint file")
+
+
+def run_main(argv, p: argparse.ArgumentParser, check, run, refused=(ExampleError,)) -> None:
+    """An example's main: `argv` parsed by `p`, checked by `check`, then `run`; what `check` or
+    `run` refuses (an exception of `refused`) is one line on stderr and exit status 2."""
+    args = p.parse_args(argv)
+    try:
+        check(args)
+        run(args)
+    except refused as error:
+        print(f"{p.prog}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def check_length(model: torch.nn.Module, length: int) -> None:
@@ -249,13 +289,7 @@ def check_length(model: torch.nn.Module, length: int) -> None:
 
 
 def main(argv=None) -> None:
-    args = parser().parse_args(argv)
-    try:
-        check_args(args)
-        finetune(args)
-    except ExampleError as error:
-        print(f"{parser().prog}: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run_main(argv, parser(), check_args, finetune)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
-import sys
 import warnings
 from pathlib import Path
 
@@ -43,7 +42,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from finetune_causal_lm import (ExampleError, check_args, check_length, lm_loss, make_optimizer,
+from finetune_causal_lm import (ExampleError, OneLineParser, check_length, check_run_args,
+                                learning_rate, lm_loss, make_optimizer, run_arguments, run_main,
                                 tiny_batches, tiny_model, with_lora)
 
 # What a resume may change: the other hyperparameters must be the saved run's.
@@ -105,7 +105,7 @@ class ForwardOnlyLM(pl.LightningModule):
 def train(args, **trainer_options) -> ForwardOnlyLM:
     """Runs the fine-tuning the arguments describe under a Lightning Trainer (its options
     overridden by `trainer_options`); returns the module, with the loss of every step it ran."""
-    module = ForwardOnlyLM(args.optimizer, args.lr, args.eps, args.steps, args.batch, args.length,
+    module = ForwardOnlyLM(args.optimizer, learning_rate(args), args.eps, args.steps, args.batch, args.length,
                            args.seed, args.lora)
     checkpoint = Path(args.resume) if args.resume else None
     callbacks = [] if checkpoint is None else [ModelCheckpoint(
@@ -128,48 +128,25 @@ def train(args, **trainer_options) -> ForwardOnlyLM:
     return module
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, as sharpzo-ext's command line says it
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tiny", action="store_true", required=True,
-                   help="the tiny random OPT on counting sequences (to fine-tune a Hugging Face "
-                        "model, load it as finetune_causal_lm.py does)")
-    p.add_argument("--optimizer", choices=("zosgd", "sparsezo"), default="zosgd")
+    p = run_arguments(OneLineParser(description=__doc__.split("\n\n")[0]), hub=False)
     p.add_argument("--lora", action="store_true", help="train LoRA adapters only (peft)")
-    p.add_argument("--steps", type=int, default=500)
-    p.add_argument("--lr", type=float, default=1e-2)
-    p.add_argument("--eps", type=float, default=1e-3)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--length", type=int, default=32, help="tokens per sequence (2 or more, "
-                   "within the model's positions)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", metavar="FILE.ckpt",
                    help="Lightning checkpoint to continue from and save to")
     p.add_argument("--save-every", type=int, default=100)
-    p.add_argument("--quiet", action="store_true", help="no progress bar or model summary")
     return p
 
 
 def check(args) -> None:
     """Raises ExampleError naming the first argument out of its range."""
-    check_args(args)
+    check_run_args(args, "save_every")
     if args.resume and Path(args.resume).suffix != ".ckpt":
         raise ExampleError(f"--resume {args.resume} must end in .ckpt (Lightning names its "
                            "checkpoints so)")
 
 
 def main(argv=None) -> None:
-    args = parser().parse_args(argv)
-    try:
-        check(args)
-        train(args)
-    except ExampleError as error:
-        print(f"{parser().prog}: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run_main(argv, parser(), check, train)
 
 
 if __name__ == "__main__":

@@ -15,14 +15,13 @@ sharpzo_ext.integrations.transformers.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
-from finetune_causal_lm import ExampleError, check_length, make_optimizer, tiny_batches, \
-    tiny_model, with_lora
-from sharpzo_ext.ops import checks
+from finetune_causal_lm import (ExampleError, OneLineParser, check_length, check_run_args,
+                                learning_rate, make_optimizer, run_arguments, run_main,
+                                tiny_batches, tiny_model, with_lora)
 
 
 class Sequences(torch.utils.data.Dataset):
@@ -81,7 +80,7 @@ def finetune(args) -> list[float]:
     if args.lora:
         model = with_lora(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    lr = args.lr if args.lr is not None else (1e-2 if args.tiny else 1e-6)
+    lr = learning_rate(args)
     training = TrainingArguments(
         args.output, max_steps=args.steps, per_device_train_batch_size=args.batch,
         gradient_accumulation_steps=args.accumulation, learning_rate=lr,
@@ -99,62 +98,29 @@ def finetune(args) -> list[float]:
     return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, as sharpzo-ext's command line says it
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="facebook/opt-125m", help="a causal LM name or directory")
-    p.add_argument("--text", help="a text file to fine-tune on (not with --tiny)")
-    p.add_argument("--tiny", action="store_true", help="a tiny random OPT on counting sequences")
+    p = run_arguments(OneLineParser(description=__doc__.split("\n\n")[0]))
     p.add_argument("--output", required=True, help="Trainer's output directory (checkpoints)")
     p.add_argument("--resume", action="store_true", help="go on from the last checkpoint in "
                    "--output, if there is one")
-    p.add_argument("--optimizer", choices=("zosgd", "sparsezo"), default="zosgd")
     p.add_argument("--lora", action="store_true", help="train LoRA adapters only (peft)")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="of the weights")
-    p.add_argument("--steps", type=int, default=500, help="optimizer steps")
-    p.add_argument("--lr", type=float, default=None, help="default: 1e-6, or 1e-2 with --tiny")
-    p.add_argument("--eps", type=float, default=1e-3)
-    p.add_argument("--batch", type=int, default=8, help="sequences per micro-batch")
     p.add_argument("--accumulation", type=int, default=1, help="micro-batches per step, "
-                   "evaluated at the same perturbed points")
-    p.add_argument("--length", type=int, default=32, help="tokens per sequence")
-    p.add_argument("--seed", type=int, default=0)
+                   "evaluated at the same perturbed points (--batch sequences each)")
     p.add_argument("--save-steps", type=int, default=100)
     p.add_argument("--log-steps", type=int, default=50)
-    p.add_argument("--quiet", action="store_true")
     return p
 
 
 def check_args(args) -> None:
     """Raises ExampleError naming the first argument out of its range."""
-    try:
-        for name, least in (("steps", 1), ("batch", 1), ("accumulation", 1), ("length", 2),
-                            ("save_steps", 1), ("log_steps", 1)):
-            checks.integer(getattr(args, name), name, least)
-        checks.stream_integer(args.seed, "seed")
-        if args.lr is not None:
-            checks.real(args.lr, "lr", nonnegative=True)
-        checks.real(args.eps, "eps", positive=True)
-    except (TypeError, ValueError) as error:
-        raise ExampleError(f"--{str(error).replace('_', '-')}") from None
-    if not args.tiny and not args.text:
-        raise ExampleError("--text FILE is needed unless --tiny")
+    check_run_args(args, "accumulation", "save_steps", "log_steps")
 
 
 def main(argv=None) -> None:
-    from sharpzo_ext.errors import UserError
+    from sharpzo_ext.errors import UserError  # what ZOTrainer refuses
 
-    args = parser().parse_args(argv)
-    try:
-        check_args(args)
-        finetune(args)
-    except (ExampleError, UserError) as error:  # UserError: what ZOTrainer refuses
-        print(f"{parser().prog}: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run_main(argv, parser(), check_args, finetune, (ExampleError, UserError))
 
 
 if __name__ == "__main__":

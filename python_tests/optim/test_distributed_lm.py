@@ -55,8 +55,8 @@ def one_process(example, optimizer: str, sum_of_shards: bool) -> dict:
     the two shards' losses weighted and added in rank order, as ShardedLoss adds them."""
     args = example.parser().parse_args(["--tiny", "--optimizer", optimizer, *ARGV])
     model = example.tiny_model(args.seed).eval()
-    opt = example.make_optimizer(optimizer, list(model.parameters()), args.lr, args.eps,
-                                 args.seed)
+    opt = example.make_optimizer(optimizer, list(model.parameters()), example.learning_rate(args),
+                                 args.eps, args.seed)
     batches = example.tiny_batches(args.batch, args.length, args.seed)
     blocks = [sz.distributed.shard_of(args.batch, rank, 2) for rank in (0, 1)]
 
