@@ -69,6 +69,16 @@ def text_batches(tokenizer, path: Path, batch: int, length: int, seed: int):
         yield torch.stack([ids[s:s + length] for s in starts.tolist()])
 
 
+def hub_model(name: str):
+    """(the causal LM, its tokenizer) of a Hugging Face name or directory."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        return (AutoModelForCausalLM.from_pretrained(name), AutoTokenizer.from_pretrained(name))
+    except (OSError, ValueError) as error:
+        raise ExampleError(f"cannot load --model {name}: {str(error).splitlines()[0]}") from None
+
+
 def lm_loss(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """Next-token cross-entropy, computed in float32 whatever the model's dtype."""
     logits = model(input_ids=tokens).logits[:, :-1].float()
@@ -154,14 +164,7 @@ def finetune(args) -> list[float]:
         model = tiny_model(args.seed)
         batches = tiny_batches(args.batch, args.length, args.seed)
     else:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        try:
-            model = AutoModelForCausalLM.from_pretrained(args.model)
-            tokenizer = AutoTokenizer.from_pretrained(args.model)
-        except (OSError, ValueError) as error:
-            raise ExampleError(f"cannot load --model {args.model}: "
-                               f"{str(error).splitlines()[0]}") from None
+        model, tokenizer = hub_model(args.model)
         batches = text_batches(tokenizer, Path(args.text), args.batch, args.length, args.seed)
     check_length(model, args.length)
     model = model.to(dtype).eval()  # eval: no dropout, so both points see the same network

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from finetune_causal_lm import (ExampleError, OneLineParser, check_length, check_run_args,
-                                learning_rate, make_optimizer, run_arguments, run_main,
+                                hub_model, learning_rate, make_optimizer, run_arguments, run_main,
                                 tiny_batches, tiny_model, with_lora)
 
 
@@ -55,14 +55,7 @@ def model_and_data(args) -> tuple[torch.nn.Module, torch.Tensor]:
         count = args.steps * args.accumulation
         batches = tiny_batches(args.batch, args.length, args.seed)
         return model, torch.cat([next(batches) for _ in range(count)])
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        model = AutoModelForCausalLM.from_pretrained(args.model)
-        tokenizer = AutoTokenizer.from_pretrained(args.model)
-    except (OSError, ValueError) as error:
-        raise ExampleError(f"cannot load --model {args.model}: "
-                           f"{str(error).splitlines()[0]}") from None
+    model, tokenizer = hub_model(args.model)
     return model, text_sequences(tokenizer, Path(args.text), args.length)
 
 
