@@ -155,6 +155,7 @@ def test_cli_errors_are_one_line(tmp_path, cache, capsys):
         assert not (tmp_path / name).exists()  # nothing written
 
 
+@pytest.mark.slow
 def test_an_intrinsic_dim_that_does_not_fit_the_context_is_one_line(tmp_path, cache, capsys):
     # #28.7: zip with --intrinsic-dim 3 gave a traceback about `rank`; #28.10: 100000 tried to
     # allocate an 80 GB covariance

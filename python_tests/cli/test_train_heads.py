@@ -22,6 +22,7 @@ def run(out, cache, resume=False, **kwargs):
     return train(config, out, resume=resume, progress=False, report=lambda s: None)
 
 
+@pytest.mark.slow
 def test_a_prompt_tuned_for_a_head_never_ends_below_the_head_alone(tmp_path, cache):
     summary = run(tmp_path / "run", cache, head="gda")
     assert summary["head"] == "gda" and summary["head_views"] == 4

@@ -62,6 +62,7 @@ def test_fp32_losses_match_the_torch_backend(model, cache):
     assert onnx_task.text_features(W).shape == (6, len(CLASSES), x.shape[1])
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_batches_split_pairs_without_changing_losses(model, cache):
     x = features(model)
