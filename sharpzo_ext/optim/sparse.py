@@ -134,13 +134,13 @@ def _gradient_scores(objective: Objective, params: Sequence[torch.Tensor], seed:
                          "differences overflow float32); the parameters are unchanged")
     weighted = any(bool(p.any()) for p in params)  # Note [Scores at w = 0]
 
-    def scores(start: int, end: int) -> torch.Tensor:
-        z = (magnitudes(start, end) - mean) / denom if denom > 0 else torch.zeros(
+    def scores(start: int, end: int) -> torch.Tensor:  # in place: the blocks' own tensors
+        z = magnitudes(start, end).sub_(mean).div_(denom) if denom > 0 else torch.zeros(
             end - start, dtype=torch.float64, device=device)
         if not weighted:
             return z.float()
         w = flat.segment(params, start, end, torch.float32).double()
-        return ((w * w) * z).float()
+        return w.mul_(w).mul_(z).float()
 
     return scores
 
