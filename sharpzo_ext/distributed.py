@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import math
 import os
 from typing import Callable, Iterable
 
@@ -160,10 +161,11 @@ def _checksum(X: torch.Tensor) -> float:
 
 
 def _sample_checksum(params: list[torch.Tensor]) -> float:
-    """The float64 sum of a strided sample of at most SAMPLE elements of each parameter (the
-    same elements at every call): a few kernels and O(SAMPLE) reads per parameter, not O(d)."""
+    """The sum of a strided sample of at most SAMPLE elements of each parameter (the same
+    elements at every call), O(SAMPLE) reads per parameter, not O(d). math.fsum rounds the exact
+    sum once, so ranks on different devices (whose tensor sums add in different orders) agree."""
     samples = [p.detach().reshape(-1)[::max(1, -(-p.numel() // SAMPLE))] for p in params]
-    return float(torch.cat([s.to(samples[0].device) for s in samples]).double().sum())
+    return math.fsum(torch.cat([s.double().cpu() for s in samples]).tolist())
 
 
 class _Exchange:

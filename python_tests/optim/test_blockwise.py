@@ -68,11 +68,15 @@ def test_top_k_is_sparse_zscores_selection(small_blocks, k):
 
 
 def _params(dtype, zero=False):
+    """Random parameters across block boundaries; `zero`: all 0, or "float32 zero": float64
+    values that are 0 once rounded to float32, as the scores see them."""
     g = torch.Generator().manual_seed(5)
     shapes = [(SMALL_BLOCK + 300,), (40, 100), (3,), (2 * SMALL_BLOCK - 1,)]
     params = [torch.randn(s, generator=g).to(dtype) for s in shapes]
-    if zero:
-        for p in params:
+    for p in params:
+        if zero == "float32 zero":
+            p.mul_(1e-50)
+        elif zero:
             p.zero_()
     return params
 
@@ -99,8 +103,9 @@ def _whole_vector_mask(objective, params, seed, refresh, options, zo):
 
 
 @pytest.mark.parametrize("kind", sparse.MASKS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
-@pytest.mark.parametrize("zero", [False, True])
+@pytest.mark.parametrize("dtype,zero", [
+    (dtype, zero) for dtype in (torch.float32, torch.bfloat16, torch.float64)
+    for zero in (False, True)] + [(torch.float64, "float32 zero")])
 def test_a_refresh_in_blocks_chooses_the_whole_vectors_mask(small_blocks, kind, dtype, zero):
     params = _params(dtype, zero)
     n = flat.numel(params)

@@ -132,7 +132,8 @@ def _gradient_scores(objective: Objective, params: Sequence[torch.Tensor], seed:
     if not finite:
         raise ValueError("the gradient estimate behind the mask is not finite (the losses' "
                          "differences overflow float32); the parameters are unchanged")
-    weighted = any(bool(p.any()) for p in params)  # Note [Scores at w = 0]
+    weighted = any(bool(flat.segment(params, start, end, torch.float32).any())  # as scored:
+                   for start, end in blockwise.blocks(n))  # Note [Scores at w = 0]
 
     def scores(start: int, end: int) -> torch.Tensor:  # in place: the blocks' own tensors
         z = magnitudes(start, end).sub_(mean).div_(denom) if denom > 0 else torch.zeros(
