@@ -235,6 +235,7 @@ def test_unknown_open_clip_tag_and_ill_fitting_checkpoint(tmp_path):
         load_model("RN50", pretrained=str(bad))
 
 
+@pytest.mark.slow
 def test_coop_is_a_method_of_train_and_resumes_its_trajectory(tmp_path, cache):
     coop = dict(method="coop", budget=40, eval_every=10)
     straight = run(tmp_path, cache, "straight", **coop)
@@ -264,6 +265,7 @@ def test_classes_with_fewer_images_than_shots_train(tmp_path, cache, capsys):
     assert summary["val_acc"] is not None
 
 
+@pytest.mark.slow
 def test_eval_keeps_the_projection_the_prompt_was_tuned_with(tmp_path, cache, capsys):
     # #12: `eval RUN --seed 5` silently evaluated the prompt under another projection.
     summary = run(tmp_path, cache, "run", budget=300, seed=3)
@@ -359,6 +361,7 @@ def test_eval_with_a_bad_config_is_one_line(tmp_path, cache, capsys):
     assert code == 2 and len(err) == 1 and "not a run configuration" in err[0]
 
 
+@pytest.mark.slow
 def test_a_cache_file_of_other_rows_is_recomputed(tmp_path):
     from safetensors.torch import load_file, save_file
 

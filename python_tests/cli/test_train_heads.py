@@ -108,6 +108,7 @@ def test_heads_refuse_what_they_cannot_do_in_one_line(tmp_path, cache, capsys):
     assert code == 2 and len(err) == 1 and "head_views must be an int in [1, 256]" in err[0]
 
 
+@pytest.mark.slow
 def test_one_shot_heads_and_a_prompt_tuned_for_one(tmp_path, cache):
     gda = run(tmp_path / "gda", cache, method="gda", shots=1)
     tuned = run(tmp_path / "tuned", cache, shots=1, budget=200)  # the head abstains in training

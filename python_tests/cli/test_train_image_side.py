@@ -23,6 +23,7 @@ def run(out, cache, resume=False, **kwargs):
     return train(config, out, resume=resume, progress=False, report=lambda s: None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tune", ["adapter", "prompt+adapter"])
 def test_a_tuned_adapter_is_kept_and_scored_again_by_eval(tmp_path, cache, tune):
     summary = run(tmp_path / "run", cache, tune=tune)
