@@ -142,14 +142,28 @@ def test_only_the_families_import_a_clip_library():
     assert not found, "\n".join(found)
 
 
+def _in_fresh_python(code: str) -> None:
+    """Runs `code` in a new interpreter (nothing imported yet); fails with its stderr."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_package_imports_no_optional_library():
+    # transformers, accelerate and peft are optional: only the modules that use them import
+    # them (sharpzo_ext.integrations.transformers, the Hugging Face CLIP family)
+    _in_fresh_python("import sys, sharpzo_ext, sharpzo_ext.optim, sharpzo_ext.integrations\n"
+                     "loaded = [m for m in sys.modules if m.split('.')[0] in ('transformers', "
+                     "'accelerate', 'peft')]\n"
+                     "assert not loaded, loaded\n")
+
+
 def test_the_optimizers_load_no_clip_module():
     # `import sharpzo_ext` (or sharpzo_ext.optim) leaves the CLIP layer unloaded until it is used
     code = ("import sys, sharpzo_ext as sz, sharpzo_ext.optim\n"
             "assert not [m for m in sys.modules if m.startswith('sharpzo_ext.clip')], "
             "sorted(m for m in sys.modules if m.startswith('sharpzo_ext.clip'))\n"
             "assert sz.clip.PromptTask.__name__ == 'PromptTask'\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    _in_fresh_python(code)
 
 
 # the package's edges: the command line on top, the benchmarks below it, and the core (what
@@ -186,5 +200,4 @@ def test_the_bench_command_line_loads_no_clip_module():
             "assert args.command == 'bench'\n"
             "assert not [m for m in sys.modules if m.startswith('sharpzo_ext.clip')], "
             "sorted(m for m in sys.modules if m.startswith('sharpzo_ext.clip'))\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    _in_fresh_python(code)
