@@ -105,8 +105,8 @@ class ForwardOnlyLM(pl.LightningModule):
 def train(args, **trainer_options) -> ForwardOnlyLM:
     """Runs the fine-tuning the arguments describe under a Lightning Trainer (its options
     overridden by `trainer_options`); returns the module, with the loss of every step it ran."""
-    module = ForwardOnlyLM(args.optimizer, learning_rate(args), args.eps, args.steps, args.batch, args.length,
-                           args.seed, args.lora)
+    module = ForwardOnlyLM(args.optimizer, learning_rate(args), args.eps, args.steps, args.batch,
+                           args.length, args.seed, args.lora)
     checkpoint = Path(args.resume) if args.resume else None
     callbacks = [] if checkpoint is None else [ModelCheckpoint(
         dirpath=checkpoint.parent, filename=checkpoint.stem, every_n_train_steps=args.save_every,

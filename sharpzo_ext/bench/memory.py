@@ -22,9 +22,9 @@ what its optimizer documents: ZOSGD's exception-safe copy of the tuned parameter
 flat mask (1 byte per parameter), the float32 estimate of one parameter at a time and the copy
 of the masked values, and at a mask refresh the block buffer of Note [A mask refresh in blocks]
 (blockwise.BUFFER_BYTES, the same for every model) and, with exception_safe, the copy of every
-parameter that its dense estimate perturbs (as ZOSGD's); SharpZO's CMA-ES state (a d x d covariance and its factor in float64, d = 512
-here). The target of each forward-only row is its peak at most 1.1 x inference's plus those
-buffers.
+parameter that its dense estimate perturbs (as ZOSGD's); SharpZO's CMA-ES state (a d x d
+covariance and its factor in float64, d = 512 here). The target of each forward-only row is its
+peak at most 1.1 x inference's plus those buffers.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ import sys
 import torch
 
 from sharpzo_ext import resident_memory
-from sharpzo_ext.optim import blockwise
 from sharpzo_ext.bench.common import BenchConfig, Suite, Target, markdown_table, row_progress
+from sharpzo_ext.optim import blockwise
 
 __all__ = ["run", "CLIP_ROWS", "LM_ROWS"]
 

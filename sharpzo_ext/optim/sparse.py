@@ -75,14 +75,14 @@ class Options:
         object.__setattr__(self, "normalize", bool(self.normalize))
 
 
+SCORE_EPS = 1e-8  # added to the standard deviation of |G| (sz.ops.mask_score's eps)
+
+
 # Note [Scores at w = 0]
 # The score |w|^2 * zscore(|G|) prefers large weights whose gradient estimate stands out. At
 # w = 0, where prompt tuning starts, it is 0 everywhere, and the top k would be the first k
 # coordinates (ties go to the lower index) whatever the gradient says. All weights are then
 # equal, so the score ranks by its other factor: zscore(|G|), the score of w = 1.
-SCORE_EPS = 1e-8  # added to the standard deviation of |G| (sz.ops.mask_score's eps)
-
-
 def choose_mask(objective: Objective, params: Sequence[torch.Tensor], seed: int, refresh: int,
                 options: Options, zo: two_point.Options) -> tuple[torch.Tensor, int]:
     """(a new flat bool mask of options.k coordinates, the objective evaluations it took) for
